@@ -1,0 +1,25 @@
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: demo test bench lint clean
+
+$(BIN)/mailaction: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
+	touch $@
+
+demo: $(BIN)/mailaction
+	$(BIN)/mailaction demo
+
+test: $(BIN)/mailaction
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/mailaction
+	$(BIN)/python benchmarks/run.py
+
+lint: $(BIN)/mailaction
+	$(BIN)/ruff check mailaction tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info
