@@ -1,0 +1,220 @@
+"""Reads mailaction.toml into typed, frozen settings with defaults."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_NAME = "mailaction.toml"
+EXAMPLE_CONFIG_NAME = "config.example.toml"
+
+_UNITS = {
+    "s": 1, "sec": 1, "second": 1,
+    "m": 60, "min": 60, "minute": 60,
+    "h": 3600, "hr": 3600, "hour": 3600,
+    "d": 86400, "day": 86400,
+}  # fmt: skip
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*([a-z]+?)s?\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A number of letters per period, e.g. 600 per 60 seconds."""
+
+    count: float
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+    def __str__(self) -> str:
+        unit = {1: "s", 60: "min", 3600: "hour", 86400: "day"}.get(int(self.seconds), "s")
+        return f"{self.count:g}/{unit}"
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse "10/s", "600/min", "2000/hour" or "5000/day"; ValueError otherwise."""
+    match = _RATE.fullmatch(text)
+    if not match or match.group(2).lower() not in _UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f'{text!r} is not a rate; write it like "10/s", "600/min" or "2000/hour"')
+    return Rate(float(match.group(1)), _UNITS[match.group(2).lower()])
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    """[smtp]: where and how to connect."""
+
+    host: str = "127.0.0.1"
+    port: int = 1025
+    security: str = "none"  # "starttls" | "ssl" | "none"
+    username: str | None = None
+    password_env: str | None = None
+    verify_certificates: bool = True
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SendingConfig:
+    """[sending]: how fast and how persistently to send."""
+
+    rate: Rate | None = None
+    per_domain_rate: Rate | None = None
+    concurrency: int = 4
+    max_retries: int = 3
+    retry_delay: float = 2.0
+    timeout: float = 30.0
+    max_messages_per_connection: int = 100
+    daily_limit: int | None = None
+    pause_after_failures: int = 10  # 0 never pauses
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """[campaign]: what to send to whom, and where to keep the record."""
+
+    name: str = "campaign"
+    template: Path | None = None
+    contacts: Path | None = None
+    log: Path | None = None
+    id_column: str = "email"
+    max_message_size: int = 10_000_000
+    check_deliverability: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings; ``source`` is the file they came from, if any."""
+
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    sending: SendingConfig = field(default_factory=SendingConfig)
+    campaign: CampaignConfig = field(default_factory=CampaignConfig)
+    source: Path | None = None
+
+
+def _typed(kind: type, *, optional: bool = False, positive: bool = False) -> Callable[[Any], Any]:
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+
+    def check(value: Any) -> Any:
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ValueError(f"must be {names[kind]}, not {value!r}")
+        if positive and value <= 0:
+            raise ValueError(f"must be greater than 0, not {value!r}")
+        return value
+
+    return check
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
+        return value
+
+    return check
+
+
+def _rate(value: Any) -> Rate:
+    return parse_rate(_typed(str)(value))
+
+
+def _non_negative_int(value: Any) -> int:
+    value = _typed(int)(value)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, not {value!r}")
+    return value
+
+
+_str, _pos_int, _pos_float, _bool = _typed(str), _typed(int, positive=True), _typed(float, positive=True), _typed(bool)
+_SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
+    "smtp": (SMTPConfig, {
+        "host": _str, "port": _pos_int, "security": _choice("starttls", "ssl", "none"),
+        "username": _str, "password_env": _str, "verify_certificates": _bool,
+    }),
+    "sending": (SendingConfig, {
+        "rate": _rate, "per_domain_rate": _rate, "concurrency": _pos_int,
+        "max_retries": _non_negative_int, "retry_delay": _typed(float), "timeout": _pos_float,
+        "max_messages_per_connection": _pos_int, "daily_limit": _pos_int,
+        "pause_after_failures": _non_negative_int,
+    }),
+    "campaign": (CampaignConfig, {
+        "name": _str, "template": _str, "contacts": _str, "log": _str, "id_column": _str,
+        "max_message_size": _pos_int, "check_deliverability": _bool,
+    }),
+}  # fmt: skip
+_PATH_KEYS = ("template", "contacts", "log")
+
+
+def find_config(cwd: Path | None = None) -> Path | None:
+    """The default config: ./mailaction.toml, else ./config.example.toml (inside the repository)."""
+    cwd = cwd or Path.cwd()
+    for name in (CONFIG_NAME, EXAMPLE_CONFIG_NAME):
+        if (cwd / name).is_file():
+            return cwd / name
+    return None
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read ``path`` (or use defaults when None) and apply overrides such as ``{"template": Path}``.
+
+    Override keys are campaign keys (template, contacts, log, name); override paths are
+    taken as given, config paths relative to the config file.
+    """
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        base = path.resolve().parent
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    where = str(path) if path else "config"
+    sections: dict[str, Any] = {}
+    for section, value in data.items():
+        if section not in _SCHEMA:
+            raise ConfigError(f"{where}: unknown section [{section}] (known: smtp, sending, campaign)")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {section} must be a [{section}] table")
+    for section, (cls, checks) in _SCHEMA.items():
+        values: dict[str, Any] = {}
+        for key, value in data.get(section, {}).items():
+            if key not in checks:
+                known = ", ".join(sorted(checks))
+                raise ConfigError(f"{where}: unknown key {section}.{key} (known keys: {known})")
+            try:
+                values[key] = checks[key](value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {section}.{key} {exc}") from None
+            if section == "campaign" and key in _PATH_KEYS:
+                values[key] = base / values[key]
+        sections[section] = cls(**values)
+    campaign = sections["campaign"]
+    campaign = replace(campaign, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    if campaign.log is None:
+        campaign = replace(campaign, log=base / f"{_slug(campaign.name)}.sqlite")
+    return Config(sections["smtp"], sections["sending"], campaign, path)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "campaign"
+
+
+def setting_names() -> dict[str, list[str]]:
+    """Every section and its keys, for documentation checks."""
+    return {section: [f.name for f in fields(cls)] for section, (cls, _) in _SCHEMA.items()}
