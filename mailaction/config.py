@@ -36,7 +36,8 @@ class Rate:
 
     def __str__(self) -> str:
         unit = {1: "s", 60: "min", 3600: "hour", 86400: "day"}.get(int(self.seconds), "s")
-        return f"{self.count:g}/{unit}"
+        count = int(self.count) if float(self.count).is_integer() else self.count
+        return f"{count}/{unit}"
 
 
 def parse_rate(text: str) -> Rate:

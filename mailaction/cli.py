@@ -1,0 +1,477 @@
+"""The `mailaction` command: parses options, calls the library, prints, and sets the exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+from email_validator import EmailNotValidError, validate_email
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+from .campaign import Campaign
+from .config import Config, find_config, load_config
+from .deliverylog import DeliveryLog, Outcome, State
+from .delivery import Run, SendOptions, SendPlan, campaign_key, send_letters
+from .errors import ConfigError, ExitStatus, InvalidCampaign, MailactionError
+from .message import Letter
+from .preview import print_letter, write_preview
+from .report import load_report, print_summary, print_table, write_csv, write_html, write_json
+from .sender import Sender, check_server
+from .sink import Sink, StoredMessage
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+REPORT_WRITERS = {"csv": write_csv, "json": write_json, "html": write_html}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user-fixable errors into one line and an exit code; Ctrl-C into 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InvalidCampaign as exc:
+            for problem in exc.problems:
+                console.print(str(problem), markup=False)
+            errors.print(f"Error: {exc}", markup=False)
+            sys.exit(exc.exit_status)
+        except MailactionError as exc:
+            errors.print(f"Error: {exc}", markup=False)
+            sys.exit(exc.exit_status)
+        except KeyboardInterrupt:
+            errors.print("Interrupted.")
+            sys.exit(ExitStatus.INTERRUPTED)
+
+    return wrapper
+
+
+def campaign_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--config, --template, --contacts and --log, shared by the campaign commands."""
+    options = [
+        click.option(
+            "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+            help="Config file. Default: ./mailaction.toml, else ./config.example.toml.",
+        ),
+        click.option("--template", type=click.Path(path_type=Path), help="Letter template (overrides the config)."),
+        click.option("--contacts", type=click.Path(path_type=Path), help="Contact list: CSV, TSV or XLSX (overrides the config)."),
+        click.option("--log", type=click.Path(path_type=Path, dir_okay=False), help="Delivery log file (overrides the config)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return handle_errors(command)
+
+
+def read_config(config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None) -> Config:
+    """The config file (or the default one) with command-line overrides applied."""
+    path = config_path or find_config()
+    if path is None and template is None and contacts is None and log is None:
+        raise ConfigError(
+            "no config: ./mailaction.toml not found; copy config.example.toml to mailaction.toml "
+            "or pass --config (or --template and --contacts)"
+        )
+    overrides = {"template": template, "contacts": contacts, "log": log}
+    return load_config(path, {k: v.resolve() for k, v in overrides.items() if v is not None})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mailaction")
+def main() -> None:
+    """Mail-merge and letter-writing campaigns.
+
+    Keep contacts in a spreadsheet, write one letter as a template, check and preview
+    every personalised letter, then send them through your own SMTP server with a
+    delivery log that survives crashes.
+
+    \b
+    Start here:
+      mailaction demo                 send the example campaign to a built-in test server
+      mailaction validate             check every letter; nothing is sent
+      mailaction preview --out DIR    look at every letter before sending
+      mailaction send                 send (asks first; re-running resumes)
+      mailaction report               what went out, what failed and why
+    """
+
+
+@main.command()
+@campaign_options
+def validate(config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None) -> None:
+    """Check every contact and letter; print each problem with its row. Sends nothing.
+
+    Exits with 2 when any row has a problem, so it can guard scripts.
+
+    \b
+    Example:
+      mailaction validate --config mailaction.toml
+      mailaction validate --template letter.txt --contacts supporters.xlsx
+    """
+    config = read_config(config_path, template, contacts, log)
+    campaign = Campaign(config)
+    result = campaign.validate()
+    for problem in result.problems:
+        console.print(str(problem), markup=False)
+    if result.problem_count > len(result.problems):
+        console.print(f"... and {result.problem_count - len(result.problems)} more problems.")
+    checked = f"{campaign.contacts.source} with {campaign.template.path.name}"
+    if result.invalid_rows:
+        raise InvalidCampaign(
+            f"{result.problem_count} problem(s) in {result.invalid_rows} row(s) of {checked}; "
+            f"{result.ready} letter(s) ready. Fix them and run validate again; nothing was sent.", []
+        )
+    console.print(f"[green]✓[/] {result.ready} letters ready ({checked}). Nothing was sent.")
+
+
+@main.command()
+@campaign_options
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Write one .eml per letter and an index.html here.")
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most N letters (default: 3 on screen, all with --out).")
+@click.option("--row", "rows", type=int, multiple=True, help="Show the letter of this spreadsheet row (repeatable).")
+def preview(
+    config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
+    out: Path | None, limit: int | None, rows: tuple[int, ...],
+) -> None:  # fmt: skip
+    """Show personalised letters as they will be sent. Sends nothing.
+
+    Rows are numbered as in your spreadsheet (the header is row 1).
+
+    \b
+    Example:
+      mailaction preview                    the first 3 letters in the terminal
+      mailaction preview --row 12           the letter for spreadsheet row 12
+      mailaction preview --out preview/     every letter as .eml + preview/index.html
+    """
+    campaign = Campaign(read_config(config_path, template, contacts, log))
+    chosen = (p for p in campaign.rows() if not rows or p.row in rows)
+    if limit is not None or out is None:
+        chosen = _first(chosen, limit or 3)
+    problems = []
+
+    def checked() -> Iterator[Any]:
+        for prepared in chosen:
+            problems.extend(prepared.problems)
+            yield prepared
+
+    if out is not None:
+        result = write_preview(checked(), out)
+        console.print(f"Wrote {result.written} letters to {out}/ ; open {result.index} in a browser.")
+    else:
+        for prepared in checked():
+            if prepared.letter is not None:
+                print_letter(prepared.letter, console)
+    for problem in problems:
+        console.print(str(problem), markup=False)
+    if problems:
+        raise InvalidCampaign(f"{len(problems)} problem(s) in the letters shown; fix them before sending.", [])
+
+
+def _first(items: Iterator[Any], count: int) -> Iterator[Any]:
+    for index, item in enumerate(items):
+        if index >= count:
+            return
+        yield item
+
+
+@main.command()
+@campaign_options
+@click.option("--dry-run", is_flag=True, help="Do everything except talk to the SMTP server.")
+@click.option("--limit", type=click.IntRange(min=1), help="Send at most N letters in this run.")
+@click.option("--test-to", metavar="ADDR", help="Send proof copies to ADDR instead of the real recipients (1 unless --limit).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@click.option("--resend-uncertain", is_flag=True, help="Also send letters whose earlier attempt may or may not have arrived.")
+@click.option("--retry-failed", is_flag=True, help="Also retry letters the server refused permanently before.")
+def send(
+    config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
+    dry_run: bool, limit: int | None, test_to: str | None, yes: bool,
+    resend_uncertain: bool, retry_failed: bool,
+) -> None:  # fmt: skip
+    """Validate every letter, then send them through the SMTP server of the config.
+
+    Nothing is sent if any row has a problem. Re-running resumes: letters already
+    sent are never sent again; letters that may have arrived when a run was cut
+    short ("uncertain") are sent again only with --resend-uncertain.
+    Ctrl-C stops after the letters in flight; a second Ctrl-C stops at once.
+
+    \b
+    Example:
+      mailaction send --dry-run                 what would be sent, and to whom
+      mailaction send --test-to me@example.org  one proof copy to yourself
+      mailaction send --limit 100               the first 100 letters, then stop
+      mailaction send --yes                     no question asked (scripts, cron)
+    """
+    config = read_config(config_path, template, contacts, log)
+    if test_to is not None:
+        test_to = _check_address(test_to)
+        limit = limit or 1
+    options = SendOptions(dry_run, limit, test_to, resend_uncertain, retry_failed)
+    campaign = Campaign(config, key=campaign_key(config.campaign.name, test_to))
+    result = campaign.validate()
+    if result.invalid_rows:
+        raise InvalidCampaign(
+            f"{result.problem_count} problem(s) in {result.invalid_rows} row(s); nothing was sent. "
+            "Run `mailaction validate` after fixing them.", result.problems
+        )
+    with _open_log(config, campaign.key, dry_run) as delivery_log:
+        recovered = [] if dry_run else delivery_log.recover_interrupted()
+        run = Run(campaign, delivery_log, options)
+        plan = run.plan()
+        _print_plan(config, plan, recovered_count=len(recovered), test_to=test_to)
+        if plan.to_send == 0:
+            console.print("Nothing to send.")
+            return
+        if dry_run:
+            _print_sample(plan.sample)
+            console.print(f"This was a dry run; nothing was sent. To send: mailaction send{_config_hint(config)}")
+            return
+        _confirm(plan, config, yes)
+        password = _password(config)
+        sender = Sender(config.smtp, config.sending, delivery_log, password=password)
+        asyncio.run(check_server(config.smtp, config.sending, password))
+        outcome = _with_progress(plan.to_send)(sender, run.letters())
+        report = load_report(delivery_log)
+        print_summary(report, console)
+    console.print(f"Full report: mailaction report{_config_hint(config)}")
+    if outcome.interrupted:
+        errors.print("Stopped by Ctrl-C. The delivery log is consistent; run send again to resume.")
+        sys.exit(ExitStatus.INTERRUPTED)
+    if outcome.summary.stopped_reason:
+        errors.print(f"Stopped: {outcome.summary.stopped_reason}", markup=False)
+    if outcome.summary.failed or outcome.summary.uncertain or outcome.summary.stopped_reason:
+        sys.exit(ExitStatus.SOME_FAILED)
+
+
+def _check_address(address: str) -> str:
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise click.BadParameter(f"{address!r} is not a valid address: {exc}", param_hint="--test-to")
+
+
+@contextmanager
+def _open_log(config: Config, key: str, dry_run: bool) -> Iterator[DeliveryLog]:
+    """The campaign's log, locked for sending; a dry run without a log uses a throwaway one."""
+    path = config.campaign.log
+    assert path is not None
+    if dry_run and not path.exists():
+        with tempfile.TemporaryDirectory() as scratch:
+            with DeliveryLog(Path(scratch) / "dry-run.sqlite", key) as log:
+                yield log
+        return
+    with DeliveryLog(path, key, lock=not dry_run) as log:
+        yield log
+
+
+def _print_plan(config: Config, plan: SendPlan, *, recovered_count: int, test_to: str | None) -> None:
+    where = f"{config.smtp.host}:{config.smtp.port}"
+    target = f"proof copies to {test_to}" if test_to else "letters"
+    console.print(f"Campaign [bold]{config.campaign.name}[/]: {plan.to_send} {target} to send through {where}.")
+    notes = [
+        (plan.already_sent, "already sent; they will not be sent again"),
+        (recovered_count, "were in flight when an earlier run stopped; they are now 'uncertain'"),
+        (plan.held_uncertain, "uncertain (may have arrived); not sent again without --resend-uncertain"),
+        (plan.held_failed, "refused permanently before; not retried without --retry-failed"),
+        (plan.left_for_later, "left for a later run (--limit or sending.daily_limit)"),
+        (len(plan.changed_after_send), "changed since they were sent or tried; not re-sent (rows "
+         + ", ".join(map(str, plan.changed_after_send[:10])) + ")"),
+    ]  # fmt: skip
+    for count, text in notes:
+        if count:
+            console.print(f"  {count} {text}", markup=False)
+
+
+def _print_sample(sample: list[Letter]) -> None:
+    table = Table("row", "to", "subject", title="First letters")
+    for letter in sample:
+        table.add_row(str(letter.row), ", ".join(letter.recipients), letter.subject)
+    console.print(table)
+
+
+def _config_hint(config: Config) -> str:
+    source = config.source
+    if source is None or source.resolve() == (Path.cwd() / "mailaction.toml").resolve():
+        return ""
+    return f" --config {os.path.relpath(source)}"
+
+
+def _confirm(plan: SendPlan, config: Config, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError("no terminal to ask for confirmation; pass --yes to send")
+    question = f"Send {plan.to_send} letters through {config.smtp.host}:{config.smtp.port}?"
+    if not click.confirm(question, default=False):
+        console.print("Nothing was sent.")
+        sys.exit(ExitStatus.SUCCESS)
+
+
+def _password(config: Config) -> str | None:
+    smtp = config.smtp
+    if not smtp.username:
+        return None
+    if smtp.password_env and os.environ.get(smtp.password_env):
+        return os.environ[smtp.password_env]
+    if not sys.stdin.isatty():
+        hint = f"set the environment variable {smtp.password_env}" if smtp.password_env else "set smtp.password_env"
+        raise ConfigError(f"no SMTP password for {smtp.username!r}: {hint} (there is no terminal to ask)")
+    return click.prompt(f"SMTP password for {smtp.username} at {smtp.host}", hide_input=True)
+
+
+class RateColumn(ProgressColumn):
+    """Letters per second, once there is a measure."""
+
+    def render(self, task: Task) -> str:
+        return Text(f"{task.speed:,.0f}/s" if task.speed else "")
+
+
+def _with_progress(total: int) -> Callable[[Sender, Iterator[Letter]], Any]:
+    """A send_letters that shows a progress bar with rate and ETA (quiet when not a terminal)."""
+
+    def run(sender: Sender, letters: Iterator[Letter]) -> Any:
+        progress = Progress(
+            TextColumn("[bold]Sending"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"), RateColumn(),
+            TimeRemainingColumn(), console=console, disable=not console.is_terminal,
+        )  # fmt: skip
+        task = progress.add_task("send", total=total, failed=0)
+        failed = 0
+
+        def on_outcome(letter: Letter, outcome: Outcome) -> None:
+            nonlocal failed
+            if outcome.state is State.DEFERRED:
+                return
+            failed += outcome.state is not State.SENT
+            progress.update(task, advance=1, failed=failed)
+
+        def on_interrupt(presses: int) -> None:
+            message = "Stopping after the letters in flight (Ctrl-C again to stop at once)..."
+            errors.print(message if presses == 1 else "Stopping now.")
+
+        with progress:
+            return send_letters(sender, letters, on_outcome=on_outcome, on_interrupt=on_interrupt)
+
+    return run
+
+
+@main.command()
+@campaign_options
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="Write to this file instead of the terminal.")
+@click.option("--state", "states", type=click.Choice([s.value for s in State]), multiple=True, help="Only letters in this state (repeatable).")
+def report(
+    config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
+    fmt: str, output: Path | None, states: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Summarise the delivery log: counts per state, timing, failures with the server's reply.
+
+    \b
+    Example:
+      mailaction report                                  a table in the terminal
+      mailaction report --state failed --state uncertain only the letters to look at
+      mailaction report --format html -o report.html     one page to share (works offline)
+      mailaction report --format json                    for other tools
+    """
+    config = read_config(config_path, template, contacts, log)
+    assert config.campaign.log is not None
+    with DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log:
+        data = load_report(delivery_log, [State(s) for s in states] or None)
+    if fmt == "table":
+        print_table(data, console)
+        return
+    if output is None:
+        REPORT_WRITERS[fmt](data, sys.stdout)
+        return
+    with output.open("w", encoding="utf-8", newline="" if fmt == "csv" else None) as out:
+        REPORT_WRITERS[fmt](data, out)
+    console.print(f"Wrote {output}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it on loopback).")
+@click.option("--port", default=1025, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--maildir", default="sink-maildir", show_default=True, type=click.Path(path_type=Path, file_okay=False), help="Where to store received messages.")
+@handle_errors
+def sink(host: str, port: int, maildir: Path) -> None:
+    """Run a local SMTP server that accepts every message and stores it in a Maildir.
+
+    For trying a campaign end to end without sending real mail. Stop it with Ctrl-C.
+
+    \b
+    Example:
+      mailaction sink --port 1025 --maildir received/
+      mailaction send --config config.example.toml     (in another terminal)
+    """
+    with Sink(maildir, host=host, port=port, on_message=_print_stored) as server:
+        console.print(f"Listening on {host}:{server.port}; storing messages in {maildir}/ (Ctrl-C to stop)")
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            console.print(f"Stopped; {server.count} messages stored in {maildir}/")
+
+
+def _print_stored(message: StoredMessage) -> None:
+    console.print(f"{message.mail_from} → {', '.join(message.recipients)}: {message.subject}", markup=False)
+
+
+@main.command()
+@handle_errors
+def demo() -> None:
+    """Send the example campaign to a built-in SMTP server, then show the report.
+
+    Needs no configuration and no network: a local test server starts on a free
+    loopback port, receives every letter and stores it in a Maildir.
+
+    \b
+    Example:
+      mailaction demo
+      mailaction report          the demo's delivery report, afterwards
+    """
+    config_path = find_config(REPO_ROOT) or find_config()
+    if config_path is None or config_path.name != "config.example.toml":
+        config_path = REPO_ROOT / "config.example.toml"
+    base = load_config(config_path)
+    log_path = base.campaign.log
+    assert log_path is not None
+    maildir = log_path.parent / "demo-maildir"
+    shutil.rmtree(maildir, ignore_errors=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{log_path}{suffix}").unlink(missing_ok=True)
+    with Sink(maildir) as server:
+        config = replace(base, smtp=replace(base.smtp, host="127.0.0.1", port=server.port, security="none", username=None))
+        console.print(f"Demo SMTP server listening on 127.0.0.1:{server.port}")
+        campaign = Campaign(config)
+        result = campaign.validate()
+        if result.invalid_rows:
+            raise InvalidCampaign("the example campaign has problems", result.problems)
+        with DeliveryLog(log_path, campaign.key, lock=True) as delivery_log:
+            run = Run(campaign, delivery_log, SendOptions())
+            plan = run.plan()
+            _print_plan(config, plan, recovered_count=0, test_to=None)
+            outcome = _with_progress(plan.to_send)(Sender(config.smtp, config.sending, delivery_log), run.letters())
+            print_summary(load_report(delivery_log), console)
+        console.print(f"The server received {server.count} messages; they are in {os.path.relpath(maildir)}/")
+    console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it with: mailaction report{_config_hint(config)}")
+    if outcome.summary.failed or outcome.summary.uncertain:
+        sys.exit(ExitStatus.SOME_FAILED)
