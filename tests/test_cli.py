@@ -1,0 +1,227 @@
+"""The CLI end to end: CliRunner against a real SMTP sink on loopback."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from mailaction.cli import main
+from mailaction.deliverylog import DeliveryLog, State
+from mailaction.sink import Sink
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEMPLATE = """\
+To: {{ first_name }} {{ last_name }} <{{ email }}>
+From: Campaign Team <campaign@example.org>
+Subject: Hello {{ first_name }}
+
+Dear {{ first_name }},
+
+Thank you for joining{% if town %} from {{ town }}{% endif %}.
+"""
+
+CONTACTS = """\
+email,first_name,last_name,town
+ana@example.org,Ana,Silva,Porto
+bo@example.com,Bo,NA,
+chen@example.net,Chen,Wei,Taipei
+"""
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[Sink]:
+    with Sink(tmp_path / "maildir") as server:
+        yield server
+
+
+@pytest.fixture
+def project(tmp_path: Path, sink: Sink) -> Path:
+    """A campaign folder with a template, contacts and a config pointing at the sink."""
+    (tmp_path / "letter.txt").write_text(TEMPLATE, encoding="utf-8")
+    (tmp_path / "contacts.csv").write_text(CONTACTS, encoding="utf-8")
+    (tmp_path / "mailaction.toml").write_text(
+        f"""
+[campaign]
+name = "Test action"
+template = "letter.txt"
+contacts = "contacts.csv"
+
+[smtp]
+host = "127.0.0.1"
+port = {sink.port}
+
+[sending]
+concurrency = 2
+retry_delay = 0.01
+""",
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+def run(project: Path, *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, [*args[:1], "--config", str(project / "mailaction.toml"), *args[1:]], input=input)
+
+
+def log_states(project: Path, campaign: str = "Test action") -> dict[str, State]:
+    with DeliveryLog(project / "test-action.sqlite", campaign) as log:
+        return {entry.contact_id: entry.state for entry in log.entries()}
+
+
+def received(project: Path) -> list[str]:
+    return sorted(message["To"] for message in mailbox.Maildir(project / "maildir"))
+
+
+def test_validate_reports_ready_letters(project: Path) -> None:
+    result = run(project, "validate")
+    assert result.exit_code == 0, result.output
+    assert "3 letters ready" in result.output
+
+
+def test_validate_reports_every_bad_row_with_its_number(project: Path) -> None:
+    (project / "contacts.csv").write_text(
+        "email,first_name,last_name,town\nana@example.org,Ana,Silva,\nbob@,Bob,B,\n\n"
+        "carol@example.org,Carol,C,\nana@EXAMPLE.org,Ana,Again,\n",
+        encoding="utf-8",
+    )
+    result = run(project, "validate")
+    assert result.exit_code == 2
+    assert "contacts.csv:3 (To)" in result.output
+    assert "contacts.csv:6 (email)" in result.output and "row 2" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_names_an_undefined_variable_and_row(project: Path) -> None:
+    (project / "letter.txt").write_text(TEMPLATE.replace("{{ town }}", "{{ city }}"), encoding="utf-8")
+    result = run(project, "validate")
+    assert result.exit_code == 2
+    assert "contacts.csv:2" in result.output and "city" in result.output
+
+
+def test_template_syntax_error_is_one_line_with_line_number(project: Path) -> None:
+    (project / "letter.txt").write_text(TEMPLATE.replace("{{ first_name }},", "{{ first_name },"), encoding="utf-8")
+    result = run(project, "validate")
+    assert result.exit_code == 2
+    assert "letter.txt:5" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--template", "missing.txt"], "missing.txt"),
+        (["--contacts", "missing.csv"], "missing.csv"),
+    ],
+)
+def test_missing_files_are_one_line_errors(project: Path, args: list[str], message: str) -> None:
+    result = run(project, "validate", *[str(project / a) if a.startswith("missing") else a for a in args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_config_key_is_named(project: Path) -> None:
+    config = project / "mailaction.toml"
+    config.write_text(config.read_text() + "\nspeed = 3\n".replace("speed", "sped"), encoding="utf-8")
+    result = run(project, "validate")
+    assert result.exit_code == 2
+    assert "sending.sped" in result.output
+
+
+def test_preview_writes_eml_files_and_an_index(project: Path) -> None:
+    out = project / "preview"
+    result = run(project, "preview", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert len(list(out.glob("*.eml"))) == 3
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "Hello Chen" in index
+
+
+def test_preview_row_shows_that_letter(project: Path) -> None:
+    result = run(project, "preview", "--row", "4")
+    assert result.exit_code == 0, result.output
+    assert "Dear Chen" in result.output
+    assert "Dear Ana" not in result.output
+
+
+def test_send_needs_yes_without_a_terminal(project: Path, sink: Sink) -> None:
+    result = run(project, "send")
+    assert result.exit_code == 2
+    assert "--yes" in result.output
+    assert sink.count == 0
+
+
+def test_send_then_resend_sends_each_letter_once(project: Path, sink: Sink) -> None:
+    first = run(project, "send", "--yes")
+    assert first.exit_code == 0, first.output
+    assert sink.count == 3
+    assert set(log_states(project).values()) == {State.SENT}
+    second = run(project, "send", "--yes")
+    assert second.exit_code == 0, second.output
+    assert "3 already sent" in second.output
+    assert sink.count == 3
+
+
+def test_send_limit_then_resume(project: Path, sink: Sink) -> None:
+    assert run(project, "send", "--yes", "--limit", "1").exit_code == 0
+    assert sink.count == 1
+    assert run(project, "send", "--yes").exit_code == 0
+    assert sink.count == 3
+    assert len(set(received(project))) == 3
+
+
+def test_dry_run_sends_nothing_and_writes_no_sent_state(project: Path, sink: Sink) -> None:
+    result = run(project, "send", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "dry run" in result.output
+    assert "ana@example.org" in result.output
+    assert sink.count == 0
+    assert not (project / "test-action.sqlite").exists()
+
+
+def test_test_to_sends_one_proof_copy_logged_apart(project: Path, sink: Sink) -> None:
+    result = run(project, "send", "--yes", "--test-to", "me@example.org")
+    assert result.exit_code == 0, result.output
+    assert sink.count == 1
+    assert log_states(project, "Test action [test]") == {"ana@example.org": State.SENT}
+    assert log_states(project) == {}
+
+
+def test_invalid_row_blocks_the_whole_send(project: Path, sink: Sink) -> None:
+    (project / "contacts.csv").write_text(CONTACTS + "not-an-address,Dee,D,\n", encoding="utf-8")
+    result = run(project, "send", "--yes")
+    assert result.exit_code == 2
+    assert "contacts.csv:5" in result.output
+    assert sink.count == 0
+
+
+def test_report_json_counts_match_the_sink(project: Path, sink: Sink) -> None:
+    assert run(project, "send", "--yes").exit_code == 0
+    result = run(project, "report", "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["summary"]["total"] == 3
+    assert data["summary"]["sent"] == sink.count == 3
+
+
+def test_report_without_a_log_says_so(project: Path) -> None:
+    result = run(project, "report")
+    assert result.exit_code == 2
+    assert "send" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_send_to_a_closed_port_fails_cleanly(project: Path, free_port: int) -> None:
+    config = project / "mailaction.toml"
+    text = config.read_text()
+    config.write_text(text.replace("port = ", f"port = {free_port}\n# was ", 1), encoding="utf-8")
+    result = run(project, "send", "--yes")
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{free_port}" in result.output
+    assert "Traceback" not in result.output
