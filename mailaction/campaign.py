@@ -31,6 +31,17 @@ class ValidationResult:
     invalid_rows: int = 0
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
+    keep: int = 100
+
+    def add(self, prepared: PreparedRow) -> None:
+        """Count one row; keep its problems while there is room."""
+        if not prepared.problems:
+            self.ready += 1
+            return
+        self.invalid_rows += 1
+        self.problem_count += len(prepared.problems)
+        room = max(self.keep - len(self.problems), 0)
+        self.problems.extend(prepared.problems[:room])
 
 
 class Campaign:
@@ -77,15 +88,9 @@ class Campaign:
 
     def validate(self, keep: int = 100) -> ValidationResult:
         """Check every row; keep the first ``keep`` problems and count the rest."""
-        result = ValidationResult()
+        result = ValidationResult(keep=keep)
         for prepared in self.rows():
-            if prepared.problems:
-                result.invalid_rows += 1
-                result.problem_count += len(prepared.problems)
-                room = keep - len(result.problems)
-                result.problems.extend(prepared.problems[: max(room, 0)])
-            else:
-                result.ready += 1
+            result.add(prepared)
         return result
 
     def letters(self) -> Iterator[Letter]:

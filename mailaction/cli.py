@@ -228,16 +228,10 @@ def send(
         limit = limit or 1
     options = SendOptions(dry_run, limit, test_to, resend_uncertain, retry_failed)
     campaign = Campaign(config, key=campaign_key(config.campaign.name, test_to))
-    result = campaign.validate()
-    if result.invalid_rows:
-        raise InvalidCampaign(
-            f"{result.problem_count} problem(s) in {result.invalid_rows} row(s); nothing was sent. "
-            "Run `mailaction validate` after fixing them.", result.problems
-        )
     with _open_log(config, campaign.key, dry_run) as delivery_log:
         recovered = [] if dry_run else delivery_log.recover_interrupted()
         run = Run(campaign, delivery_log, options)
-        plan = run.plan()
+        plan = _checked_plan(run)
         _print_plan(config, plan, recovered_count=len(recovered), test_to=test_to)
         if plan.to_send == 0:
             console.print("Nothing to send.")
@@ -261,6 +255,21 @@ def send(
         errors.print(f"Stopped: {outcome.summary.stopped_reason}", markup=False)
     if outcome.summary.failed or outcome.summary.uncertain or outcome.summary.stopped_reason:
         sys.exit(ExitStatus.SOME_FAILED)
+
+
+def _checked_plan(run: Run) -> SendPlan:
+    """The run's plan, or InvalidCampaign when any row has a problem."""
+    plan = run.plan()
+    result = plan.validation
+    if result.invalid_rows:
+        more = result.problem_count - len(result.problems)
+        raise InvalidCampaign(
+            f"{result.problem_count} problem(s) in {result.invalid_rows} row(s)"
+            + (f" ({more} not shown)" if more else "")
+            + "; nothing was sent. Run `mailaction validate` after fixing them.",
+            result.problems,
+        )
+    return plan
 
 
 def _check_address(address: str) -> str:
@@ -462,12 +471,9 @@ def demo() -> None:
         config = replace(base, smtp=replace(base.smtp, host="127.0.0.1", port=server.port, security="none", username=None))
         console.print(f"Demo SMTP server listening on 127.0.0.1:{server.port}")
         campaign = Campaign(config)
-        result = campaign.validate()
-        if result.invalid_rows:
-            raise InvalidCampaign("the example campaign has problems", result.problems)
         with DeliveryLog(log_path, campaign.key, lock=True) as delivery_log:
             run = Run(campaign, delivery_log, SendOptions())
-            plan = run.plan()
+            plan = _checked_plan(run)
             _print_plan(config, plan, recovered_count=0, test_to=None)
             outcome = _with_progress(plan.to_send)(Sender(config.smtp, config.sending, delivery_log), run.letters())
             print_summary(load_report(delivery_log), console)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from .campaign import Campaign
+from .campaign import Campaign, ValidationResult
 from .deliverylog import DeliveryLog, Entry, Outcome, State
 from .message import Letter
 from .sender import Sender, SendSummary
@@ -41,6 +41,7 @@ class SendOptions:
 class SendPlan:
     """What a run will do, decided before anything is sent."""
 
+    validation: ValidationResult = field(default_factory=ValidationResult)
     to_send: int = 0
     already_sent: int = 0
     held_uncertain: int = 0
@@ -100,16 +101,19 @@ class Run:
             return replace(letter, recipients=(self.options.test_to,))
         return letter
 
-    def _decisions(self) -> Iterator[tuple[Letter, Entry | None, Decision]]:
-        for letter in self.campaign.letters():
-            letter = self._letter(letter)
-            entry = self.log.get(letter.contact_id)
-            yield letter, entry, decide(entry, letter, self.options)
+    def _decide(self, letter: Letter) -> tuple[Letter, Entry | None, Decision]:
+        letter = self._letter(letter)
+        entry = self.log.get(letter.contact_id)
+        return letter, entry, decide(entry, letter, self.options)
 
     def plan(self) -> SendPlan:
-        """Count what would happen, without writing to the log."""
+        """Validate every row and count what would happen, without writing to the log."""
         plan = SendPlan()
-        for letter, entry, decision in self._decisions():
+        for prepared in self.campaign.rows():
+            plan.validation.add(prepared)
+            if prepared.letter is None:
+                continue
+            letter, entry, decision = self._decide(prepared.letter)
             if decision is Decision.SEND:
                 if self.allowed is not None and plan.to_send >= self.allowed:
                     plan.left_for_later += 1
@@ -130,7 +134,7 @@ class Run:
     def letters(self) -> Iterator[Letter]:
         """The letters to send, each registered in the log (as pending) just before it is yielded."""
         sent = 0
-        for letter, entry, decision in self._decisions():
+        for letter, entry, decision in map(self._decide, self.campaign.letters()):
             if decision is not Decision.SEND:
                 continue
             if self.allowed is not None and sent >= self.allowed:
