@@ -1,0 +1,5 @@
+"""`python -m mailaction` runs the command line."""
+
+from .cli import main
+
+main()
