@@ -28,6 +28,7 @@ SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date")
 INLINE_LIMIT = 500
 MAX_FILE_NAME = 80
 INDEX_NAME = "index.html"
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -105,21 +106,25 @@ def print_letter(letter: Letter, console: Console) -> None:
     headers.add_column(style="bold", no_wrap=True)
     headers.add_column()
     for name, value in view.headers:
-        headers.add_row(f"{name}:", Text(value))
-    parts = [headers, Text(""), Text(view.readable_text().rstrip("\n"))]
+        headers.add_row(f"{name}:", _terminal_text(value))
+    parts = [headers, Text(""), _terminal_text(view.readable_text().rstrip("\n"))]
     if view.attachments:
         parts.append(Text(""))
         parts.extend(
-            Text(f"Attachment: {name} ({kind}, {human_size(size)})", style="dim")
-            for name, kind, size in view.attachments
+            _terminal_text(_attachment_label(*attachment), style="dim")
+            for attachment in view.attachments
         )
-    console.print(
-        Panel(
-            Group(*parts),
-            title=Text(_title(letter.row, ", ".join(letter.recipients))),
-            title_align="left",
-        )
-    )
+    title = _terminal_text(_title(letter.row, ", ".join(letter.recipients)))
+    console.print(Panel(Group(*parts), title=title, title_align="left"))
+
+
+def _terminal_text(text: str, style: str = "") -> Text:
+    # Letter text comes from contacts: an escape sequence in it must not reach the terminal.
+    return Text(CONTROL_CHARACTERS.sub("\N{REPLACEMENT CHARACTER}", text), style=style)
+
+
+def _attachment_label(name: str, kind: str, size: int) -> str:
+    return f"Attachment: {name} ({kind}, {human_size(size)})"
 
 
 class _TextExtractor(HTMLParser):
@@ -304,8 +309,9 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 def render_index(index: _Index) -> str:
     """The whole index.html page."""
     count = len(index.letters)
-    title = f"Preview: {count} letter{'s' if count != 1 else ''}"
-    summary = f"{count} written as .eml files beside this page"
+    letters = f"{count} letter{'s' if count != 1 else ''}"
+    title = f"Preview: {letters}"
+    summary = f"{letters} written as .eml files beside this page"
     if index.problems:
         summary += f"; {len(index.problems)} row(s) with problems have no letter"
     parts = [
@@ -382,8 +388,7 @@ def _letter_view(number: int, entry: _IndexEntry, view: LetterView) -> str:
     else:
         body = f"<pre>{escape(view.text or '')}</pre>"
     attachments = "".join(
-        f"<li>Attachment: {escape(name)} ({escape(kind)}, {human_size(size)})</li>"
-        for name, kind, size in view.attachments
+        f"<li>{escape(_attachment_label(*attachment))}</li>" for attachment in view.attachments
     )
     if attachments:
         attachments = f"<ul>{attachments}</ul>"

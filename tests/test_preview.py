@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.policy
 import hashlib
+import io
 import re
 import shutil
 import subprocess
@@ -307,6 +308,16 @@ def test_print_letter_shows_decoded_headers_body_and_attachments(letters: list[L
     assert "Grüße aus Köln — 10 € Spende" in out and "Zoë Ångström" in out
     assert "Thank you." in out
     assert "report 2025.pdf" in out and "2.1 kB" in out
+
+
+def test_print_letter_keeps_escape_sequences_from_the_terminal() -> None:
+    letter = make_letter(7, "jane@example.org", "Hi", text="Dear \x1b]0;owned\x07Jane\x1b[2J\n")
+    output = io.StringIO()
+
+    print_letter(letter, Console(file=output, force_terminal=True, width=100))
+
+    assert "\x1b]0;" not in output.getvalue() and "\x1b[2J" not in output.getvalue()
+    assert "Dear" in output.getvalue() and "Jane" in output.getvalue()
 
 
 def test_print_letter_renders_html_only_letters_as_text() -> None:
