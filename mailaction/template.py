@@ -1,0 +1,216 @@
+"""The letter template: header lines, a blank line and a body, rendered per contact in a sandbox."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jinja2 import StrictUndefined, Template
+from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import Problem, TemplateError
+
+if TYPE_CHECKING:
+    from .contacts import Contact
+
+BODY = "body"
+_ENV = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+)
+_GLOBALS = dict(_ENV.globals)  # range, cycler, joiner, namespace, ...
+# RFC 5322 section 3.6.8: a field name is printable US-ASCII except ":" (no spaces).
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+_UNDEFINED_NAME = re.compile(r"'(.+)' is undefined")
+_NEWLINE = re.compile(r"\r\n?")
+_MAX_LISTED_COLUMNS = 20
+
+
+@dataclass(frozen=True)
+class RenderedLetter:
+    """One contact's letter: rendered headers in template order, body, and rendering problems."""
+
+    headers: list[tuple[str, str]]
+    body: str
+    problems: list[Problem]
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key.lower() == wanted), None)
+
+    def all(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive), in template order."""
+        wanted = name.lower()
+        return [value for key, value in self.headers if key.lower() == wanted]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One header value or the body, compiled on its own."""
+
+    name: str  # header name as written, or "body"
+    template: Template
+
+
+class LetterTemplate:
+    """A letter template, compiled once and rendered for each contact."""
+
+    def __init__(self, headers: list[_Part], body: _Part, path: Path, base_dir: Path) -> None:
+        self.headers = headers
+        self.body = body
+        self.path = path
+        self.base_dir = base_dir
+
+    @classmethod
+    def from_file(cls, path: Path) -> LetterTemplate:
+        """Read and compile a template file; TemplateError when missing, unreadable or invalid."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise TemplateError(f"{path}: template file not found") from None
+        except OSError as exc:
+            raise TemplateError(f"{path}: cannot read template: {exc.strerror}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise TemplateError(
+                f"{path.name}:{line}: not UTF-8 text; save the template as UTF-8"
+            ) from None
+        return cls._parse(text, path.name, path, path.absolute().parent)
+
+    @classmethod
+    def from_string(
+        cls, text: str, name: str = "<template>", base_dir: Path | None = None
+    ) -> LetterTemplate:
+        """Compile template text; ``name`` is used in messages, ``base_dir`` for attachments."""
+        return cls._parse(text, name, Path(name), base_dir or Path.cwd())
+
+    @classmethod
+    def _parse(cls, text: str, name: str, path: Path, base_dir: Path) -> LetterTemplate:
+        """Split the header block from the body and compile every part on its own."""
+        lines = _NEWLINE.sub("\n", text.removeprefix("\ufeff")).split("\n")
+        # The last item follows the final newline, so it cannot be the separating blank line.
+        blank = next((i for i in range(len(lines) - 1) if not lines[i].strip()), None)
+        if blank is None:
+            raise TemplateError(
+                f"{name}: no blank line after the headers; "
+                "put one blank line between the header lines and the body"
+            )
+        headers = [
+            _Part(field, _compile_part(value, name, lineno))
+            for field, value, lineno in _parse_headers(lines[:blank], name)
+        ]
+        body = _Part(BODY, _compile_part("\n".join(lines[blank + 1 :]), name, blank + 2))
+        return cls(headers, body, path, base_dir)
+
+    def render(self, contact: Contact) -> RenderedLetter:
+        """Render every header and the body for ``contact``, collecting problems instead of raising."""
+        namespace = {**_GLOBALS, **template_variables(contact)}
+        problems: list[Problem] = []
+        headers = [
+            (part.name, self._render_part(part, namespace, contact, problems).strip(" \t"))
+            for part in self.headers
+        ]
+        body = self._render_part(self.body, namespace, contact, problems)
+        return RenderedLetter(headers, body, problems)
+
+    def _render_part(
+        self, part: _Part, namespace: dict[str, object], contact: Contact, problems: list[Problem]
+    ) -> str:
+        """The rendered part, or "" with a problem added when the template fails for this contact."""
+        template = part.template
+        try:
+            # One shared namespace per row instead of Template.render()'s copy per part: the
+            # sandbox keeps templates from changing it, and rendering is the hot path.
+            return "".join(template.root_render_func(template.new_context(namespace, shared=True)))
+        except UndefinedError as exc:
+            message = _undefined_message(exc, contact)
+        except SecurityError as exc:
+            message = f"template tried an unsafe operation: {exc}"
+        # The template's own expressions can raise anything ({{ 1/0 }}, {{ "a" + 1 }}); that is
+        # a problem with this letter, not a crash of the program.
+        except Exception as exc:  # noqa: BLE001
+            message = f"{type(exc).__name__}: {exc}"
+        where = BODY if part.name == BODY else f"{part.name} header"
+        problems.append(
+            Problem(
+                contact.source, contact.row, part.name, f"{message} (in {self.path.name} {where})"
+            )
+        )
+        return ""
+
+
+def template_variables(contact: Contact) -> dict[str, object]:
+    """Every column by name, snake_case aliases for other column names, and ``contact``."""
+    values = contact.values
+    variables: dict[str, object] = {"contact": values}
+    variables.update(values)
+    for alias, column in _aliases(tuple(values)):
+        variables[alias] = values[column]
+    return variables
+
+
+@lru_cache(maxsize=64)
+def _aliases(columns: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(alias, column) for columns that are not identifiers; an alias never hides a real name."""
+    taken = {"contact", *columns}
+    aliases = []
+    for column in columns:
+        alias = re.sub(r"\W+", "_", column).strip("_").lower()
+        if not column.isidentifier() and alias.isidentifier() and alias not in taken:
+            taken.add(alias)
+            aliases.append((alias, column))
+    return tuple(aliases)
+
+
+def _parse_headers(lines: list[str], name: str) -> list[tuple[str, str, int]]:
+    """(field name, value source, line number) for each header, continuation lines folded in."""
+    headers: list[tuple[str, str, int]] = []
+    for lineno, line in enumerate(lines, start=1):
+        if line[:1] in (" ", "\t") and headers:
+            field, value, start = headers[-1]
+            headers[-1] = (field, f"{value} {line.strip()}".strip(), start)
+            continue
+        field, colon, value = line.partition(":")
+        if not colon or line[:1] in (" ", "\t"):
+            raise TemplateError(
+                f"{name}:{lineno}: expected a header line like 'Subject: ...' before the blank line"
+            )
+        if not _FIELD_NAME.fullmatch(field):
+            raise TemplateError(
+                f"{name}:{lineno}: {field!r} is not a valid header name "
+                "(printable ASCII without spaces, like 'Reply-To')"
+            )
+        headers.append((field, value.strip(), lineno))
+    return headers
+
+
+def _compile_part(source: str, name: str, first_line: int) -> Template:
+    """Compile one part; syntax errors name the line in the template file."""
+    try:
+        return _ENV.from_string(source)
+    except TemplateSyntaxError as exc:
+        line = first_line + (exc.lineno or 1) - 1
+        raise TemplateError(f"{name}:{line}: {exc.message}") from None
+
+
+def _undefined_message(exc: UndefinedError, contact: Contact) -> str:
+    """Which name was missing, a likely intended column, and the columns there are."""
+    usable = [
+        name for name in template_variables(contact) if name != "contact" and name.isidentifier()
+    ]
+    listed = ", ".join(usable[:_MAX_LISTED_COLUMNS]) + (
+        ", ..." if len(usable) > _MAX_LISTED_COLUMNS else ""
+    )
+    match = _UNDEFINED_NAME.fullmatch(str(exc))
+    if match is None:
+        return f"undefined value: {exc} (columns: {', '.join(contact.values)})"
+    guess = difflib.get_close_matches(match.group(1), usable, n=1)
+    hint = f"did you mean '{guess[0]}'? " if guess else ""
+    return f"undefined variable '{match.group(1)}' ({hint}columns: {listed})"
