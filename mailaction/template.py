@@ -55,6 +55,7 @@ class _Part:
 
     name: str  # header name as written, or "body"
     template: Template
+    place: str  # for messages: "the Subject header of letter.txt"
 
 
 class LetterTemplate:
@@ -103,10 +104,11 @@ class LetterTemplate:
                 "put one blank line between the header lines and the body"
             )
         headers = [
-            _Part(field, _compile_part(value, name, lineno))
+            _Part(field, _compile_part(value, name, lineno), f"the {field} header of {name}")
             for field, value, lineno in _parse_headers(lines[:blank], name)
         ]
-        body = _Part(BODY, _compile_part("\n".join(lines[blank + 1 :]), name, blank + 2))
+        body_source = "\n".join(lines[blank + 1 :])
+        body = _Part(BODY, _compile_part(body_source, name, blank + 2), f"the body of {name}")
         return cls(headers, body, path, base_dir)
 
     def render(self, contact: Contact) -> RenderedLetter:
@@ -130,19 +132,14 @@ class LetterTemplate:
             # sandbox keeps templates from changing it, and rendering is the hot path.
             return "".join(template.root_render_func(template.new_context(namespace, shared=True)))
         except UndefinedError as exc:
-            message = _undefined_message(exc, contact)
+            message = _undefined_message(exc, contact, part.place)
         except SecurityError as exc:
-            message = f"template tried an unsafe operation: {exc}"
+            message = f"template tried an unsafe operation: {exc} (in {part.place})"
         # The template's own expressions can raise anything ({{ 1/0 }}, {{ "a" + 1 }}); that is
         # a problem with this letter, not a crash of the program.
         except Exception as exc:  # noqa: BLE001
-            message = f"{type(exc).__name__}: {exc}"
-        where = BODY if part.name == BODY else f"{part.name} header"
-        problems.append(
-            Problem(
-                contact.source, contact.row, part.name, f"{message} (in {self.path.name} {where})"
-            )
-        )
+            message = f"{type(exc).__name__}: {exc} (in {part.place})"
+        problems.append(Problem(contact.source, contact.row, part.name, message))
         return ""
 
 
@@ -200,17 +197,16 @@ def _compile_part(source: str, name: str, first_line: int) -> Template:
         raise TemplateError(f"{name}:{line}: {exc.message}") from None
 
 
-def _undefined_message(exc: UndefinedError, contact: Contact) -> str:
-    """Which name was missing, a likely intended column, and the columns there are."""
+def _undefined_message(exc: UndefinedError, contact: Contact, where: str) -> str:
+    """Which name was missing and where, a likely intended column, and the columns there are."""
+    match = _UNDEFINED_NAME.fullmatch(str(exc))
+    if match is None:
+        return f"undefined value in {where}: {exc} (columns: {', '.join(contact.values)})"
     usable = [
         name for name in template_variables(contact) if name != "contact" and name.isidentifier()
     ]
-    listed = ", ".join(usable[:_MAX_LISTED_COLUMNS]) + (
-        ", ..." if len(usable) > _MAX_LISTED_COLUMNS else ""
-    )
-    match = _UNDEFINED_NAME.fullmatch(str(exc))
-    if match is None:
-        return f"undefined value: {exc} (columns: {', '.join(contact.values)})"
+    listed = ", ".join(usable[:_MAX_LISTED_COLUMNS])
+    more = ", ..." if len(usable) > _MAX_LISTED_COLUMNS else ""
     guess = difflib.get_close_matches(match.group(1), usable, n=1)
     hint = f"did you mean '{guess[0]}'? " if guess else ""
-    return f"undefined variable '{match.group(1)}' ({hint}columns: {listed})"
+    return f"undefined variable '{match.group(1)}' in {where} ({hint}columns: {listed}{more})"
