@@ -1,0 +1,303 @@
+"""The crash-safe delivery log: one SQLite row per (campaign, contact) with its sending state.
+
+The database runs in WAL mode with ``synchronous=NORMAL``: every committed change survives the
+process being killed (even ``kill -9``), and reports can read while a `send` writes. A power loss
+or an operating-system crash may lose the last few commits, so a letter in flight then could be
+sent twice; ``synchronous=FULL`` would prevent that at the cost of an fsync per state change.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import DeliveryLogError, DeliveryLogLocked
+
+if TYPE_CHECKING:
+    from .message import Letter
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS letters (
+    campaign TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    recipients TEXT NOT NULL,            -- JSON list
+    subject TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_code INTEGER,
+    last_reply TEXT NOT NULL DEFAULT '',
+    refused TEXT NOT NULL DEFAULT '{}',  -- JSON object: recipient -> reply
+    message_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    first_attempt_at REAL,
+    last_attempt_at REAL,
+    sent_at REAL,
+    PRIMARY KEY (campaign, contact_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS letters_state ON letters (campaign, state);
+CREATE INDEX IF NOT EXISTS letters_row ON letters (campaign, row);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '%d');
+""" % SCHEMA_VERSION
+
+_COLUMNS = (
+    "campaign, contact_id, row, recipients, subject, state, attempts, last_code, last_reply,"
+    " refused, message_id, fingerprint, created_at, first_attempt_at, last_attempt_at, sent_at"
+)
+
+_INTERRUPTED = "interrupted while sending; it may have been delivered"
+
+
+class State(StrEnum):
+    """Where a letter stands; the value is what the log stores."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt to send a letter ended."""
+
+    state: State  # SENT, DEFERRED, FAILED or UNCERTAIN
+    code: int | None  # last SMTP reply code; None for local/connection errors
+    reply: str  # reply text or error description
+    refused: dict[str, str] = field(default_factory=dict)  # recipient -> "550 5.1.1 ..."
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One letter as the log records it; times are unix times."""
+
+    campaign: str
+    contact_id: str
+    row: int
+    recipients: tuple[str, ...]
+    subject: str
+    state: State
+    attempts: int
+    last_code: int | None
+    last_reply: str
+    refused: dict[str, str]
+    message_id: str
+    fingerprint: str
+    created_at: float
+    first_attempt_at: float | None
+    last_attempt_at: float | None
+    sent_at: float | None
+
+
+def _entry(values: tuple[Any, ...]) -> Entry:
+    (campaign, contact_id, row, recipients, subject, state, attempts, last_code, last_reply,
+     refused, message_id, fingerprint, created_at, first_attempt_at, last_attempt_at,
+     sent_at) = values
+    return Entry(
+        campaign, contact_id, row, tuple(json.loads(recipients)), subject, State(state),
+        attempts, last_code, last_reply, json.loads(refused), message_id, fingerprint,
+        created_at, first_attempt_at, last_attempt_at, sent_at,
+    )
+
+
+class _LockFile:
+    """An exclusive ``flock`` on ``<log>.lock``; the kernel drops it when the process dies."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.path = Path(f"{log_path}.lock")
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DeliveryLogError(f"{self.path}: cannot create the lock file: {exc.strerror}")
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(self.fd)
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise DeliveryLogLocked(
+                f"{log_path}: another `mailaction send` is using this delivery log{pid}"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode("ascii"), 0)
+
+    def release(self) -> None:
+        """Drop the lock; the file stays, as removing it would race with a waiting opener."""
+        os.close(self.fd)
+
+
+class DeliveryLog:
+    """The state of every letter of one campaign, in a SQLite file shared by campaigns."""
+
+    def __init__(self, path: Path, campaign: str, *, lock: bool = False, create: bool = True) -> None:
+        self.path = Path(path)
+        self.campaign = campaign
+        if not create and not self.path.exists():
+            raise DeliveryLogError(f"{self.path}: no delivery log yet; run `mailaction send` first")
+        self._lock = _LockFile(self.path) if lock else None
+        try:
+            self._db = _connect(self.path)
+        except DeliveryLogError:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def close(self) -> None:
+        """Close the database and release the lock."""
+        self._db.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> DeliveryLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        """Run one statement as its own committed transaction."""
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise DeliveryLogError(f"{self.path}: cannot write the delivery log: {exc}") from None
+
+    def _update(self, contact_id: str, sql: str, params: tuple[Any, ...]) -> None:
+        if self._write(sql, (*params, self.campaign, contact_id)).rowcount != 1:
+            raise KeyError(f"{self.campaign}/{contact_id} is not in the delivery log")
+
+    def campaigns(self) -> list[str]:
+        """The campaign keys present in the file."""
+        return [r[0] for r in self._db.execute("SELECT DISTINCT campaign FROM letters ORDER BY 1")]
+
+    def recover_interrupted(self) -> list[Entry]:
+        """Turn letters left `sending` by a crash into `uncertain`, and return them."""
+        cursor = self._write(
+            f"UPDATE letters SET state = ?, last_code = NULL, last_reply = ?"
+            f" WHERE campaign = ? AND state = ? RETURNING {_COLUMNS}",
+            (State.UNCERTAIN, _INTERRUPTED, self.campaign, State.SENDING),
+        )
+        return sorted(map(_entry, cursor.fetchall()), key=lambda entry: entry.row)
+
+    def register(self, letter: Letter) -> Entry:
+        """Record a letter as pending unless already logged; return what the log holds."""
+        self._write(
+            "INSERT INTO letters (campaign, contact_id, row, recipients, subject, state,"
+            " message_id, fingerprint, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (self.campaign, letter.contact_id, letter.row, json.dumps(letter.recipients),
+             letter.subject, State.PENDING, letter.message_id, letter.fingerprint, time.time()),
+        )
+        entry = self.get(letter.contact_id)
+        assert entry is not None
+        return entry
+
+    def update_letter(self, letter: Letter) -> None:
+        """Store the current row, recipients, subject and identity of a letter about to go again."""
+        self._update(
+            letter.contact_id,
+            "UPDATE letters SET row = ?, recipients = ?, subject = ?, message_id = ?,"
+            " fingerprint = ? WHERE campaign = ? AND contact_id = ?",
+            (letter.row, json.dumps(letter.recipients), letter.subject, letter.message_id,
+             letter.fingerprint),
+        )
+
+    def get(self, contact_id: str) -> Entry | None:
+        """The entry for one contact, or None when the log has never seen it."""
+        values = self._db.execute(
+            f"SELECT {_COLUMNS} FROM letters WHERE campaign = ? AND contact_id = ?",
+            (self.campaign, contact_id),
+        ).fetchone()
+        return None if values is None else _entry(values)
+
+    def mark_sending(self, contact_id: str) -> None:
+        """Record that the letter's data is about to be written to the server."""
+        now = time.time()
+        self._update(
+            contact_id,
+            "UPDATE letters SET state = ?, attempts = attempts + 1,"
+            " first_attempt_at = coalesce(first_attempt_at, ?), last_attempt_at = ?"
+            " WHERE campaign = ? AND contact_id = ?",
+            (State.SENDING, now, now),
+        )
+
+    def mark_outcome(self, contact_id: str, outcome: Outcome) -> None:
+        """Record how the last attempt ended."""
+        sent_at = time.time() if outcome.state is State.SENT else None
+        self._update(
+            contact_id,
+            "UPDATE letters SET state = ?, last_code = ?, last_reply = ?, refused = ?,"
+            " sent_at = coalesce(?, sent_at) WHERE campaign = ? AND contact_id = ?",
+            (outcome.state, outcome.code, outcome.reply, json.dumps(outcome.refused), sent_at),
+        )
+
+    def entries(self, states: Iterable[State] | None = None) -> Iterator[Entry]:
+        """The campaign's entries in spreadsheet order, optionally only those in ``states``."""
+        sql = f"SELECT {_COLUMNS} FROM letters WHERE campaign = ?"
+        params: list[Any] = [self.campaign]
+        if states is not None:
+            wanted = sorted(set(states))
+            sql += f" AND state IN ({', '.join('?' * len(wanted))})"
+            params += wanted
+        for values in self._db.execute(sql + " ORDER BY row, contact_id", params):
+            yield _entry(values)
+
+    def counts(self) -> dict[State, int]:
+        """How many letters are in each state, every state present."""
+        counts = dict.fromkeys(State, 0)
+        rows = self._db.execute(
+            "SELECT state, count(*) FROM letters WHERE campaign = ? GROUP BY state",
+            (self.campaign,),
+        )
+        counts.update((State(state), n) for state, n in rows)
+        return counts
+
+    def sent_since(self, since: float) -> int:
+        """How many of the campaign's letters were sent at or after ``since`` (a unix time)."""
+        return self._db.execute(
+            "SELECT count(*) FROM letters WHERE campaign = ? AND state = ? AND sent_at >= ?",
+            (self.campaign, State.SENT, since),
+        ).fetchone()[0]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open the file in WAL mode, creating the tables on first use."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise DeliveryLogError(f"{path}: cannot open the delivery log: {exc}") from None
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        if not _has_schema(db):
+            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.Error as exc:
+        db.close()
+        raise DeliveryLogError(f"{path}: cannot open the delivery log: {exc}") from None
+    if version is None or int(version[0]) > SCHEMA_VERSION:
+        db.close()
+        raise DeliveryLogError(f"{path}: not a delivery log this version of mailaction can read")
+    return db
+
+
+def _has_schema(db: sqlite3.Connection) -> bool:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'letters'")
+    return found.fetchone() is not None

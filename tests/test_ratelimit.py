@@ -1,0 +1,235 @@
+"""Rate limiters: no window of any length sees more letters than the rate allows."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import math
+import selectors
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailaction.config import Rate
+from mailaction.ratelimit import CampaignLimiter, RateLimiter
+
+# Grant times are sums of floats; a window may lose an ulp at its edge.
+EPSILON = 1e-9
+
+
+class _VirtualSelector(selectors.DefaultSelector):
+    """Instead of blocking until the next timer, jumps the loop's clock to it."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self.loop = loop
+
+    def select(self, timeout: float | None = None) -> list:
+        assert timeout is not None, "every task is waiting on something that never comes"
+        self.loop.now += timeout
+        return super().select(0)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock advances only when every task sleeps: the fake clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        super().__init__(_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+def run_virtual(main: Callable[[VirtualTimeLoop], Awaitable[None]]) -> None:
+    """Run ``main(loop)`` on a fresh virtual-time loop."""
+    loop = VirtualTimeLoop()
+    try:
+        loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+def most_in_window(grants: list[float], width: float) -> int:
+    """The largest number of grants in any half-open window [t, t + width)."""
+    grants = sorted(grants)
+    return max(
+        (bisect.bisect_left(grants, start + width - EPSILON) - i for i, start in enumerate(grants)),
+        default=0,
+    )
+
+
+def allowed(rate: Rate, width: float) -> int:
+    return math.ceil(width * rate.per_second - EPSILON)
+
+
+rates = st.builds(
+    Rate, st.sampled_from([1, 2, 7, 50, 600]), st.sampled_from([1, 60, 3600])
+)
+# Each acquirer: the pauses (in intervals) it takes before each of its acquisitions.
+arrival_patterns = st.lists(
+    st.lists(st.one_of(st.just(0.0), st.floats(0, 3), st.floats(3, 40)), min_size=1, max_size=25),
+    min_size=1,
+    max_size=8,
+)
+
+
+async def grant_times(loop: VirtualTimeLoop, acquire, interval: float, pauses: list[list[float]]):
+    """Run one task per pause list, each pausing then acquiring; return the grant times."""
+    grants: list[float] = []
+
+    async def acquirer(own_pauses: list[float]) -> None:
+        for pause in own_pauses:
+            await asyncio.sleep(pause * interval)
+            await acquire()
+            grants.append(loop.time())
+
+    await asyncio.gather(*map(acquirer, pauses))
+    return grants
+
+
+@settings(max_examples=60, deadline=None)
+@given(rate=rates, pauses=arrival_patterns, k=st.integers(1, 10))
+def test_no_window_sees_more_than_the_rate(rate: Rate, pauses: list[list[float]], k: int) -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        limiter = RateLimiter(rate, clock=loop.time)
+        grants = await grant_times(loop, limiter.acquire, limiter.interval, pauses)
+        assert len(grants) == sum(map(len, pauses))
+        for width in (1.0, limiter.interval * k, rate.seconds):
+            assert most_in_window(grants, width) <= allowed(rate, width), width
+
+    run_virtual(main)
+
+
+@given(rate=rates, concurrency=st.integers(1, 6))
+@settings(max_examples=20, deadline=None)
+def test_long_run_reaches_the_configured_rate(rate: Rate, concurrency: int) -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        limiter = RateLimiter(rate, clock=loop.time)
+        grants = await grant_times(loop, limiter.acquire, limiter.interval, [[0.0] * 200] * concurrency)
+        achieved = (len(grants) - 1) / (max(grants) - min(grants))
+        assert achieved >= 0.99 * rate.per_second
+
+    run_virtual(main)
+
+
+def test_first_acquisition_does_not_wait() -> None:
+    async def refuse(delay: float) -> None:
+        raise AssertionError(f"slept {delay}")
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        await RateLimiter(Rate(1, 60), clock=loop.time, sleep=refuse).acquire()
+
+    run_virtual(main)
+
+
+def test_after_a_pause_no_burst() -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        limiter = RateLimiter(Rate(10, 1), clock=loop.time)
+        await limiter.acquire()
+        await asyncio.sleep(60)
+        grants = await grant_times(loop, limiter.acquire, limiter.interval, [[0.0]] * 5)
+        assert sorted(grants) == pytest.approx([60.0, 60.1, 60.2, 60.3, 60.4])
+
+    run_virtual(main)
+
+
+async def domain_grants(loop: VirtualTimeLoop, limiter: CampaignLimiter, letters: list[list[str]]):
+    """Send each letter (its recipient domains) from its own task; grant times per domain."""
+    per_domain: dict[str, list[float]] = defaultdict(list)
+    everything: list[float] = []
+
+    async def send(domains: list[str]) -> None:
+        await limiter.acquire(domains)
+        everything.append(loop.time())
+        for domain in {d.lower() for d in domains}:
+            per_domain[domain].append(loop.time())
+
+    await asyncio.gather(*map(send, letters))
+    return per_domain, everything
+
+
+def test_domains_are_limited_independently() -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        limiter = CampaignLimiter(None, Rate(1, 1), clock=loop.time)
+        letters = [["a.example.org"], ["b.example.org"]] * 10
+        per_domain, everything = await domain_grants(loop, limiter, letters)
+        assert per_domain["a.example.org"] == per_domain["b.example.org"] == [float(s) for s in range(10)]
+        assert max(everything) == 9.0
+
+    run_virtual(main)
+
+
+def test_domain_names_ignore_case_and_each_domain_of_a_letter_counts() -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        limiter = CampaignLimiter(None, Rate(1, 1), clock=loop.time)
+        grants = []
+        for domains in (["Example.ORG"], ["example.org", "example.net", "EXAMPLE.org"], ["example.net"]):
+            await limiter.acquire(domains)
+            grants.append(loop.time())
+        assert grants == [0.0, 1.0, 2.0]
+
+    run_virtual(main)
+
+
+domain_names = st.sampled_from(["example.org", "example.com", "example.net", "mail.test"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    global_rate=rates,
+    domain_rate=rates,
+    letters=st.lists(st.lists(domain_names, min_size=1, max_size=3), min_size=1, max_size=40),
+)
+def test_domain_and_global_rates_hold_together(
+    global_rate: Rate, domain_rate: Rate, letters: list[list[str]]
+) -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        limiter = CampaignLimiter(global_rate, domain_rate, clock=loop.time)
+        per_domain, everything = await domain_grants(loop, limiter, letters)
+        assert len(everything) == len(letters)
+        for width in (1.0, global_rate.seconds / global_rate.count * 3):
+            assert most_in_window(everything, width) <= allowed(global_rate, width)
+        for grants in per_domain.values():
+            for width in (1.0, domain_rate.seconds / domain_rate.count * 2):
+                assert most_in_window(grants, width) <= allowed(domain_rate, width)
+
+    run_virtual(main)
+
+
+def test_a_busy_domain_does_not_hold_up_the_others() -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        limiter = CampaignLimiter(Rate(10, 1), Rate(1, 1), clock=loop.time)
+        letters = [["slow.example.org"]] * 5 + [[f"d{i}.example.org"] for i in range(10)]
+        per_domain, everything = await domain_grants(loop, limiter, letters)
+        slow = per_domain.pop("slow.example.org")
+        assert all(later - earlier >= 1.0 - EPSILON for earlier, later in zip(slow, slow[1:]))
+        # The slow domain's waiting letters hold no global slot: the ten others take the first ten.
+        assert max(max(grants) for grants in per_domain.values()) == pytest.approx(1.0)
+
+    run_virtual(main)
+
+
+async def test_no_rates_means_no_waiting() -> None:
+    async def refuse(delay: float) -> None:
+        raise AssertionError(f"slept {delay}")
+
+    limiter = CampaignLimiter(None, None, sleep=refuse)
+    for _ in range(1000):
+        await limiter.acquire(["example.org"])
+
+
+async def test_real_clock_twenty_per_second() -> None:
+    limiter = RateLimiter(Rate(20, 1))
+    start = time.monotonic()
+    grants: list[float] = []
+    while time.monotonic() - start < 1.2:
+        await limiter.acquire()
+        grants.append(time.monotonic())
+    assert sum(g < start + 1.0 for g in grants) >= 19
+    # A timer may fire a little late and the next one on time; that jitter is the event loop's.
+    assert most_in_window(grants, 1.0 - 0.01) <= 20
