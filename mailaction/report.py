@@ -367,8 +367,8 @@ td.when { white-space: nowrap; color: var(--muted); }
 .recipients { display: block; color: var(--muted); font-size: .85rem; }
 .reply { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .85rem; }
 .refused { margin: .3rem 0 0; padding-left: 1.1rem; }
-.badge { display: inline-block; padding: 0 .45rem; border-radius: 999px; font-size: .8rem;
-  font-weight: 600; color: #fff; background: var(--pending); }
+.badge { display: inline-block; white-space: nowrap; padding: 0 .45rem; border-radius: 999px;
+  font-size: .8rem; font-weight: 600; color: #fff; background: var(--pending); }
 .badge.sent { background: var(--sent); } .badge.failed { background: var(--failed); }
 .badge.uncertain { background: var(--uncertain); } .badge.deferred { background: var(--deferred); }
 footer { margin-top: 2.5rem; color: var(--muted); font-size: .85rem; }
@@ -423,7 +423,7 @@ def _cards(report: Report) -> str:
     counts = summary(report)
     cards = []
     for key, label, hint in CARDS:
-        share = f"{counts[key] / report.total:.0%} · " if report.total and key != "total" else ""
+        share = f"{_share(counts[key], report.total)} · " if key != "total" else ""
         cards.append(
             f'<div class="card {key}"><span class="n">{counts[key]:,}</span>'
             f'<span class="label">{label}</span><span class="hint">{share}{hint}</span></div>\n'
@@ -436,6 +436,13 @@ def _cards(report: Report) -> str:
     return (
         f'<section class="cards">\n{"".join(cards)}</section>\n<div class="bar">{segments}</div>\n'
     )
+
+
+def _share(count: int, total: int) -> str:
+    """A percentage that shows a few letters among many as more than none."""
+    if count == 0 or count == total:
+        return f"{100 if count else 0}%"
+    return f"{max(1, min(99, round(100 * count / total)))}%"
 
 
 def _timing(report: Report) -> str:
@@ -634,12 +641,16 @@ def _bars(bins: Histogram, clock: str) -> str:
 
 
 def _x_axis(bins: Histogram, clock: str) -> str:
+    """The time axis, labelled at round times a few bars apart."""
     count = len(bins.counts)
     slot = (PLOT_RIGHT - PLOT_LEFT) / count
-    every = math.ceil((count + 1) / MAX_X_LABELS)
+    fewest = bins.width * math.ceil((count + 1) / MAX_X_LABELS)
+    step = next((w for w in BIN_WIDTHS if w % bins.width == 0 and w >= fewest), fewest)
     baseline = f'x1="{PLOT_LEFT}" x2="{PLOT_RIGHT}" y1="{PLOT_BOTTOM}" y2="{PLOT_BOTTOM}"'
     parts = [f'<line class="axis" {baseline}/>']
-    for number in range(0, count + 1, every):
+    for number in range(count + 1):
+        if bins.bin_start(number) % step:
+            continue
         x = round(PLOT_LEFT + number * slot, 1)
         anchor = "start" if number == 0 else "end" if number == count else "middle"
         parts.append(
