@@ -194,8 +194,9 @@ def print_table(report: Report, console: Console) -> None:
     facts.add_row(Text("First sent", "bold"), _plain(_human_time(report.first_sent)))
     facts.add_row(Text("Last sent", "bold"), _plain(_human_time(report.last_sent)))
     facts.add_row(Text("Rate", "bold"), _plain(rate_text(report)))
-    console.print(facts)
-    console.print(_counts_table(report))
+    for part in (facts, _counts_table(report)):
+        console.print(part)
+        console.print()
     console.print(_plain(verdict(report), "bold"))
     title, entries = _listed(report)
     if entries:
@@ -229,7 +230,7 @@ def _listed(report: Report) -> tuple[str, list[Entry]]:
 def _entries_table(title: str, entries: list[Entry]) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", expand=True)
     table.add_column("Row", justify="right", no_wrap=True)
-    table.add_column("Recipients", ratio=2, overflow="fold")
+    table.add_column("Contact / recipients", ratio=2, overflow="fold")
     table.add_column("State", no_wrap=True)
     table.add_column("Attempts", justify="right", no_wrap=True)
     table.add_column("Code", justify="right", no_wrap=True)

@@ -7,10 +7,11 @@ import io
 import json
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -41,18 +42,6 @@ DROPPED = "connection lost after the message data was sent"
 OFFICE_REFUSED = "550 5.1.1 office@example.org: no such user"
 
 
-@dataclass(frozen=True)
-class StandInLetter:
-    """The fields of a Letter the delivery log records."""
-
-    row: int
-    contact_id: str
-    recipients: tuple[str, ...]
-    subject: str
-    message_id: str
-    fingerprint: str
-
-
 def log_letter(
     log: DeliveryLog,
     row: int,
@@ -64,13 +53,13 @@ def log_letter(
     in_flight: bool = False,
 ) -> None:
     """Register one letter and play `attempts` attempts ending in `outcome`."""
-    letter = StandInLetter(
-        row,
-        contact_id,
-        recipients or (contact_id,),
-        "Release Maryia Kalesnikava — Свабоду Марыі",
-        f"<{row}.campaign@example.org>",
-        f"fp{row}",
+    letter = SimpleNamespace(  # the fields of message.Letter that the log records
+        row=row,
+        contact_id=contact_id,
+        recipients=recipients or (contact_id,),
+        subject="Release Maryia Kalesnikava — Свабоду Марыі",
+        message_id=f"<{row}.campaign@example.org>",
+        fingerprint=f"fp{row}",
     )
     log.register(letter)
     for _ in range(attempts if outcome or in_flight else 0):
