@@ -117,12 +117,12 @@ def summary(report: Report) -> dict[str, int]:
     }
 
 
-def needs_attention(entry: Entry) -> bool:
+def _needs_attention(entry: Entry) -> bool:
     """Whether a letter failed, is deferred or uncertain, or had recipients refused."""
     return entry.state in PROBLEM_STATES or bool(entry.refused)
 
 
-def verdict(report: Report) -> str:
+def _verdict(report: Report) -> str:
     """One sentence on how the campaign stands."""
     counts = summary(report)
     if report.total == 0:
@@ -145,7 +145,7 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
 
 
-def rate_text(report: Report) -> str:
+def _rate_text(report: Report) -> str:
     """The achieved rate, per second and per minute, or why there is none."""
     if report.rate is not None:
         return f"{_number(report.rate)} letters/s ({_number(report.rate * 60)} per minute)"
@@ -154,7 +154,7 @@ def rate_text(report: Report) -> str:
     return "not measured (every letter sent within the same instant)"
 
 
-def iso_time(moment: float | None) -> str | None:
+def _iso_time(moment: float | None) -> str | None:
     """ISO 8601 in UTC with milliseconds, or None."""
     if moment is None:
         return None
@@ -180,10 +180,10 @@ def _plain(value: object, style: str = "") -> Text:
 def print_summary(report: Report, console: Console) -> None:
     """The short block a `send` ends with: how the letters stand and the rate achieved."""
     problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred"))
-    console.print(_plain(verdict(report), "bold " + ("yellow" if problems else "green")))
+    console.print(_plain(_verdict(report), "bold " + ("yellow" if problems else "green")))
     if report.sent_times:
         span = f"{_human_time(report.first_sent)} to {_human_time(report.last_sent)}"
-        console.print(_plain(f"Rate: {rate_text(report)}, {span}"))
+        console.print(_plain(f"Rate: {_rate_text(report)}, {span}"))
 
 
 def print_table(report: Report, console: Console) -> None:
@@ -193,11 +193,11 @@ def print_table(report: Report, console: Console) -> None:
     facts.add_row(Text("Delivery log", "bold"), _plain(report.log_path))
     facts.add_row(Text("First sent", "bold"), _plain(_human_time(report.first_sent)))
     facts.add_row(Text("Last sent", "bold"), _plain(_human_time(report.last_sent)))
-    facts.add_row(Text("Rate", "bold"), _plain(rate_text(report)))
+    facts.add_row(Text("Rate", "bold"), _plain(_rate_text(report)))
     for part in (facts, _counts_table(report)):
         console.print(part)
         console.print()
-    console.print(_plain(verdict(report), "bold"))
+    console.print(_plain(_verdict(report), "bold"))
     title, entries = _listed(report)
     if entries:
         console.print()
@@ -224,7 +224,7 @@ def _listed(report: Report) -> tuple[str, list[Entry]]:
     if report.states is not None:
         names = ", ".join(sorted(report.states)) or "none"
         return f"Letters in state {names}", report.entries
-    return "Letters that need attention", [e for e in report.entries if needs_attention(e)]
+    return "Letters that need attention", [e for e in report.entries if _needs_attention(e)]
 
 
 def _entries_table(title: str, entries: list[Entry]) -> Table:
@@ -270,8 +270,8 @@ def write_csv(report: Report, out: TextIO) -> None:
             entry.row, entry.contact_id, "; ".join(entry.recipients), entry.subject, entry.state,
             entry.attempts, "" if entry.last_code is None else entry.last_code, entry.last_reply,
             "; ".join(_refused_lines(entry)), entry.message_id,
-            iso_time(entry.first_attempt_at) or "", iso_time(entry.last_attempt_at) or "",
-            iso_time(entry.sent_at) or "",
+            _iso_time(entry.first_attempt_at) or "", _iso_time(entry.last_attempt_at) or "",
+            _iso_time(entry.sent_at) or "",
         )  # fmt: skip
         writer.writerow([_safe_cell(cell) for cell in cells])
 
@@ -288,9 +288,9 @@ def _message(entry: Entry) -> dict[str, Any]:
         "last_reply": entry.last_reply,
         "refused": entry.refused,
         "message_id": entry.message_id,
-        "first_attempt_at": iso_time(entry.first_attempt_at),
-        "last_attempt_at": iso_time(entry.last_attempt_at),
-        "sent_at": iso_time(entry.sent_at),
+        "first_attempt_at": _iso_time(entry.first_attempt_at),
+        "last_attempt_at": _iso_time(entry.last_attempt_at),
+        "sent_at": _iso_time(entry.sent_at),
     }
 
 
@@ -299,10 +299,10 @@ def write_json(report: Report, out: TextIO) -> None:
     head = {
         "campaign": report.campaign,
         "log": str(report.log_path),
-        "generated_at": iso_time(report.generated_at),
+        "generated_at": _iso_time(report.generated_at),
         "summary": summary(report),
-        "first_sent": iso_time(report.first_sent),
-        "last_sent": iso_time(report.last_sent),
+        "first_sent": _iso_time(report.first_sent),
+        "last_sent": _iso_time(report.last_sent),
         "rate_per_second": None if report.rate is None else round(report.rate, 3),
     }
     # The same text json.dump(indent=2) gives for the whole document, without holding it all.
@@ -400,7 +400,7 @@ def write_html(report: Report, out: TextIO) -> None:
         f"<h1>{escape(report.campaign)}</h1>\n"
         f'<p class="meta">Generated {_human_time(report.generated_at, "%Y-%m-%d %H:%M UTC")}'
         f" from the delivery log {escape(report.log_path.name)}</p>\n</header>\n"
-        f'<p class="verdict{" problems" if problems else ""}">{escape(verdict(report))}</p>\n'
+        f'<p class="verdict{" problems" if problems else ""}">{escape(_verdict(report))}</p>\n'
     )
     out.write(_cards(report))
     out.write(_timing(report))
@@ -450,7 +450,7 @@ def _timing(report: Report) -> str:
     facts = (
         ("First sent", _human_time(report.first_sent)),
         ("Last sent", _human_time(report.last_sent)),
-        ("Rate", rate_text(report)),
+        ("Rate", _rate_text(report)),
     )
     items = "".join(f"<li><b>{name}:</b> {escape(value)}</li>" for name, value in facts)
     return f'<ul class="timing">{items}</ul>\n'
