@@ -1,0 +1,343 @@
+"""The delivery log: states, resume data, locking, durability and concurrent readers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mailaction.deliverylog import DeliveryLog, Outcome, State
+from mailaction.errors import DeliveryLogError, DeliveryLogLocked
+
+ROOT = Path(__file__).resolve().parent.parent
+SENT = Outcome(State.SENT, 250, "2.0.0 Ok: queued as 4F2A1")
+
+
+@dataclass(frozen=True)
+class Letter:
+    """The attributes of message.Letter that the log stores."""
+
+    row: int
+    contact_id: str
+    recipients: tuple[str, ...]
+    subject: str
+    message_id: str
+    fingerprint: str
+
+
+def letter(row: int, name: str = "", *, fingerprint: str = "f1", subject: str = "Hello") -> Letter:
+    name = name or f"person{row}"
+    address = f"{name}@example.org"
+    return Letter(row, address, (address,), subject, f"<{name}.c1@example.org>", fingerprint)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "log.sqlite"
+
+
+@pytest.fixture
+def log(path: Path):
+    with DeliveryLog(path, "spring") as log:
+        yield log
+
+
+def python(code: str, *, prefix: tuple[str, ...] = (), **kwargs) -> subprocess.Popen:
+    """Start a Python process running ``code`` with mailaction importable."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_a_letter_goes_from_pending_through_sending_to_sent(log: DeliveryLog) -> None:
+    before = time.time()
+    entry = log.register(letter(2, "ana"))
+    assert (entry.state, entry.attempts, entry.row, entry.campaign) == (
+        State.PENDING,
+        0,
+        2,
+        "spring",
+    )
+    assert entry.recipients == ("ana@example.org",) and entry.message_id == "<ana.c1@example.org>"
+    assert entry.first_attempt_at is None and entry.sent_at is None
+    log.mark_sending("ana@example.org")
+    sending = log.get("ana@example.org")
+    assert (sending.state, sending.attempts) == (State.SENDING, 1)
+    assert before <= sending.first_attempt_at == sending.last_attempt_at
+    log.mark_outcome("ana@example.org", SENT)
+    sent = log.get("ana@example.org")
+    assert (sent.state, sent.last_code, sent.last_reply) == (State.SENT, 250, SENT.reply)
+    assert sent.sent_at >= sent.last_attempt_at
+
+
+def test_attempts_count_and_keep_the_first_attempt_time(log: DeliveryLog) -> None:
+    log.register(letter(2, "ana"))
+    log.mark_sending("ana@example.org")
+    refused = {"ana@example.org": "450 4.2.0 mailbox busy"}
+    log.mark_outcome("ana@example.org", Outcome(State.DEFERRED, 450, "4.2.0 busy", refused))
+    deferred = log.get("ana@example.org")
+    assert (deferred.state, deferred.refused, deferred.sent_at) == (State.DEFERRED, refused, None)
+    log.mark_sending("ana@example.org")
+    log.mark_outcome("ana@example.org", SENT)
+    entry = log.get("ana@example.org")
+    assert (entry.state, entry.attempts, entry.refused) == (State.SENT, 2, {})
+    assert entry.first_attempt_at == deferred.first_attempt_at <= entry.last_attempt_at
+
+
+def test_register_returns_an_existing_entry_unchanged(log: DeliveryLog) -> None:
+    log.register(letter(2, "ana"))
+    log.mark_sending("ana@example.org")
+    log.mark_outcome("ana@example.org", Outcome(State.FAILED, 550, "5.1.1 no such user"))
+    before = log.get("ana@example.org")
+    again = log.register(letter(7, "ana", fingerprint="f2", subject="Changed"))
+    assert again == before == log.get("ana@example.org")
+    assert (again.fingerprint, again.row, again.state) == ("f1", 2, State.FAILED)
+
+
+def test_update_letter_refreshes_the_letter_but_keeps_its_history(log: DeliveryLog) -> None:
+    log.register(letter(2, "ana"))
+    log.mark_sending("ana@example.org")
+    log.mark_outcome("ana@example.org", Outcome(State.DEFERRED, 421, "4.7.0 try later"))
+    changed = Letter(
+        9, "ana@example.org", ("ana@example.org", "cc@example.net"), "New", "<x@example.org>", "f2"
+    )
+    log.update_letter(changed)
+    entry = log.get("ana@example.org")
+    assert (entry.row, entry.recipients, entry.subject) == (9, changed.recipients, "New")
+    assert (entry.message_id, entry.fingerprint) == ("<x@example.org>", "f2")
+    assert (entry.state, entry.attempts, entry.last_code) == (State.DEFERRED, 1, 421)
+
+
+def test_marking_an_unknown_contact_is_an_error(log: DeliveryLog) -> None:
+    with pytest.raises(KeyError):
+        log.mark_sending("nobody@example.org")
+
+
+def test_recover_interrupted_turns_sending_into_uncertain(path: Path) -> None:
+    with DeliveryLog(path, "spring [test]") as other:
+        other.register(letter(3, "ana"))
+        other.mark_sending("ana@example.org")
+    with DeliveryLog(path, "spring") as log:
+        for row in (5, 3, 4):
+            log.register(letter(row))
+        log.mark_sending("person5@example.org")
+        log.mark_sending("person3@example.org")
+        log.mark_sending("person4@example.org")
+        log.mark_outcome("person4@example.org", SENT)
+        recovered = log.recover_interrupted()
+        assert [entry.row for entry in recovered] == [3, 5]
+        assert {entry.state for entry in recovered} == {State.UNCERTAIN}
+        assert log.get("person5@example.org").last_reply == (
+            "interrupted while sending; it may have been delivered"
+        )
+        assert log.get("person4@example.org").state is State.SENT
+        assert log.recover_interrupted() == []
+    with DeliveryLog(path, "spring [test]") as other:
+        assert other.get("ana@example.org").state is State.SENDING
+
+
+def test_counts_include_every_state(log: DeliveryLog) -> None:
+    assert log.counts() == {state: 0 for state in State}
+    log.register(letter(2))
+    log.register(letter(3))
+    log.mark_sending("person3@example.org")
+    assert log.counts() == {**{state: 0 for state in State}, State.PENDING: 1, State.SENDING: 1}
+
+
+def test_entries_come_in_row_order_and_filter_by_state(log: DeliveryLog) -> None:
+    for row in (9, 2, 5, 7):
+        log.register(letter(row))
+    for row, outcome in ((9, SENT), (5, Outcome(State.FAILED, 550, "no")), (7, SENT)):
+        log.mark_sending(f"person{row}@example.org")
+        log.mark_outcome(f"person{row}@example.org", outcome)
+    assert [entry.row for entry in log.entries()] == [2, 5, 7, 9]
+    assert [entry.row for entry in log.entries([State.SENT])] == [7, 9]
+    assert [entry.row for entry in log.entries(iter([State.FAILED, State.PENDING]))] == [2, 5]
+    assert list(log.entries([])) == []
+
+
+def test_sent_since_counts_only_sent_letters_in_the_period(log: DeliveryLog) -> None:
+    start = time.time()
+    for row in (2, 3, 4):
+        log.register(letter(row))
+        log.mark_sending(f"person{row}@example.org")
+    log.mark_outcome("person2@example.org", SENT)
+    log.mark_outcome("person3@example.org", SENT)
+    log.mark_outcome("person4@example.org", Outcome(State.DEFERRED, 451, "later"))
+    assert log.sent_since(start) == 2
+    assert log.sent_since(time.time() + 60) == 0
+
+
+def test_two_campaigns_in_one_file_are_independent(path: Path) -> None:
+    with DeliveryLog(path, "spring") as real, DeliveryLog(path, "spring [test]") as proof:
+        real.register(letter(2, "ana"))
+        proof.register(letter(2, "ana"))
+        proof.mark_sending("ana@example.org")
+        proof.mark_outcome("ana@example.org", SENT)
+        assert real.get("ana@example.org").state is State.PENDING
+        assert real.counts()[State.SENT] == 0 and proof.counts()[State.SENT] == 1
+        assert real.sent_since(0) == 0
+        assert real.campaigns() == proof.campaigns() == ["spring", "spring [test]"]
+
+
+HOLD_LOCK = """
+    import sys, time
+    from pathlib import Path
+    from mailaction.deliverylog import DeliveryLog
+    log = DeliveryLog(Path(sys.argv[1]), "spring", lock=True)
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_lock_refuses_a_second_sender_until_the_first_is_killed(path: Path) -> None:
+    holder = python(HOLD_LOCK.replace("sys.argv[1]", repr(str(path))))
+    try:
+        assert holder.stdout.readline() == "locked\n", holder.stderr.read()
+        with pytest.raises(DeliveryLogLocked) as refused:
+            DeliveryLog(path, "spring", lock=True)
+        assert str(refused.value) == (
+            f"{path}: another `mailaction send` is using this delivery log (pid {holder.pid})"
+        )
+        with DeliveryLog(path, "spring", create=False) as reader:
+            assert reader.counts()[State.SENT] == 0
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with DeliveryLog(path, "spring", lock=True) as log:
+        log.register(letter(2))
+
+
+def test_a_closed_log_releases_its_lock(path: Path) -> None:
+    DeliveryLog(path, "spring", lock=True).close()
+    with DeliveryLog(path, "spring", lock=True):
+        pass
+
+
+def test_mark_sending_survives_kill_9(path: Path) -> None:
+    killed = python(f"""
+        import os, signal
+        from pathlib import Path
+        from mailaction.deliverylog import DeliveryLog
+        from tests.test_deliverylog import letter
+        log = DeliveryLog(Path({str(path)!r}), "spring", lock=True)
+        log.register(letter(2, "ana"))
+        log.mark_sending("ana@example.org")
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    killed.wait(timeout=30)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.read()
+    with DeliveryLog(path, "spring", lock=True) as log:
+        entry = log.get("ana@example.org")
+        assert (entry.state, entry.attempts) == (State.SENDING, 1)
+
+
+def test_a_reader_and_the_writer_do_not_wait_for_each_other(path: Path) -> None:
+    started = time.monotonic()
+    with DeliveryLog(path, "spring", lock=True) as writer:
+        for row in (2, 3, 4):
+            writer.register(letter(row))
+        with DeliveryLog(path, "spring", create=False) as reader:
+            reading = reader.entries()
+            assert next(reading).row == 2  # the reader is inside a read transaction now
+            writer.mark_sending("person3@example.org")
+            assert [entry.state for entry in reading] == [State.PENDING, State.PENDING]
+            assert reader.get("person3@example.org").state is State.SENDING
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE letters SET state = 'sent'")
+            assert reader.counts()[State.SENT] == 0
+            other.execute("COMMIT")
+            other.close()
+            assert reader.counts()[State.SENT] == 3
+    assert time.monotonic() - started < 1  # no side waited out the 5 s busy timeout
+
+
+def test_create_false_refuses_a_missing_log(path: Path) -> None:
+    with pytest.raises(DeliveryLogError) as missing:
+        DeliveryLog(path, "spring", create=False)
+    assert str(missing.value) == f"{path}: no delivery log yet; run `mailaction send` first"
+    assert not path.exists()
+
+
+def test_a_file_that_is_not_a_database_is_refused(path: Path) -> None:
+    path.write_text("email,name\nana@example.org,Ana\n" * 200)
+    with pytest.raises(DeliveryLogError) as refused:
+        DeliveryLog(path, "spring")
+    message = str(refused.value)
+    assert message.startswith(f"{path}: ") and "not a database" in message and "\n" not in message
+
+
+def test_a_log_from_a_newer_version_is_refused(path: Path) -> None:
+    DeliveryLog(path, "spring").close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(DeliveryLogError, match="this version of mailaction"):
+        DeliveryLog(path, "spring")
+
+
+def test_a_read_only_directory_is_refused_with_the_path() -> None:
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:  # root ignores permissions unless it gives up the capability to
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv to drop CAP_DAC_OVERRIDE")
+        prefix = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
+    with tempfile.TemporaryDirectory() as directory:
+        os.chmod(directory, 0o555)
+        target = Path(directory) / "log.sqlite"
+        attempt = python(
+            f"""
+            from pathlib import Path
+            from mailaction.deliverylog import DeliveryLog
+            from mailaction.errors import DeliveryLogError
+            try:
+                DeliveryLog(Path({str(target)!r}), "spring")
+            except DeliveryLogError as error:
+                print(error)
+        """,
+            prefix=prefix,
+        )
+        out, err = attempt.communicate(timeout=30)
+        os.chmod(directory, 0o755)
+    assert out.startswith(f"{target}: cannot open the delivery log"), err
+    assert out.count("\n") == 1
+
+
+def test_a_full_disk_stops_writes_with_a_clear_error(log: DeliveryLog) -> None:
+    # max_page_count makes SQLite report SQLITE_FULL exactly as a full disk does.
+    log._db.execute("PRAGMA max_page_count = 8")
+    with pytest.raises(DeliveryLogError) as full:
+        for row in range(2, 10_000):
+            log.register(letter(row, subject="x" * 500))
+    assert str(full.value) == (
+        f"{log.path}: cannot write the delivery log: database or disk is full"
+    )
+
+
+def test_twenty_thousand_state_changes_per_second(log: DeliveryLog) -> None:
+    for row in range(2, 2002):
+        log.register(letter(row))
+    started = time.perf_counter()
+    for row in range(2, 2002):
+        log.mark_sending(f"person{row}@example.org")
+        log.mark_outcome(f"person{row}@example.org", SENT)
+    pairs_per_second = 2000 / (time.perf_counter() - started)
+    assert log.counts()[State.SENT] == 2000
+    # The target is 20,000/s; half of it here leaves room for a busy test machine.
+    assert pairs_per_second > 10_000
