@@ -1,0 +1,352 @@
+"""A real SMTP server (aiosmtpd, on 127.0.0.1) that misbehaves on request, for tests.
+
+Each misbehaviour is a small named action replacing one command's response, so a test reads like
+the story it checks:
+
+    with FaultServer() as server:
+        server.on("RCPT", reply("451 4.7.1 try later"), times=1)  # first RCPT 451, then normal
+        server.on("DATA_END", drop)         # close after the final "." without replying
+        ...
+        assert server.received_ids() == Counter({"<1@example.org>": 1})
+
+Commands: GREETING (the banner), EHLO, MAIL, RCPT, DATA (the command, before 354), DATA_END
+(after the final "."), RSET, QUIT, AUTH. An action is ``async (session, arg) -> str | None``:
+the reply to send instead of the normal one, or None to carry on normally. A 421 reply closes
+the connection, as RFC 5321 says it must; so does any refused greeting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Self, cast
+
+import pytest
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailaction.sink import FreePortController
+
+COMMANDS = ("GREETING", "EHLO", "MAIL", "RCPT", "DATA", "DATA_END", "RSET", "QUIT", "AUTH")
+DEFAULT_SIZE_LIMIT = 2**25
+
+Action = Callable[["FaultSession", "str | None"], Awaitable["str | None"]]
+
+
+def reply(text: str) -> Action:
+    """Answer with ``text`` instead of the normal reply (421 also closes the connection)."""
+
+    async def replace(session: FaultSession, arg: str | None) -> str | None:
+        return text
+
+    return replace
+
+
+async def drop(session: FaultSession, arg: str | None) -> str | None:
+    """Close the connection without replying."""
+    assert session.transport is not None
+    session.transport.close()
+    return await session.loop.create_future()  # never done: the lost connection cancels us
+
+
+async def deliver_then_drop(session: FaultSession, arg: str | None) -> str | None:
+    """At DATA_END: keep the message, then close without replying (the reply is lost)."""
+    session.deliver()
+    return await drop(session, arg)
+
+
+def slow(seconds: float) -> Action:
+    """Wait ``seconds``, then answer normally."""
+
+    async def wait(session: FaultSession, arg: str | None) -> str | None:
+        await asyncio.sleep(seconds)
+        return None
+
+    return wait
+
+
+def reject_recipient(address: str, text: str) -> Action:
+    """At RCPT: answer ``text`` for ``address``, normally for everyone else."""
+    wanted = f"<{address.lower()}>"
+
+    async def reject(session: FaultSession, arg: str | None) -> str | None:
+        return text if arg is not None and wanted in arg.lower() else None
+
+    return reject
+
+
+def reject_sender(address: str, text: str) -> Action:
+    """At MAIL: answer ``text`` for ``address``, normally for everyone else."""
+    return reject_recipient(address, text)
+
+
+@dataclass
+class ReceivedMessage:
+    """One message the server accepted."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+    connection: int  # 1 for the first connection the server accepted
+
+    @cached_property
+    def message(self) -> EmailMessage:
+        return cast(EmailMessage, BytesParser(policy=default_policy).parsebytes(self.data))
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message["Message-ID"]).strip()
+
+
+@dataclass
+class _Fault:
+    action: Action
+    times: int | None  # None: every time
+
+
+class FaultSession(SMTP):
+    """One client connection; runs the server's faults in place of normal replies."""
+
+    def __init__(self, server: FaultServer, **kwargs: Any) -> None:
+        super().__init__(server, **kwargs)
+        self.server = server
+        self.number = 0  # 0 for the controller's start-up probe, which faults never touch
+        self.delivered = 0
+
+    async def _handle_client(self) -> None:
+        self.number = self.server._connected()
+        status = await self._fault("GREETING", None)
+        if status is None:
+            await super()._handle_client()
+            return
+        await self.push(status)
+        assert self.transport is not None
+        self.transport.close()
+
+    async def push(self, status: Any) -> None:
+        if self.number:
+            self.server.replies.append(status if isinstance(status, str) else status.decode())
+        await super().push(status)
+
+    async def _fault(self, command: str, arg: str | None) -> str | None:
+        if not self.number:
+            return None
+        self.server.commands[command] += 1
+        action = self.server._take(command)
+        return None if action is None else await action(self, arg)
+
+    async def _reply(self, status: str) -> None:
+        await self.push(status)
+        if status.startswith("421"):
+            assert self.transport is not None
+            self.transport.close()
+
+    async def _command(self, command: str, arg: str | None, normal: Callable[..., Any]) -> None:
+        status = await self._fault(command, arg)
+        if status is None:
+            await normal(arg)
+        else:
+            await self._reply(status)
+
+    async def smtp_EHLO(self, arg: str) -> None:
+        await self._command("EHLO", arg, super().smtp_EHLO)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        limit = self.server.max_messages_per_connection
+        if limit and self.delivered >= limit:
+            await self._reply("421 4.7.0 too many messages on one connection")
+            return
+        await self._command("MAIL", arg, super().smtp_MAIL)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        await self._command("RCPT", arg, super().smtp_RCPT)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        await self._command("DATA", arg, super().smtp_DATA)
+
+    async def smtp_RSET(self, arg: str) -> None:
+        await self._command("RSET", arg, super().smtp_RSET)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        await self._command("QUIT", arg, super().smtp_QUIT)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await self._command("AUTH", arg, super().smtp_AUTH)
+
+    async def end_of_data(self) -> str:
+        """The reply after the final "." (DATA_END faults apply here)."""
+        status = await self._fault("DATA_END", None)
+        if status is None:
+            self.deliver()
+            return "250 2.0.0 OK queued"
+        if status.startswith("421"):
+            assert self.transport is not None
+            self.loop.call_soon(self.transport.close)  # after aiosmtpd has written the reply
+        return status
+
+    def deliver(self) -> None:
+        """Accept the message of the current transaction."""
+        envelope = self.envelope
+        assert envelope is not None and isinstance(envelope.original_content, bytes)
+        self.delivered += 1
+        self.server.messages.append(
+            ReceivedMessage(
+                envelope.mail_from or "",
+                tuple(envelope.rcpt_tos),
+                envelope.original_content,
+                self.number,
+            )
+        )
+
+
+class FaultServer:
+    """An SMTP server on 127.0.0.1 (a free port) whose replies tests can replace.
+
+    Options: ``smtputf8`` (advertise SMTPUTF8), ``size_limit`` (advertised SIZE; None for no
+    SIZE), ``auth`` (``{"user": "secret"}``: offer AUTH, also without TLS), ``tls`` (a server
+    SSLContext: offer STARTTLS, or use TLS from the start with ``implicit_tls``),
+    ``require_starttls``, ``idle_timeout`` (seconds before an idle connection is closed) and
+    ``max_messages_per_connection`` (421 once a connection has delivered that many).
+    """
+
+    def __init__(
+        self,
+        *,
+        smtputf8: bool = True,
+        size_limit: int | None = DEFAULT_SIZE_LIMIT,
+        auth: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        require_starttls: bool = False,
+        idle_timeout: float = 300,
+        max_messages_per_connection: int = 0,
+    ) -> None:
+        self.max_messages_per_connection = max_messages_per_connection
+        self.messages: list[ReceivedMessage] = []
+        self.replies: list[str] = []
+        self.commands: Counter[str] = Counter()
+        self.logins: list[str] = []
+        self.connections = 0
+        self._auth = auth
+        self._faults: dict[str, list[_Fault]] = {command: [] for command in COMMANDS}
+        self._lock = threading.Lock()
+        self._started = False
+        self._controller = _Controller(
+            self,
+            ssl_context=tls if implicit_tls else None,
+            tls_context=None if implicit_tls else tls,
+            require_starttls=require_starttls,
+            enable_SMTPUTF8=smtputf8,
+            data_size_limit=size_limit,
+            timeout=idle_timeout,
+            authenticator=self._authenticate if auth else None,
+            auth_require_tls=not auth,
+        )
+
+    @property
+    def port(self) -> int:
+        return self._controller.port
+
+    def start(self) -> Self:
+        self._controller.start()
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def on(self, command: str, action: Action, times: int | None = None) -> None:
+        """Use ``action`` for ``command`` (the next ``times`` times, or always)."""
+        if command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
+        with self._lock:
+            self._faults[command].append(_Fault(action, times))
+
+    def received_ids(self) -> Counter[str]:
+        """How many times each Message-ID was received."""
+        return Counter(message.message_id for message in self.messages)
+
+    def _take(self, command: str) -> Action | None:
+        with self._lock:
+            for fault in self._faults[command]:
+                if fault.times is None:
+                    return fault.action
+                if fault.times > 0:
+                    fault.times -= 1
+                    return fault.action
+        return None
+
+    def _connected(self) -> int:
+        if not self._started:
+            return 0
+        with self._lock:
+            self.connections += 1
+            return self.connections
+
+    def _authenticate(
+        self, smtp: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert self._auth is not None and isinstance(data, LoginPassword)
+        user, password = data.login.decode(), data.password.decode()
+        if self._auth.get(user) != password:
+            return AuthResult(success=False, handled=False)
+        self.logins.append(user)
+        return AuthResult(success=True)
+
+    async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        """aiosmtpd handler hook: the reply after the final "."."""
+        return await cast(FaultSession, smtp).end_of_data()
+
+
+class _Controller(FreePortController):
+    def __init__(self, server: FaultServer, **kwargs: Any) -> None:
+        super().__init__(
+            server, hostname="127.0.0.1", port=0, server_hostname="faults.test", **kwargs
+        )
+        self.fault_server = server
+
+    def factory(self) -> FaultSession:
+        return FaultSession(self.fault_server, **self.SMTP_kwargs)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A self-signed certificate for localhost and 127.0.0.1."""
+
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def make_certificate(directory: Path) -> Certificate:
+    """Create a certificate with `openssl`; skip the test when openssl is not installed."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed; it is needed to make a test certificate")
+    certificate = Certificate(directory / "cert.pem", directory / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(certificate.key),
+         "-out", str(certificate.cert), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return certificate
