@@ -272,7 +272,10 @@ class FaultServer:
         self.stop()
 
     def on(self, command: str, action: Action, times: int | None = None) -> None:
-        """Use ``action`` for ``command`` (the next ``times`` times, or always)."""
+        """Use ``action`` for ``command`` (the next ``times`` times, or always).
+
+        Of the faults set for a command, the first one registered that has times left is used.
+        """
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
         with self._lock:

@@ -1,0 +1,630 @@
+"""Sends letters over SMTP: a few reused connections, rate limits, retries, and an honest log.
+
+A letter must never go out twice nor be silently lost. The log says ``sending`` (committed) before
+the message data is written; when the connection is lost after the data was written but before
+the server replied, the letter is ``uncertain`` (it may have arrived) and is never retried here.
+
+``on_outcome`` is called once per final outcome (SENT, FAILED, UNCERTAIN) and once for each retry
+scheduled (DEFERRED); a progress bar should advance on the final outcomes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import ipaddress
+import itertools
+import os
+import random
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiosmtplib import (
+    SMTP,
+    SMTPConnectError,
+    SMTPException,
+    SMTPRecipientRefused,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+
+from .config import SendingConfig, SMTPConfig
+from .deliverylog import DeliveryLog, Outcome, State
+from .errors import SMTPSetupError
+from .ratelimit import CampaignLimiter
+
+if TYPE_CHECKING:
+    from .message import Letter
+
+__all__ = ["Outcome", "SendSummary", "Sender", "check_server", "is_loopback", "retry_delay"]
+
+MAX_RETRY_DELAY = 300.0
+QUIT_TIMEOUT = 5.0
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_CONNECTION_ERRORS = (SMTPServerDisconnected, SMTPTimeoutError, SMTPConnectError, OSError)
+
+OnOutcome = Callable[["Letter", Outcome], None]
+
+
+@dataclass
+class SendSummary:
+    """What one call to `Sender.send` did; ``deferred`` counts letters left waiting to retry."""
+
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    uncertain: int = 0
+    started: float = 0.0  # unix time
+    finished: float = 0.0
+    stopped_reason: str | None = None  # set when the run stopped before the end of the letters
+
+
+class Sender:
+    """Sends letters through one SMTP server and records every attempt in the delivery log."""
+
+    def __init__(
+        self,
+        smtp: SMTPConfig,
+        sending: SendingConfig,
+        log: DeliveryLog,
+        *,
+        password: str | None = None,
+    ) -> None:
+        self.smtp = smtp
+        self.sending = sending
+        self.log = log
+        self._password = password
+
+    async def send(
+        self,
+        letters: Iterable[Letter],
+        *,
+        on_outcome: OnOutcome | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> SendSummary:
+        """Send letters already registered in the log; return when all are settled or stopped.
+
+        Setting ``stop`` stops taking letters and lets the transactions in flight finish.
+        Cancelling the task closes the connections at once; a letter whose data may have reached
+        the server is then logged ``uncertain``. A DeliveryLogError or SMTPSetupError stops the
+        run and is raised once the letters in flight are settled.
+        """
+        run = _Run(self, letters, on_outcome, stop or asyncio.Event())
+        return await run.execute()
+
+
+async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: str | None) -> None:
+    """Connect, secure, log in and quit, so a run does not start against a server it cannot use."""
+    try:
+        client = await _open(smtp, sending.timeout, password, await _local_hostname())
+    except _Failed as failed:
+        code = f"{failed.outcome.code} " if failed.outcome.code else ""
+        raise SMTPSetupError(f"{smtp.address}: {code}{failed.outcome.reply}") from None
+    await _quit(client)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def retry_delay(base: float, attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt``: doubling, ±25 % jitter, at most 5 min."""
+    return min(base * 2 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25), MAX_RETRY_DELAY)
+
+
+class _Failed(Exception):
+    """An attempt that ended before any message data was sent, at ``step``."""
+
+    def __init__(
+        self,
+        code: int | None,
+        reply: str,
+        *,
+        retry: bool = True,
+        step: str = "",
+        refused: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(reply)
+        self.step = step
+        state = State.DEFERRED if retry else State.FAILED
+        self.outcome = Outcome(state, code, reply, refused or {})
+
+
+async def _open(
+    config: SMTPConfig, timeout: float, password: str | None, local_hostname: str
+) -> SMTP:
+    """Connect, say EHLO, secure the connection and log in, as the config asks.
+
+    Raises SMTPSetupError when the settings or the server's policy rule sending out, and
+    `_Failed` when the server is unavailable for now.
+    """
+    where = config.address
+    if config.username and config.security == "none" and not is_loopback(config.host):
+        raise SMTPSetupError(
+            f"{where}: refusing to send the password for {config.username!r} over an unencrypted"
+            ' connection; set smtp.security to "starttls" or "ssl"'
+        )
+    client = SMTP(
+        hostname=config.host, port=config.port, timeout=timeout, local_hostname=local_hostname,
+        use_tls=config.security == "ssl", start_tls=False,
+        validate_certs=config.verify_certificates,
+    )  # fmt: skip
+    step = "connect"
+    try:
+        await client.connect()
+        step = "EHLO"
+        await client.ehlo()
+        if config.security == "starttls":
+            if not client.supports_extension("starttls"):
+                raise SMTPSetupError(
+                    f"{where}: the server does not offer STARTTLS; refusing to send the password"
+                    " or letters in clear text"
+                )
+            step = "STARTTLS"
+            await client.starttls()
+            step = "EHLO"
+            await client.ehlo()
+        if config.username:
+            step = "login"
+            await client.login(config.username, password or "")
+    except (SMTPException, OSError) as exc:
+        client.close()
+        raise _open_failure(exc, config, step, timeout) from None
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _open_failure(exc: Exception, config: SMTPConfig, step: str, timeout: float) -> Exception:
+    """SMTPSetupError for what waiting will not fix, `_Failed` for what it may."""
+    where = config.address
+    tls = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        return SMTPSetupError(
+            f"{where}: the server's certificate cannot be verified ({tls.verify_message}); set"
+            " smtp.verify_certificates = false only for a server you trust"
+        )
+    if isinstance(tls, ssl.SSLError):
+        return SMTPSetupError(f"{where}: TLS failed: {tls.reason or tls}")
+    if isinstance(exc, SMTPResponseException):
+        reply = f"{exc.code} {_text(exc.message)}"
+        if _temporary(exc.code):
+            return _Failed(exc.code, f"{step}: {_text(exc.message)}")
+        if step == "login":
+            return SMTPSetupError(f"{where}: login refused for user {config.username!r}: {reply}")
+        return SMTPSetupError(f"{where}: the server refused {step}: {reply}")
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return _lost(exc, step, timeout)
+    return SMTPSetupError(f"{where}: {step} failed: {exc}")
+
+
+def _lost(exc: Exception, step: str, timeout: float) -> _Failed:
+    """A lost or silent connection, described for the log; worth retrying."""
+    if isinstance(exc, SMTPConnectError) and isinstance(exc.__cause__, OSError):
+        exc = exc.__cause__  # the reason itself, e.g. "Connection refused"
+    if isinstance(exc, TimeoutError):
+        reply = f"no reply to {step} within {timeout:g} s"
+    elif isinstance(exc, SMTPServerDisconnected):
+        reply = f"the server closed the connection at {step}"
+    else:
+        reply = f"{step}: {_reason(exc)}"
+    return _Failed(None, reply, step=step)
+
+
+def _reason(exc: Exception) -> str:
+    """An OS error in words ("Connection refused"), without asyncio's decoration."""
+    if not isinstance(exc, OSError):
+        return str(exc)
+    if exc.errno and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
+
+
+async def _quit(client: SMTP) -> None:
+    """Say goodbye politely if the connection is still up, then close it."""
+    try:
+        if client.is_connected:
+            await client.quit(timeout=QUIT_TIMEOUT)
+    except (SMTPException, OSError):
+        pass
+    finally:
+        client.close()
+
+
+_hostname: str | None = None
+
+
+async def _local_hostname() -> str:
+    """This machine's name for EHLO, looked up once (it may take a DNS query)."""
+    global _hostname
+    if _hostname is None:
+        _hostname = await asyncio.to_thread(socket.getfqdn)
+    return _hostname
+
+
+def _text(message: str) -> str:
+    """A server reply on one line."""
+    return message.replace("\n", " ") if "\n" in message else message
+
+
+def _temporary(code: int) -> bool:
+    return 400 <= code < 500
+
+
+def _reply_outcome(code: int, message: str, refused: dict[str, str]) -> Outcome:
+    """SENT for 2xx, DEFERRED (to retry) for 4xx, FAILED for anything else."""
+    if 200 <= code < 300:
+        state = State.SENT
+    else:
+        state = State.DEFERRED if _temporary(code) else State.FAILED
+    return Outcome(state, code, _text(message), refused)
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA sends it: leading dots doubled (RFC 5321 4.5.2), then CRLF "." CRLF."""
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
+
+
+def _interrupted(written: bool) -> Outcome:
+    if written:
+        reply = (
+            "interrupted after the message was sent, before the server replied; it may have arrived"
+        )
+        return Outcome(State.UNCERTAIN, None, reply)
+    return Outcome(State.DEFERRED, None, "interrupted before the message was sent")
+
+
+def _domains(letter: Letter) -> Iterator[str]:
+    return (recipient.rpartition("@")[2] for recipient in letter.recipients)
+
+
+class _Run:
+    """The shared state of one `send`: the letters, the retries waiting, the tally."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        letters: Iterable[Letter],
+        on_outcome: OnOutcome | None,
+        stop: asyncio.Event,
+    ) -> None:
+        sending = sender.sending
+        self.sending = sending
+        self.log = sender.log
+        self.connect = functools.partial(_open, sender.smtp, sending.timeout, sender._password)
+        self.summary = SendSummary(started=time.time())
+        self.error: Exception | None = None
+        self._limiter = (
+            CampaignLimiter(sending.rate, sending.per_domain_rate)
+            if sending.rate or sending.per_domain_rate
+            else None
+        )
+        self._letters: Iterator[Letter] | None = iter(letters)
+        self._retries: list[tuple[float, int, Letter, int]] = []  # (due, order, letter, attempt)
+        self._order = itertools.count()
+        self._on_outcome = on_outcome
+        self._stop = stop
+        self._halted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight = 0
+        self._failures_in_row = 0
+        self._waiting = 0
+        self._changed = asyncio.Event()
+
+    async def execute(self) -> SendSummary:
+        """Run the workers until the letters are settled or the run stops."""
+        local_hostname = await _local_hostname()
+        workers = [_Worker(self, local_hostname) for _ in range(self.sending.concurrency)]
+        watcher = asyncio.ensure_future(self._stop.wait())
+        watcher.add_done_callback(lambda _: self.halt())
+        try:
+            await asyncio.gather(*(worker.work() for worker in workers))
+        finally:
+            watcher.cancel()
+            for worker in workers:
+                worker.close()
+        if self.error is not None:
+            raise self.error
+        self.summary.finished = time.time()
+        return self.summary
+
+    def stopped(self) -> bool:
+        return self._halted.done() or self._stop.is_set()
+
+    def halt(self) -> None:
+        """Take no more letters and schedule no more retries."""
+        if not self._halted.done():
+            self._halted.set_result(None)
+        self._notify()
+
+    def abort(self, error: Exception) -> None:
+        """Stop the run because of ``error``; `execute` raises it once the workers are done."""
+        if self.error is None:
+            self.error = error
+        self.halt()
+
+    async def next_job(self) -> tuple[Letter, int] | None:
+        """The next letter to try and its attempt number; None when the run is over."""
+        while not self.stopped():
+            now = time.monotonic()
+            if self._retries and self._retries[0][0] <= now:
+                _, _, letter, attempt = heapq.heappop(self._retries)
+                self._in_flight += 1
+                return letter, attempt
+            if self._letters is not None:
+                letter = next(self._letters, None)
+                if letter is not None:
+                    self._in_flight += 1
+                    return letter, 1
+                self._letters = None
+            if not self._retries and not self._in_flight:
+                return None
+            await self._wait(self._retries[0][0] - now if self._retries else None)
+        return None
+
+    async def slot(self, letter: Letter) -> bool:
+        """Wait until the rate limits let ``letter`` go; False if the run stopped meanwhile."""
+        if self._limiter is None:
+            return True
+        slot = asyncio.ensure_future(self._limiter.acquire(_domains(letter)))
+        try:
+            await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            slot.cancel()
+        if self.stopped():
+            self._in_flight -= 1  # the letter stays as the log has it
+            self._notify()
+            return False
+        return True
+
+    def finish(self, letter: Letter, attempt: int, outcome: Outcome) -> None:
+        """Record how an attempt ended, schedule its retry, and keep the tally."""
+        self._in_flight -= 1
+        summary = self.summary
+        if attempt > 1:
+            summary.deferred -= 1
+        if outcome.state is State.DEFERRED and attempt > self.sending.max_retries:
+            outcome = Outcome(State.FAILED, outcome.code, outcome.reply, outcome.refused)
+        self.log.mark_outcome(letter.contact_id, outcome)
+        if outcome.state is State.SENT:
+            summary.sent += 1
+            self._failures_in_row = 0
+        elif outcome.state is State.UNCERTAIN:
+            summary.uncertain += 1
+        elif outcome.state is State.FAILED:
+            summary.failed += 1
+            self._count_failure(outcome)
+        else:
+            summary.deferred += 1
+            if not self.stopped():
+                due = time.monotonic() + retry_delay(self.sending.retry_delay, attempt)
+                heapq.heappush(self._retries, (due, next(self._order), letter, attempt + 1))
+            self._count_failure(outcome)
+        self._notify()
+        if self._on_outcome is not None:
+            self._on_outcome(letter, outcome)
+
+    def _count_failure(self, outcome: Outcome) -> None:
+        self._failures_in_row += 1
+        limit = self.sending.pause_after_failures
+        if limit and self._failures_in_row >= limit and self.summary.stopped_reason is None:
+            reply = f"{outcome.code} {outcome.reply}" if outcome.code else outcome.reply
+            self.summary.stopped_reason = (
+                f"stopped after {limit} failures in a row; the server may be refusing us: {reply}"
+            )
+            self.halt()
+
+    def _notify(self) -> None:
+        """Wake the workers waiting for a retry to fall due or for the run to end."""
+        if self._waiting:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def _wait(self, timeout: float | None) -> None:
+        changed = self._changed
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(timeout):
+                await changed.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting -= 1
+
+
+class _Worker:
+    """Sends letters one after another over one connection, opened lazily and reused."""
+
+    def __init__(self, run: _Run, local_hostname: str) -> None:
+        self.run = run
+        self.local_hostname = local_hostname
+        self.timeout = run.sending.timeout
+        self.smtp: SMTP | None = None
+        self.used = 0  # letters tried on this connection
+        self.needs_reset = False  # a transaction failed; RSET before the next one
+        self.size_limit = 0
+        self.smtputf8 = False
+        self.eight_bit = False
+
+    async def work(self) -> None:
+        """Take letters until the run is over."""
+        run = self.run
+        try:
+            while (job := await run.next_job()) is not None:
+                letter, attempt = job
+                if await run.slot(letter):
+                    run.finish(letter, attempt, await self._attempt(letter))
+            await self._quit()
+        except Exception as exc:  # noqa: BLE001 - a full disk, a refused login, a bug: all stop
+            run.abort(exc)
+
+    def close(self) -> None:
+        if self.smtp is not None:
+            self.smtp.close()
+            self.smtp = None
+
+    async def _quit(self) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is not None:
+            await _quit(smtp)
+
+    async def _connection(self) -> SMTP:
+        """The connection for the next letter: reused, or a new one when due or lost."""
+        if self.needs_reset:
+            await self._reset()
+        smtp = self.smtp
+        if smtp is not None and (
+            not smtp.is_connected or self.used >= self.run.sending.max_messages_per_connection
+        ):
+            await self._quit()
+            smtp = None
+        if smtp is None:
+            smtp = await self.run.connect(self.local_hostname)
+            self.smtp, self.used = smtp, 0
+            size = smtp.esmtp_extensions.get("size", "")
+            self.size_limit = int(size) if size.isdigit() else 0
+            self.smtputf8 = smtp.supports_extension("smtputf8")
+            self.eight_bit = smtp.supports_extension("8bitmime")
+        self.used += 1
+        return smtp
+
+    async def _reset(self) -> None:
+        """RSET after a failed transaction, keeping the connection only if the server says 250.
+
+        Reusing a session the server did not reset gives "503 sender already specified".
+        """
+        self.needs_reset = False
+        smtp = self.smtp
+        try:
+            response = await smtp.execute_command(b"RSET") if smtp and smtp.is_connected else None
+        except (SMTPException, OSError):
+            response = None
+        if response is None or response.code != 250:
+            self.close()
+
+    async def _attempt(self, letter: Letter) -> Outcome:
+        """One try at one letter; DEFERRED means it may be tried again."""
+        try:
+            smtp, refused = await self._envelope(letter)
+        except _Failed as failed:
+            # The log counts every attempt, also those that never reached the data; the outcome
+            # is written right after this, with no await in between.
+            self.run.log.mark_sending(letter.contact_id)
+            return failed.outcome
+        return await self._data(smtp, letter, refused)
+
+    async def _envelope(self, letter: Letter) -> tuple[SMTP, dict[str, str]]:
+        """MAIL FROM and RCPT TO on a ready connection; the refused recipients."""
+        smtp = await self._connection()
+        reused = self.used > 1
+        try:
+            return smtp, await self._mail_and_rcpt(smtp, letter)
+        except _Failed as failed:
+            gone = failed.step == "MAIL FROM" and failed.outcome.code in (None, 421)
+            if not (reused and gone and failed.outcome.state is State.DEFERRED):
+                raise
+        # The server dropped a connection we had kept open; nothing was sent, so try a fresh one.
+        smtp = await self._connection()
+        return smtp, await self._mail_and_rcpt(smtp, letter)
+
+    def _mail_options(self, letter: Letter) -> list[str]:
+        """MAIL FROM parameters, or `_Failed` when this server cannot take the letter."""
+        options = []
+        if letter.smtputf8:
+            if not self.smtputf8:
+                raise _Failed(
+                    None, "server does not support SMTPUTF8 (non-ASCII address)", retry=False
+                )
+            options.append("SMTPUTF8")
+        if self.size_limit:
+            if len(letter.data) > self.size_limit:
+                reply = (
+                    f"message too large for the server: {len(letter.data):,} bytes, it accepts"
+                    f" at most {self.size_limit:,} (SIZE)"
+                )
+                raise _Failed(None, reply, retry=False)
+            options.append(f"SIZE={len(letter.data)}")
+        if self.eight_bit and not letter.data.isascii():
+            options.append("BODY=8BITMIME")
+        return options
+
+    async def _mail_and_rcpt(self, smtp: SMTP, letter: Letter) -> dict[str, str]:
+        """The envelope; raises `_Failed` unless at least one recipient is accepted."""
+        options = self._mail_options(letter)
+        encoding = "utf-8" if letter.smtputf8 else "ascii"
+        refused: dict[str, str] = {}
+        codes: list[int] = []
+        step = "MAIL FROM"
+        try:
+            await smtp.mail(letter.sender, options=options, encoding=encoding)
+            step = "RCPT TO"
+            for recipient in letter.recipients:
+                try:
+                    await smtp.rcpt(recipient, encoding=encoding)
+                except SMTPRecipientRefused as exc:
+                    if exc.code == 421:
+                        raise
+                    refused[recipient] = f"{exc.code} {_text(exc.message)}"
+                    codes.append(exc.code)
+        except SMTPResponseException as exc:
+            self.needs_reset = True
+            retry = _temporary(exc.code)
+            raise _Failed(exc.code, _text(exc.message), retry=retry, step=step) from None
+        except _CONNECTION_ERRORS as exc:
+            self.close()
+            raise _lost(exc, step, self.timeout) from None
+        if len(codes) == len(letter.recipients):
+            self.needs_reset = True
+            temporary = [code for code in codes if _temporary(code)]
+            details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
+            reply = f"every recipient refused: {details}"
+            raise _Failed((temporary or codes)[-1], reply, retry=bool(temporary), refused=refused)
+        return refused
+
+    async def _data(self, smtp: SMTP, letter: Letter, refused: dict[str, str]) -> Outcome:
+        """The DATA phase, with the letter logged as sending throughout."""
+        log = self.run.log
+        log.mark_sending(letter.contact_id)
+        written = False
+        try:
+            response = await smtp.execute_command(b"DATA")
+            if response.code != 354:
+                self.needs_reset = True
+                state = State.DEFERRED if _temporary(response.code) else State.FAILED
+                return Outcome(state, response.code, _text(response.message), refused)
+            assert smtp.protocol is not None
+            # No await between the write and read_response, so the reply cannot be missed.
+            smtp.protocol.write(_dot_stuffed(letter.data))
+            written = True
+            response = await smtp.protocol.read_response(timeout=self.timeout)
+        except (SMTPException, OSError) as exc:
+            self.close()
+            lost = _lost(exc, "the end of data" if written else "DATA", self.timeout)
+            if written:
+                reply = f"{lost.outcome.reply}, after the message was sent; it may have arrived"
+                return Outcome(State.UNCERTAIN, None, reply, refused)
+            return lost.outcome
+        except asyncio.CancelledError:
+            self.close()
+            log.mark_outcome(letter.contact_id, _interrupted(written))
+            raise
+        if response.code == 421:
+            self.close()
+        elif not 200 <= response.code < 300:
+            self.needs_reset = True
+        return _reply_outcome(response.code, response.message, refused)
