@@ -29,7 +29,7 @@ from aiosmtplib import (
     SMTP,
     SMTPConnectError,
     SMTPException,
-    SMTPRecipientRefused,
+    SMTPResponse,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
@@ -542,15 +542,14 @@ class _Worker:
         smtp = await self._connection()
         return smtp, await self._mail_and_rcpt(smtp, letter)
 
-    def _mail_options(self, letter: Letter) -> list[str]:
+    def _mail_options(self, letter: Letter) -> list[bytes]:
         """MAIL FROM parameters, or `_Failed` when this server cannot take the letter."""
         options = []
         if letter.smtputf8:
             if not self.smtputf8:
-                raise _Failed(
-                    None, "server does not support SMTPUTF8 (non-ASCII address)", retry=False
-                )
-            options.append("SMTPUTF8")
+                reply = "server does not support SMTPUTF8 (non-ASCII address)"
+                raise _Failed(None, reply, retry=False)
+            options.append(b"SMTPUTF8")
         if self.size_limit:
             if len(letter.data) > self.size_limit:
                 reply = (
@@ -558,9 +557,9 @@ class _Worker:
                     f" at most {self.size_limit:,} (SIZE)"
                 )
                 raise _Failed(None, reply, retry=False)
-            options.append(f"SIZE={len(letter.data)}")
+            options.append(b"SIZE=%d" % len(letter.data))
         if self.eight_bit and not letter.data.isascii():
-            options.append("BODY=8BITMIME")
+            options.append(b"BODY=8BITMIME")
         return options
 
     async def _mail_and_rcpt(self, smtp: SMTP, letter: Letter) -> dict[str, str]:
@@ -571,20 +570,18 @@ class _Worker:
         codes: list[int] = []
         step = "MAIL FROM"
         try:
-            await smtp.mail(letter.sender, options=options, encoding=encoding)
+            path = f"FROM:<{letter.sender}>".encode(encoding)
+            response = await smtp.execute_command(b"MAIL", path, *options)
+            if response.code != 250:
+                raise self._refused(response, step)
             step = "RCPT TO"
             for recipient in letter.recipients:
-                try:
-                    await smtp.rcpt(recipient, encoding=encoding)
-                except SMTPRecipientRefused as exc:
-                    if exc.code == 421:
-                        raise
-                    refused[recipient] = f"{exc.code} {_text(exc.message)}"
-                    codes.append(exc.code)
-        except SMTPResponseException as exc:
-            self.needs_reset = True
-            retry = _temporary(exc.code)
-            raise _Failed(exc.code, _text(exc.message), retry=retry, step=step) from None
+                response = await smtp.execute_command(b"RCPT", f"TO:<{recipient}>".encode(encoding))
+                if response.code == 421:
+                    raise self._refused(response, step)
+                if response.code not in (250, 251):
+                    refused[recipient] = f"{response.code} {_text(response.message)}"
+                    codes.append(response.code)
         except _CONNECTION_ERRORS as exc:
             self.close()
             raise _lost(exc, step, self.timeout) from None
@@ -595,6 +592,12 @@ class _Worker:
             reply = f"every recipient refused: {details}"
             raise _Failed((temporary or codes)[-1], reply, retry=bool(temporary), refused=refused)
         return refused
+
+    def _refused(self, response: SMTPResponse, step: str) -> _Failed:
+        """The transaction failed on a reply; RSET before the connection carries another."""
+        self.needs_reset = True
+        retry = _temporary(response.code)
+        return _Failed(response.code, _text(response.message), retry=retry, step=step)
 
     async def _data(self, smtp: SMTP, letter: Letter, refused: dict[str, str]) -> Outcome:
         """The DATA phase, with the letter logged as sending throughout."""

@@ -2,12 +2,16 @@
 
 Each stored file starts with two lines that record the envelope, as a local delivery agent would:
 ``Return-Path: <sender>`` and ``X-Original-To: <recipient>, ...`` (Bcc recipients included).
+Files are not fsynced: the sink is for trying things out, and syncing would cost most of its time.
 """
 
 from __future__ import annotations
 
+import itertools
 import mailbox
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
@@ -74,13 +78,13 @@ class Sink:
         self.port = port
         self.count = 0
         self._on_message = on_message
-        self._mailbox: mailbox.Maildir | None = None
+        self._sequence = itertools.count()
         self._controller: Controller | None = None
         self._parser = BytesHeaderParser(policy=default_policy)
 
     def start(self) -> Self:
         """Start listening; ``port`` is the actual port afterwards."""
-        self._mailbox = mailbox.Maildir(self.maildir, create=True)
+        mailbox.Maildir(self.maildir, create=True)
         controller = FreePortController(
             self, hostname=self.host, port=self.port, server_hostname="mailaction-sink",
             data_size_limit=MAX_MESSAGE_SIZE, enable_SMTPUTF8=True,
@@ -88,7 +92,9 @@ class Sink:
         try:
             controller.start()
         except OSError as exc:
-            raise MailactionError(f"{self.host}:{self.port}: cannot listen: {exc.strerror}") from None
+            raise MailactionError(
+                f"{self.host}:{self.port}: cannot listen: {exc.strerror}"
+            ) from None
         self._controller = controller
         self.port = controller.port
         return self
@@ -107,10 +113,10 @@ class Sink:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Store one message (aiosmtpd handler hook)."""
-        assert self._mailbox is not None and isinstance(envelope.content, bytes)
+        assert isinstance(envelope.content, bytes)
         recipients = tuple(envelope.rcpt_tos)
         stamp = f"Return-Path: <{envelope.mail_from}>\r\nX-Original-To: {', '.join(recipients)}\r\n"
-        key = self._mailbox.add(stamp.encode("utf-8") + envelope.content)
+        key = self._store(stamp.encode("utf-8") + envelope.content)
         headers = self._parser.parsebytes(envelope.content)
         stored = StoredMessage(
             envelope.mail_from or "", recipients, _header(headers, "Message-ID"),
@@ -120,6 +126,14 @@ class Sink:
         if self._on_message is not None:
             self._on_message(stored)
         return "250 2.0.0 OK stored"
+
+    def _store(self, data: bytes) -> str:
+        """Write one message the Maildir way (into tmp/, then renamed into new/); its key."""
+        key = f"{time.time_ns()}.P{os.getpid()}Q{next(self._sequence)}.mailaction-sink"
+        temporary = self.maildir / "tmp" / key
+        temporary.write_bytes(data)
+        os.rename(temporary, self.maildir / "new" / key)
+        return key
 
 
 def _header(headers: Message, name: str) -> str:
