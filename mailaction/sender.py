@@ -105,8 +105,7 @@ async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: str |
     try:
         client = await _open(smtp, sending.timeout, password, await _local_hostname())
     except _Failed as failed:
-        code = f"{failed.outcome.code} " if failed.outcome.code else ""
-        raise SMTPSetupError(f"{smtp.address}: {code}{failed.outcome.reply}") from None
+        raise SMTPSetupError(f"{smtp.address}: {failed.outcome.reply}") from None
     await _quit(client)
 
 
@@ -203,7 +202,7 @@ def _open_failure(exc: Exception, config: SMTPConfig, step: str, timeout: float)
     if isinstance(exc, SMTPResponseException):
         reply = f"{exc.code} {_text(exc.message)}"
         if _temporary(exc.code):
-            return _Failed(exc.code, f"{step}: {_text(exc.message)}")
+            return _Failed(exc.code, f"{step} refused for now: {reply}")
         if step == "login":
             return SMTPSetupError(f"{where}: login refused for user {config.username!r}: {reply}")
         return SMTPSetupError(f"{where}: the server refused {step}: {reply}")
@@ -245,15 +244,14 @@ async def _quit(client: SMTP) -> None:
         client.close()
 
 
-_hostname: str | None = None
-
-
 async def _local_hostname() -> str:
-    """This machine's name for EHLO, looked up once (it may take a DNS query)."""
-    global _hostname
-    if _hostname is None:
-        _hostname = await asyncio.to_thread(socket.getfqdn)
-    return _hostname
+    """This machine's name for EHLO (looked up in a thread: it may take a DNS query)."""
+    return await asyncio.to_thread(_fqdn)
+
+
+@functools.cache
+def _fqdn() -> str:
+    return socket.getfqdn()
 
 
 def _text(message: str) -> str:
@@ -265,13 +263,9 @@ def _temporary(code: int) -> bool:
     return 400 <= code < 500
 
 
-def _reply_outcome(code: int, message: str, refused: dict[str, str]) -> Outcome:
-    """SENT for 2xx, DEFERRED (to retry) for 4xx, FAILED for anything else."""
-    if 200 <= code < 300:
-        state = State.SENT
-    else:
-        state = State.DEFERRED if _temporary(code) else State.FAILED
-    return Outcome(state, code, _text(message), refused)
+def _refusal(code: int) -> State:
+    """DEFERRED (to retry) for a 4xx refusal, FAILED for any other."""
+    return State.DEFERRED if _temporary(code) else State.FAILED
 
 
 def _dot_stuffed(data: bytes) -> bytes:
@@ -566,17 +560,24 @@ class _Worker:
         """The envelope; raises `_Failed` unless at least one recipient is accepted."""
         options = self._mail_options(letter)
         encoding = "utf-8" if letter.smtputf8 else "ascii"
+        try:
+            reverse_path = f"FROM:<{letter.sender}>".encode(encoding)
+            forward_paths = [
+                f"TO:<{recipient}>".encode(encoding) for recipient in letter.recipients
+            ]
+        except UnicodeEncodeError:
+            reply = "non-ASCII address in a letter not marked as needing SMTPUTF8"
+            raise _Failed(None, reply, retry=False) from None
         refused: dict[str, str] = {}
         codes: list[int] = []
         step = "MAIL FROM"
         try:
-            path = f"FROM:<{letter.sender}>".encode(encoding)
-            response = await smtp.execute_command(b"MAIL", path, *options)
+            response = await smtp.execute_command(b"MAIL", reverse_path, *options)
             if response.code != 250:
                 raise self._refused(response, step)
             step = "RCPT TO"
-            for recipient in letter.recipients:
-                response = await smtp.execute_command(b"RCPT", f"TO:<{recipient}>".encode(encoding))
+            for recipient, path in zip(letter.recipients, forward_paths, strict=True):
+                response = await smtp.execute_command(b"RCPT", path)
                 if response.code == 421:
                     raise self._refused(response, step)
                 if response.code not in (250, 251):
@@ -608,8 +609,7 @@ class _Worker:
             response = await smtp.execute_command(b"DATA")
             if response.code != 354:
                 self.needs_reset = True
-                state = State.DEFERRED if _temporary(response.code) else State.FAILED
-                return Outcome(state, response.code, _text(response.message), refused)
+                return Outcome(_refusal(response.code), response.code, _text(response.message))
             assert smtp.protocol is not None
             # No await between the write and read_response, so the reply cannot be missed.
             smtp.protocol.write(_dot_stuffed(letter.data))
@@ -626,8 +626,10 @@ class _Worker:
             self.close()
             log.mark_outcome(letter.contact_id, _interrupted(written))
             raise
+        if 200 <= response.code < 300:
+            return Outcome(State.SENT, response.code, _text(response.message), refused)
         if response.code == 421:
             self.close()
-        elif not 200 <= response.code < 300:
+        else:
             self.needs_reset = True
-        return _reply_outcome(response.code, response.message, refused)
+        return Outcome(_refusal(response.code), response.code, _text(response.message))

@@ -410,6 +410,15 @@ async def test_smtputf8_letter_goes_when_supported(server: FaultServer, log: Del
     assert server.messages[0].mail_from == "jos\u00e9@example.org"
 
 
+async def test_a_non_ascii_address_without_smtputf8_fails_that_letter_only(
+    server: FaultServer, log: DeliveryLog
+) -> None:
+    await send(server, log, [letter(1, recipients=("jos\u00e9@example.org",)), letter(2)])
+    assert entry(log, letter(1)).state is State.FAILED
+    assert "non-ASCII address" in entry(log, letter(1)).last_reply
+    assert entry(log, letter(2)).state is State.SENT
+
+
 async def test_a_letter_over_the_size_limit_fails_without_sending(log: DeliveryLog) -> None:
     with FaultServer(size_limit=1000) as server:
         await send(server, log, [letter(1, body="x" * 900 + "\r\n"), letter(2)])
