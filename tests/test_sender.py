@@ -180,6 +180,16 @@ async def test_421_greeting_then_ok(server: FaultServer, log: DeliveryLog) -> No
     assert server.received_ids() == Counter({letter(1).message_id: 1})
 
 
+async def test_a_slow_ehlo_over_the_timeout_is_retried(
+    server: FaultServer, log: DeliveryLog
+) -> None:
+    server.on("EHLO", slow(0.5), times=1)
+    await send(server, log, [letter(1)], timeout=0.2)
+    found = entry(log, letter(1))
+    assert (found.state, found.attempts) == (State.SENT, 2)
+    assert server.connections == 2
+
+
 async def test_451_at_rcpt_once_then_sent_on_the_second_attempt(
     server: FaultServer, log: DeliveryLog
 ) -> None:
