@@ -180,16 +180,6 @@ async def test_421_greeting_then_ok(server: FaultServer, log: DeliveryLog) -> No
     assert server.received_ids() == Counter({letter(1).message_id: 1})
 
 
-async def test_a_slow_ehlo_over_the_timeout_is_retried(
-    server: FaultServer, log: DeliveryLog
-) -> None:
-    server.on("EHLO", slow(0.5), times=1)
-    await send(server, log, [letter(1)], timeout=0.2)
-    found = entry(log, letter(1))
-    assert (found.state, found.attempts) == (State.SENT, 2)
-    assert server.connections == 2
-
-
 async def test_451_at_rcpt_once_then_sent_on_the_second_attempt(
     server: FaultServer, log: DeliveryLog
 ) -> None:
@@ -268,13 +258,15 @@ async def test_dropped_before_the_data_is_retried_and_sent_once(
     assert server.received_ids() == Counter({letter(1).message_id: 1})
 
 
-async def test_a_slow_rcpt_over_the_timeout_is_retried(
-    server: FaultServer, log: DeliveryLog
+@pytest.mark.parametrize("command", ["EHLO", "RCPT"])
+async def test_a_reply_slower_than_the_timeout_is_retried(
+    server: FaultServer, log: DeliveryLog, command: str
 ) -> None:
-    server.on("RCPT", slow(0.5), times=1)
+    server.on(command, slow(0.5), times=1)
     await send(server, log, [letter(1)], timeout=0.2)
     found = entry(log, letter(1))
     assert (found.state, found.attempts) == (State.SENT, 2)
+    assert server.connections == 2
     assert server.received_ids() == Counter({letter(1).message_id: 1})
 
 
