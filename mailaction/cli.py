@@ -241,6 +241,7 @@ def send(
             console.print(f"This was a dry run; nothing was sent. To send: mailaction send{_config_hint(config)}")
             return
         _confirm(plan, config, yes)
+        _warn_unverified(config)
         password = _password(config)
         sender = Sender(config.smtp, config.sending, delivery_log, password=password)
         asyncio.run(check_server(config.smtp, config.sending, password))
@@ -336,6 +337,15 @@ def _confirm(plan: SendPlan, config: Config, yes: bool) -> None:
         sys.exit(ExitStatus.SUCCESS)
 
 
+def _warn_unverified(config: Config) -> None:
+    if config.smtp.security != "none" and not config.smtp.verify_certificates:
+        errors.print(
+            "Warning: smtp.verify_certificates = false: the server's certificate is not checked, so"
+            " whoever sits between you and it could read the letters and the password.",
+            markup=False,
+        )
+
+
 def _password(config: Config) -> str | None:
     smtp = config.smtp
     if not smtp.username:
@@ -406,14 +416,17 @@ def report(
     assert config.campaign.log is not None
     with DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log:
         data = load_report(delivery_log, [State(s) for s in states] or None)
-    if fmt == "table":
-        print_table(data, console)
-        return
     if output is None:
-        REPORT_WRITERS[fmt](data, sys.stdout)
+        if fmt == "table":
+            print_table(data, console)
+        else:
+            REPORT_WRITERS[fmt](data, sys.stdout)
         return
     with output.open("w", encoding="utf-8", newline="" if fmt == "csv" else None) as out:
-        REPORT_WRITERS[fmt](data, out)
+        if fmt == "table":
+            print_table(data, Console(file=out, width=120, highlight=False))
+        else:
+            REPORT_WRITERS[fmt](data, out)
     console.print(f"Wrote {output}")
 
 

@@ -225,3 +225,20 @@ def test_send_to_a_closed_port_fails_cleanly(project: Path, free_port: int) -> N
     assert result.exit_code == 1
     assert f"127.0.0.1:{free_port}" in result.output
     assert "Traceback" not in result.output
+
+
+def test_letters_edited_after_a_crash_are_reported_not_resent(project: Path, sink: Sink) -> None:
+    assert run(project, "send", "--yes", "--limit", "2").exit_code == 0
+    with DeliveryLog(project / "test-action.sqlite", "Test action") as log:
+        log.mark_sending("bo@example.com")  # what a crash while sending Bo's letter leaves behind
+    template = project / "letter.txt"
+    template.write_text(template.read_text(encoding="utf-8").replace("Thank you", "Thanks again"), encoding="utf-8")
+    result = run(project, "send", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "1 were in flight when an earlier run stopped" in result.output
+    assert "2 changed since they were sent or tried; not re-sent (rows 2, 3)" in result.output
+    assert sink.count == 3
+    states = log_states(project)
+    assert states == {"ana@example.org": State.SENT, "bo@example.com": State.UNCERTAIN, "chen@example.net": State.SENT}
+    newest = [m for m in mailbox.Maildir(project / "maildir") if "Chen" in str(m["To"])]
+    assert "Thanks again" in newest[0].get_payload(decode=True).decode()
