@@ -1,0 +1,332 @@
+"""Checks on a rendered letter and on its built bytes; bad data gives Problems, never exceptions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import stat
+from collections import Counter
+from dataclasses import dataclass
+from email.utils import getaddresses
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import email_validator
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import Problem
+
+if TYPE_CHECKING:
+    from .contacts import Contact
+    from .message import Letter, LetterBuilder
+    from .template import RenderedLetter
+
+ADDRESS_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc"})
+RECIPIENT_HEADERS = frozenset({"to", "cc", "bcc"})
+# RFC 5322 section 3.6: these fields may appear at most once in a message.
+SINGLE_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc", "subject"})
+CONTENT_TYPES = frozenset({"text/plain", "text/markdown", "text/html"})
+MAX_LINE_OCTETS = 998  # RFC 5321 section 4.5.3.1.6, without the CRLF
+_SHOWN_CHARS = 60
+_CACHE_SIZE = 4096
+
+_LINE_BREAK = re.compile(r"[\r\n\0]")
+# RFC 2047 encoded word, found as leniently as mail readers decode them (anywhere in the value).
+_ENCODED_WORD = re.compile(r"=\?([^?]*)\?([QqBb])\?([^?]*)\?=")
+_QUOTED_PRINTABLE = re.compile(rb"=([0-9A-Fa-f]{2})")
+# A subset of what email-validator accepts (plain ASCII, no IDNA, no quoting), checked here
+# without its cost; everything else goes to email-validator itself.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+# "addr" or "Display Name <addr>" without specials in the display name: getaddresses agrees.
+_PLAIN_MAILBOX = re.compile(
+    r'(?:[^"<>@,;:\\()\[\].]*<([^<>"]*)>|([^\s"<>@,;:\\()\[\]]+@[^\s"<>,;:\\()\[\]]+))'
+)
+# Commas separate mailboxes except inside a quoted display name or angle brackets.
+_QUOTED = re.compile(r'"(?:\\.|[^"\\])*"')
+_LIST_PART = re.compile(r'"(?:\\.|[^"\\])*"?|<[^>]*>?|[^,"<]+|,')
+
+
+@dataclass(frozen=True)
+class LetterRules:
+    """Limits a letter must respect."""
+
+    max_message_size: int = 10_000_000
+    check_deliverability: bool = False  # email-validator's DNS check; needs the network
+
+
+def check_rendered(
+    rendered: RenderedLetter, contact: Contact, base_dir: Path, rules: LetterRules
+) -> list[Problem]:
+    """Every problem in a rendered letter's headers, body and attachments."""
+    problems: list[Problem] = []
+
+    def add(field: str, message: str) -> None:
+        problems.append(Problem(contact.source, contact.row, field, message))
+
+    has_sender = has_recipient = False
+    for name, value in rendered.headers:
+        key = name.lower()
+        injection = header_injection(value)
+        if injection:
+            add(name, injection)
+        elif key in ADDRESS_HEADERS and value.strip():
+            for message in address_list_problems(value, rules.check_deliverability):
+                add(name, message)
+        elif key == "attachment":
+            message = attachment_problem(value, base_dir, rules.max_message_size)
+            if message:
+                add(name, message)
+        elif key == "content-type" and content_type(value) not in CONTENT_TYPES:
+            add(name, f"{_shown(value)} is not supported; use {', '.join(sorted(CONTENT_TYPES))}")
+        if value.strip():
+            has_sender = has_sender or key == "from"
+            has_recipient = has_recipient or key in RECIPIENT_HEADERS
+    for name, count in _repeated_headers(rendered.headers):
+        add(name, f"appears {count} times; a message may have only one {name} header")
+    if not has_sender:
+        add("From", "no sender: the From header is missing or empty")
+    if not has_recipient:
+        add("To", "no recipient: To, Cc and Bcc are all missing or empty")
+    subject = rendered.header("Subject")
+    if subject is None or not subject.strip():
+        add("Subject", "the subject is missing or empty")
+    if not rendered.body.strip():
+        add("body", "the letter body is empty")
+    return problems
+
+
+def check_built(letter: Letter, contact: Contact, rules: LetterRules) -> list[Problem]:
+    """Problems with a built message: total size and SMTP line length."""
+    problems = []
+    size = len(letter.data)
+    if size > rules.max_message_size:
+        message = f"the message is {_size(size)}, over the limit of {_size(rules.max_message_size)}"
+        problems.append(Problem(contact.source, contact.row, "", message))
+    long_line = _first_long_line(letter.data)
+    if long_line:
+        number, length = long_line
+        message = (
+            f"line {number} of the message is {length:,} octets long; SMTP allows {MAX_LINE_OCTETS}"
+        )
+        problems.append(Problem(contact.source, contact.row, "", message))
+    return problems
+
+
+def prepare_letter(
+    rendered: RenderedLetter,
+    contact: Contact,
+    contact_id: str,
+    builder: LetterBuilder,
+    rules: LetterRules,
+) -> tuple[Letter | None, list[Problem]]:
+    """The checked Letter for one contact, or None and every problem found."""
+    problems = check_rendered(rendered, contact, builder.base_dir, rules)
+    if rendered.problems:
+        # A part that failed to render is empty; saying so again under the same field is noise.
+        failed = {problem.field.lower() for problem in rendered.problems}
+        problems = [*rendered.problems, *(p for p in problems if p.field.lower() not in failed)]
+    if problems:
+        return None, problems
+    try:
+        letter = builder.build(rendered, contact_id, contact.row)
+    # An attachment can vanish or a value can defeat the encoder after the checks above;
+    # that is a problem with this letter, not a crash of the whole run.
+    except (OSError, ValueError) as exc:
+        return None, [Problem(contact.source, contact.row, "", f"cannot build the message: {exc}")]
+    problems = check_built(letter, contact, rules)
+    return (None if problems else letter), problems
+
+
+def header_injection(value: str) -> str | None:
+    """Why a header value could smuggle in another header line, or None when it cannot."""
+    if _LINE_BREAK.search(value):
+        return f"header injection: {_shown(value)} contains a line break or NUL character"
+    if "=?" in value and any(
+        _LINE_BREAK.search(_decode_word(*m.groups())) for m in _ENCODED_WORD.finditer(value)
+    ):
+        return f"header injection: {_shown(value)} hides a line break in an encoded word"
+    return None
+
+
+def address_list_problems(value: str, check_deliverability: bool = False) -> tuple[str, ...]:
+    """One message per bad item of an address list such as "Ann <ann@example.org>, bob@...."."""
+    return _address_list_problems(value, check_deliverability)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _address_list_problems(value: str, check_deliverability: bool) -> tuple[str, ...]:
+    items = [item.strip() for item in _list_items(value)]
+    messages = []
+    if "" in items:
+        messages.append(f"{_shown(value)} has an empty item between commas")
+    for item in filter(None, items):
+        address = _mailbox_address(item)
+        reason = address_problem(
+            address if address is not None else _bare(item), check_deliverability
+        )
+        if reason is None and address is None:
+            reason = "it cannot be read as one mailbox like 'Name <name@example.org>'"
+        if reason is not None:
+            messages.append(f"{_shown(item)} is not a valid address: {reason}")
+    return tuple(messages)
+
+
+def address_problem(address: str, check_deliverability: bool = False) -> str | None:
+    """Why email-validator rejects one bare address, or None when it is valid."""
+    if not check_deliverability and _is_plain_address(address):
+        return None
+    return _address_problem(address, check_deliverability)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _address_problem(address: str, check_deliverability: bool) -> str | None:
+    try:
+        validate_email(address, check_deliverability=check_deliverability, strict=True)
+    except EmailNotValidError as exc:
+        return " ".join(str(exc).split())
+    return None
+
+
+def _is_plain_address(address: str) -> bool:
+    """True for common ASCII addresses that email-validator is known to accept."""
+    if len(address) > 254 or not _PLAIN_ADDRESS.fullmatch(address) or "--" in address:
+        return False
+    local, _, domain = address.rpartition("@")
+    domain = domain.lower()
+    return len(local) <= 64 and not any(
+        domain == special or domain.endswith("." + special)
+        for special in email_validator.SPECIAL_USE_DOMAIN_NAMES
+    )
+
+
+def _list_items(value: str) -> list[str]:
+    """The items of an address list, split at the commas that separate mailboxes."""
+    if '"' not in value:
+        return value.split(",")
+    items, current = [], []
+    for part in _LIST_PART.findall(value):
+        if part == ",":
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(part)
+    items.append("".join(current))
+    return items
+
+
+def _mailbox_address(item: str) -> str | None:
+    """The address of a single mailbox as the email package reads it, or None when it cannot."""
+    plain = _PLAIN_MAILBOX.fullmatch(item)
+    if plain:
+        return (plain.group(1) or plain.group(2)).strip()
+    # The email package reads past unbalanced quotes, brackets and parentheses; refuse them.
+    outside_quotes = _QUOTED.sub("", item)
+    angles = outside_quotes.count("<")
+    if (
+        '"' in outside_quotes
+        or outside_quotes.count("(") != outside_quotes.count(")")
+        or angles != outside_quotes.count(">")
+        or angles > 1
+        or (angles and not outside_quotes.endswith(">"))
+    ):
+        return None
+    mailboxes = getaddresses([item])
+    if len(mailboxes) != 1 or not mailboxes[0][1]:
+        return None
+    return mailboxes[0][1]
+
+
+def _bare(item: str) -> str:
+    """The part of an unreadable item that looks like the address, for email-validator's reason."""
+    start, end = item.rfind("<"), item.rfind(">")
+    return item[start + 1 : end] if -1 < start < end else item
+
+
+def attachment_problem(value: str, base_dir: Path, max_size: int) -> str | None:
+    """Why the file an Attachment header names cannot be attached, or None when it can."""
+    if not value.strip():
+        return "the Attachment header is empty; name a file or remove the header"
+    path = base_dir / value
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return f"attachment {_shown(value)} not found (looked for {path})"
+    except OSError as exc:
+        return f"attachment {_shown(value)} cannot be read: {exc.strerror}"
+    if stat.S_ISDIR(info.st_mode):
+        return f"attachment {_shown(value)} is a folder, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return f"attachment {_shown(value)} is not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"attachment {_shown(value)} cannot be read: permission denied"
+    if info.st_size > max_size:
+        return (
+            f"attachment {_shown(value)} is {_size(info.st_size)}, "
+            f"over the message size limit of {_size(max_size)}"
+        )
+    return None
+
+
+def content_type(value: str) -> str:
+    """The media type of a Content-Type value, lower case, without parameters."""
+    return value.partition(";")[0].strip().lower()
+
+
+def _first_long_line(data: bytes) -> tuple[int, int] | None:
+    """(line number, length) of the first line over the SMTP limit, or None."""
+    lines = data.split(b"\n")
+    # Every line but the last still ends with its CR.
+    if max(map(len, lines)) <= MAX_LINE_OCTETS + 1:
+        return None
+    return next(
+        (number, len(line.rstrip(b"\r")))
+        for number, line in enumerate(lines, 1)
+        if len(line.rstrip(b"\r")) > MAX_LINE_OCTETS
+    )
+
+
+def _repeated_headers(headers: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    """(name as first written, count) for single-instance headers the template repeats."""
+    counts = Counter(name.lower() for name, _ in headers)
+    repeated = {key for key, count in counts.items() if count > 1 and key in SINGLE_HEADERS}
+    if not repeated:
+        return []
+    first = {}
+    for name, _ in headers:
+        first.setdefault(name.lower(), name)
+    return [(first[key], counts[key]) for key in sorted(repeated)]
+
+
+def _decode_word(charset: str, encoding: str, text: str) -> str:
+    """The text of one RFC 2047 encoded word; "" when it does not decode."""
+    try:
+        raw = text.encode("ascii")
+        if encoding in "Bb":
+            data = base64.b64decode(raw + b"=" * (-len(raw) % 4))
+        else:
+            data = _QUOTED_PRINTABLE.sub(
+                lambda m: bytes.fromhex(m[1].decode()), raw.replace(b"_", b" ")
+            )
+        return data.decode(charset.partition("*")[0] or "ascii", "replace")
+    except (UnicodeError, binascii.Error, LookupError):
+        return ""
+
+
+def _shown(value: str) -> str:
+    """A value for a one-line message: repr, truncated."""
+    if len(value) <= _SHOWN_CHARS:
+        return repr(value)
+    return repr(value[:_SHOWN_CHARS]) + "..."
+
+
+def _size(octets: int) -> str:
+    """A size for people: "812 KB", "10.5 MB"."""
+    if octets >= 1_000_000:
+        return f"{octets / 1_000_000:.1f} MB"
+    return f"{max(octets / 1000, 0.1):.1f} KB"
