@@ -1,0 +1,384 @@
+"""Runs every mailaction benchmark side by side and writes the results.
+
+    .venv/bin/python benchmarks/run.py             the full run (about 10 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py --quick     small sizes, one repetition (under a minute)
+    .venv/bin/python benchmarks/run.py --only ratelimit --only validate
+
+Results go to benchmarks/results/<date>-<host>.md and .json. Run benchmarks/setup.sh first
+(`make bench` does) for smtp-sink, smtp-source and the mailmerge environment. Only loopback is used.
+The exit status is 1 when a benchmark could not run; a missed target is reported, not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from data import (
+    write_contacts,
+    write_mailaction_config,
+    write_mailmerge_config,
+    write_template,
+)
+from servers import (
+    SMTP_SINK,
+    SMTP_SOURCE,
+    BenchmarkError,
+    Finished,
+    PostfixSink,
+    SlowSink,
+    run_timed,
+)
+from summary import (
+    Figure,
+    Target,
+    achieved_rate,
+    machine,
+    max_in_window,
+    print_table,
+    ratio,
+    write_results,
+)
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+BENCH_VENV = HERE / ".venv-mailmerge" / "bin"
+MAILACTION = Path(sys.executable).with_name("mailaction")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each benchmark does."""
+
+    repetitions: int
+    letters: int  # throughput, mailaction and the transport baselines
+    concurrencies: tuple[int, ...]
+    mailmerge_letters: int
+    slow_letters: int  # latency-bound, mailaction
+    slow_mailmerge_letters: int
+    rate_seconds: float
+    validate_rows: tuple[int, ...]
+    validate_budget: float  # seconds for the repetitions of the largest validate run
+
+
+FULL = Sizes(3, 10_000, (1, 4, 8, 16), 1_000, 2_000, 100, 20.0, (100_000, 1_000_000), 300.0)
+QUICK = Sizes(1, 1_000, (1, 8), 100, 200, 10, 2.0, (10_000, 50_000), 30.0)
+NAMES = ("throughput", "latency", "ratelimit", "validate")
+DELAY = 0.020  # the latency-bound sink's wait before each reply
+RATES = (200, 50)  # letters per second for the rate-limit benchmark
+
+
+class Bench:
+    """Shared state of one run: scratch space, generated inputs, the clock, progress lines."""
+
+    def __init__(self, scratch: Path, sizes: Sizes) -> None:
+        self.scratch = scratch
+        self.sizes = sizes
+        self.started = time.monotonic()
+        self.template = write_template(scratch / "letter.txt")
+        self._contacts: dict[int, Path] = {}
+        self._runs = itertools.count(1)
+
+    def say(self, text: str) -> None:
+        """One progress line with the time since the start."""
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+
+    def contacts(self, count: int) -> Path:
+        """A generated contact list of ``count`` rows, made once per run."""
+        if count not in self._contacts:
+            self.say(f"generating {count:,} contacts")
+            self._contacts[count] = write_contacts(self.scratch / f"contacts-{count}.csv", count)
+        return self._contacts[count]
+
+    def fresh_dir(self, label: str) -> Path:
+        """An empty directory for one command: its config and delivery log."""
+        path = self.scratch / f"{next(self._runs):03d}-{label}"
+        path.mkdir()
+        return path
+
+    def mailaction_config(
+        self, port: int, letters: int, concurrency: int, rate: str | None = None
+    ) -> tuple[Path, Path]:
+        """A config in a fresh directory, so every run starts with an empty delivery log."""
+        directory = self.fresh_dir(f"mailaction-c{concurrency}")
+        log = directory / "log.sqlite"
+        config = write_mailaction_config(
+            directory / "mailaction.toml", port=port, template=self.template,
+            contacts=self.contacts(letters), log=log, concurrency=concurrency, rate=rate,
+        )  # fmt: skip
+        return config, log
+
+    def measure(self, rounds: list[tuple[Figure, Callable[[], float]]], budget: float = 0) -> None:
+        """Repeat each measurement, interleaved round by round so drift hits all alike.
+
+        With a ``budget`` (seconds), stop repeating once another round would not fit in it.
+        A measurement that fails is marked on its figure and not tried again.
+        """
+        began = time.monotonic()
+        for rep in range(1, self.sizes.repetitions + 1):
+            round_began = time.monotonic()
+            for figure, measure in rounds:
+                if figure.error:
+                    continue
+                try:
+                    value = measure()
+                except BenchmarkError as exc:
+                    figure.error = str(exc)
+                    self.say(f"{figure.name}: ERROR {str(exc).splitlines()[0]}")
+                    continue
+                figure.values.append(value)
+                self.say(
+                    f"{figure.name} ({rep}/{self.sizes.repetitions}): {value:,.1f} {figure.unit}"
+                )
+            spent = time.monotonic() - began
+            if budget and spent + (time.monotonic() - round_began) > budget:
+                if rep < self.sizes.repetitions:
+                    self.say(
+                        f"stopping after {rep} repetition(s): the next would pass {budget:g} s"
+                    )
+                break
+
+
+def mailaction_send(config: Path, *, timeout: float) -> Finished:
+    """`mailaction send --yes` in a subprocess, which must succeed."""
+    command = [str(MAILACTION), "send", "--yes", "--config", str(config)]
+    return run_timed(command, timeout=timeout, cwd=config.parent).check("mailaction send")
+
+
+def sent_in_log(log: Path) -> int:
+    """Letters the delivery log records as sent."""
+    with sqlite3.connect(log) as db:
+        return db.execute("SELECT count(*) FROM letters WHERE state = 'sent'").fetchone()[0]
+
+
+def expect(what: str, got: int, wanted: int) -> None:
+    if got != wanted:
+        raise BenchmarkError(f"{what}: {got:,} letters arrived, {wanted:,} expected")
+
+
+def mailmerge_send(bench: Bench, port: int, letters: int) -> Finished:
+    """The mailmerge CLI sending ``letters`` rows of the same campaign."""
+    directory = bench.fresh_dir("mailmerge")
+    config = write_mailmerge_config(directory / "mailmerge_server.conf", port=port)
+    command = [
+        str(BENCH_VENV / "mailmerge"), "--no-dry-run", "--no-limit", "--output-format", "text",
+        "--template", str(bench.template), "--database", str(bench.contacts(letters)),
+        "--config", str(config),
+    ]  # fmt: skip
+    return run_timed(command, timeout=600, cwd=directory).check("mailmerge")
+
+
+def throughput(bench: Bench) -> list[Figure]:
+    """Full pipeline against smtp-sink at several concurrencies, and the baselines beside it."""
+    sizes = bench.sizes
+    letters = sizes.letters
+    section = f"Throughput: {letters:,} letters to smtp-sink"
+    if not SMTP_SINK.exists():
+        raise BenchmarkError("smtp-sink is not installed; run benchmarks/setup.sh")
+    with PostfixSink() as sink:
+
+        def counted(what: str, wanted: int, run: Callable[[], float]) -> float:
+            before = sink.received()
+            seconds = run()
+            expect(what, sink.received() - before, wanted)
+            return wanted / seconds
+
+        def smtp_source() -> float:
+            command = [str(SMTP_SOURCE), "-d", "-s", "8", "-m", str(letters), "-l", "2500",
+                       f"127.0.0.1:{sink.port}"]  # fmt: skip
+            return run_timed(command, timeout=120).check("smtp-source").seconds
+
+        def raw(python: Path, *flags: str) -> Callable[[], float]:
+            def run() -> float:
+                command = [str(python), str(HERE / "raw_aiosmtplib.py"), "--port", str(sink.port),
+                           "--count", str(letters), "--concurrency", "8", *flags]  # fmt: skip
+                finished = run_timed(command, timeout=300).check("raw_aiosmtplib.py")
+                return json.loads(finished.output.strip().splitlines()[-1])["seconds"]
+
+            return run
+
+        def mailaction(concurrency: int) -> Callable[[], float]:
+            def run() -> float:
+                config, log = bench.mailaction_config(sink.port, letters, concurrency)
+                seconds = mailaction_send(config, timeout=900).seconds
+                expect("mailaction's log", sent_in_log(log), letters)
+                return seconds
+
+            return run
+
+        def mailmerge() -> float:
+            return mailmerge_send(bench, sink.port, sizes.mailmerge_letters).seconds
+
+        rounds: list[tuple[Figure, Callable[[], float]]] = []
+
+        def add(name: str, wanted: int, run: Callable[[], float], **extra: object) -> Figure:
+            figure = Figure(section, name, "letters/s", **extra)  # type: ignore[arg-type]
+            rounds.append((figure, lambda: counted(name, wanted, run)))
+            return figure
+
+        source = add("smtp-source -d -s 8 (C, the loopback limit)", letters, smtp_source)
+        raw_figure = add("raw aiosmtplib, pre-built bytes, 8 connections", letters,
+                         raw(Path(sys.executable)))  # fmt: skip
+        if (BENCH_VENV / "python").exists():
+            add(
+                "raw aiosmtplib on uvloop, 8 connections",
+                letters,
+                raw(BENCH_VENV / "python"),
+                note="the same script on uvloop's event loop, for the headroom uvloop would give",
+            )
+        sends = {
+            c: add(f"mailaction send, concurrency {c}", letters, mailaction(c),
+                   target=Target(">=", 3000) if c == 8 else None)
+            for c in sizes.concurrencies
+        }  # fmt: skip
+        merge = add(f"mailmerge CLI ({sizes.mailmerge_letters:,} rows)", sizes.mailmerge_letters,
+                    mailmerge)  # fmt: skip
+        if not (BENCH_VENV / "mailmerge").exists():
+            merge.error = "benchmarks/.venv-mailmerge is missing; run benchmarks/setup.sh"
+        sends[8].note = ("wall time of the whole command: start-up, load, render, validate, "
+                         "build, send, delivery log")  # fmt: skip
+        bench.measure(rounds)
+    top = sends[8]
+    return [figure for figure, _ in rounds] + [
+        ratio(section, "mailaction c=8 ÷ raw aiosmtplib", top, raw_figure, Target(">=", 0.65)),
+        ratio(section, "mailaction c=8 ÷ mailmerge", top, merge, Target(">=", 5)),
+        ratio(section, "mailaction c=8 ÷ smtp-source", top, source, None),
+    ]
+
+
+def latency(bench: Bench) -> list[Figure]:
+    """A sink that waits 20 ms before every reply: mailaction at concurrency 8 vs mailmerge."""
+    sizes = bench.sizes
+    section = f"Latency-bound: {DELAY * 1000:.0f} ms before every reply (aiosmtpd)"
+
+    def mailaction() -> float:
+        with SlowSink(DELAY, record=True) as sink:
+            config, _ = bench.mailaction_config(sink.port, sizes.slow_letters, 8)
+            seconds = mailaction_send(config, timeout=600).seconds
+            expect("slow sink", len(sink.arrivals()), sizes.slow_letters)
+        return sizes.slow_letters / seconds
+
+    def mailmerge() -> float:
+        with SlowSink(DELAY, record=True) as sink:
+            seconds = mailmerge_send(bench, sink.port, sizes.slow_mailmerge_letters).seconds
+            expect("slow sink", len(sink.arrivals()), sizes.slow_mailmerge_letters)
+        return sizes.slow_mailmerge_letters / seconds
+
+    ours = Figure(section, f"mailaction send, concurrency 8 ({sizes.slow_letters:,} letters)",
+                  "letters/s")  # fmt: skip
+    theirs = Figure(section, f"mailmerge CLI ({sizes.slow_mailmerge_letters:,} rows)", "letters/s")
+    bench.measure([(ours, mailaction), (theirs, mailmerge)])
+    return [ours, theirs, ratio(section, "mailaction ÷ mailmerge", ours, theirs, Target(">=", 20))]
+
+
+def ratelimit(bench: Bench) -> list[Figure]:
+    """Arrival times at the sink for each configured rate: achieved rate and the busiest second."""
+    return [figure for rate in RATES for figure in _rate(bench, rate)]
+
+
+def _rate(bench: Bench, rate: int) -> list[Figure]:
+    letters = round(rate * bench.sizes.rate_seconds)
+    section = f'Rate limit: rate = "{rate}/s", {letters:,} letters'
+    achieved = Figure(section, "achieved rate (count - 1) / span at the sink", "letters/s",
+                      target=Target(">=", 0.98 * rate))  # fmt: skip
+    busiest = Figure(section, "most letters in any 1-second window", "letters",
+                     target=Target("<=", rate))  # fmt: skip
+
+    def run() -> float:
+        with SlowSink(0, record=True) as sink:
+            config, _ = bench.mailaction_config(sink.port, letters, 8, rate=f"{rate}/s")
+            mailaction_send(config, timeout=bench.sizes.rate_seconds * 3 + 60)
+            times = sink.arrivals()
+        expect("rate sink", len(times), letters)
+        busiest.values.append(max_in_window(times))
+        return achieved_rate(times)
+
+    bench.measure([(achieved, run)])
+    busiest.error = achieved.error
+    return [achieved, busiest]
+
+
+def validate(bench: Bench) -> list[Figure]:
+    """`mailaction validate` on large lists: rows per second, wall time and peak memory."""
+    largest = max(bench.sizes.validate_rows)
+    return [
+        figure
+        for rows in bench.sizes.validate_rows
+        for figure in _validate(
+            bench, rows, budget=bench.sizes.validate_budget if rows == largest else 0
+        )
+    ]
+
+
+def _validate(bench: Bench, rows: int, *, budget: float) -> list[Figure]:
+    section = f"Preflight: mailaction validate, {rows:,} contacts"
+    speed = Figure(section, "rows per second (wall time of the command)", "rows/s",
+                   target=Target(">=", 25_000))  # fmt: skip
+    wall = Figure(section, "wall time", "s")
+    memory = Figure(section, "peak RSS", "MiB", target=Target("<", 400) if budget else None)
+    directory = bench.fresh_dir(f"validate-{rows}")
+    config = write_mailaction_config(
+        directory / "mailaction.toml", port=1025, template=bench.template,
+        contacts=bench.contacts(rows), log=directory / "log.sqlite", concurrency=1,
+    )  # fmt: skip
+    command = [str(MAILACTION), "validate", "--config", str(config)]
+
+    def run() -> float:
+        finished = run_timed(command, timeout=1800, cwd=directory).check("mailaction validate")
+        wall.values.append(finished.seconds)
+        memory.values.append(finished.max_rss_mib)
+        return rows / finished.seconds
+
+    bench.measure([(speed, run)], budget=budget)
+    memory.error = wall.error = speed.error
+    return [speed, wall, memory]
+
+
+BENCHMARKS: dict[str, Callable[[Bench], list[Figure]]] = {
+    "throughput": throughput, "latency": latency, "ratelimit": ratelimit, "validate": validate,
+}  # fmt: skip
+
+
+def main() -> int:
+    """Parse the options, run the chosen benchmarks, write and print the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 repetition (< 60 s)")
+    parser.add_argument("--only", action="append", choices=NAMES, help="run only this (repeatable)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the results")
+    args = parser.parse_args()
+    if not MAILACTION.exists():
+        parser.error(f"{MAILACTION} not found: run with the project's .venv/bin/python")
+    sizes = QUICK if args.quick else FULL
+    figures: list[Figure] = []
+    failed = False
+    with TemporaryDirectory(prefix="mailaction-bench-") as scratch:
+        bench = Bench(Path(scratch), sizes)
+        for name in args.only or NAMES:
+            bench.say(f"== {name}")
+            try:
+                found = BENCHMARKS[name](bench)
+            except BenchmarkError as exc:
+                bench.say(f"{name}: ERROR {exc}")
+                found = [Figure(name, name, "", error=str(exc))]
+            figures += found
+            failed |= any(f.error for f in found)
+        bench.say("done")
+    md, js = write_results(figures, machine(), args.results, quick=args.quick)
+    print()
+    print_table(figures)
+    print(f"\nWrote {md} and {js}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""An aiosmtpd sink that waits before every reply and can record when each message arrived.
+
+Run as its own process: it prints ``port <N>`` once it listens, accepts every message without
+storing it, and on SIGTERM or SIGINT writes one ``time.monotonic()`` per message (taken when the
+end of its data arrived) to ``--times`` and exits.
+
+    python benchmarks/slow_sink.py --delay 0.02
+    python benchmarks/slow_sink.py --delay 0 --times arrivals.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import AnyStr
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+class Recorder:
+    """aiosmtpd handler: accepts every message and notes when its data ended."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[float] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Note the arrival and accept the message."""
+        self.arrivals.append(time.monotonic())
+        return "250 2.0.0 OK"
+
+
+class DelayedSMTP(SMTP):
+    """An SMTP session that sleeps ``delay`` seconds before the first line of every reply.
+
+    A multi-line reply (EHLO) is delayed once, as one reply over a slow link would be.
+    """
+
+    def __init__(self, handler: Recorder, delay: float, **kwargs: object) -> None:
+        super().__init__(handler, **kwargs)
+        self.delay = delay
+        self._continuing = False
+
+    async def push(self, status: AnyStr) -> None:
+        """Send one reply line, after the delay when it starts a reply."""
+        line = status.encode("ascii") if isinstance(status, str) else status
+        if self.delay and not self._continuing:
+            await asyncio.sleep(self.delay)
+        self._continuing = line[3:4] == b"-"
+        await super().push(status)
+
+
+async def serve(host: str, port: int, delay: float, times: Path | None) -> None:
+    """Listen until SIGTERM or SIGINT, then write the arrival times."""
+    loop = asyncio.get_running_loop()
+    recorder = Recorder()
+    server = await loop.create_server(
+        lambda: DelayedSMTP(recorder, delay, hostname="slow-sink", loop=loop), host, port
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
+    await stop.wait()
+    server.close()
+    if times is not None:
+        times.write_text("".join(f"{t!r}\n" for t in recorder.arrivals))
+
+
+def main() -> None:
+    """Parse the command line and serve."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.02, help="seconds before each reply")
+    parser.add_argument("--times", type=Path, help="write arrival times here on exit")
+    args = parser.parse_args()
+    asyncio.run(serve(args.host, args.port, args.delay, args.times))
+
+
+if __name__ == "__main__":
+    main()
