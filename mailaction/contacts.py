@@ -1,4 +1,4 @@
-"""The contact list: a CSV, TSV or XLSX spreadsheet streamed as rows of text, and duplicate checks."""
+"""The contact list: a CSV, TSV or XLSX file streamed as rows of text; duplicate checks."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from zipfile import BadZipFile
 
 import pandas as pd
+from openpyxl import load_workbook
+from openpyxl.utils import get_column_letter
+from openpyxl.utils.exceptions import InvalidFileException
 
 from .errors import ContactsError, Problem
 
@@ -57,12 +61,12 @@ class ContactList:
                 f"{self.source}: unknown kind of contact list {suffix or '(no extension)'!r}; "
                 "use .csv, .tsv, .txt or .xlsx"
             )
-        self.columns = _column_names(self._table.header, self.source, self._table.header_row)
+        self.columns = _column_names(self._table, self.source)
 
     def __iter__(self) -> Iterator[Contact]:
-        """Every non-blank row after the header, in file order; raises ContactsError on a bad row."""
+        """Each non-blank row after the header, in order; ContactsError at a row that cannot fit."""
         columns, source = self.columns, self.source
-        for row, cells in self._table.records(len(columns)):
+        for row, cells in self._table.records():
             values = [cell.strip() for cell in cells]
             if any(values):
                 yield Contact(row, dict(zip(columns, values)), source)
@@ -132,17 +136,18 @@ class _FirstRows:
                 self.setdefault(key, row)
 
 
-def _column_names(header: Sequence[str], source: str, row: int) -> list[str]:
+def _column_names(table: _TextTable | _XlsxTable, source: str) -> list[str]:
     """The trimmed header; every column needs a name, and names must differ."""
-    names = [cell.strip() for cell in header]
-    for number, name in enumerate(names, start=1):
+    names = [cell.strip() for cell in table.header]
+    place = f"{source}:{table.header_row}"
+    for index, name in enumerate(names):
         if not name:
-            raise ContactsError(f"{source}:{row}: column {number} of the header has no name")
-        earlier = names.index(name) + 1
-        if earlier != number:
+            raise ContactsError(f"{place}: {table.column_label(index)} of the header has no name")
+        earlier = names.index(name)
+        if earlier != index:
             raise ContactsError(
-                f"{source}:{row}: column {number} of the header repeats the name {name!r} "
-                f"of column {earlier}"
+                f"{place}: {table.column_label(index)} of the header repeats the name {name!r} "
+                f"of {table.column_label(earlier)}"
             )
     return names
 
@@ -171,7 +176,9 @@ class _TextTable:
         lines = _sample_lines(raw, self.encoding, complete=len(raw) < _SAMPLE_BYTES)
         content = [line for line in lines if line.strip(" \t" + _DELIMITERS)]
         if not content:
-            raise ContactsError(f"{self.source}: the file is empty; the first row must name the columns")
+            raise ContactsError(
+                f"{self.source}: the file is empty; the first row must name the columns"
+            )
         self.delimiter = delimiter or _sniff_delimiter(content)
         self.leading_blank = next(
             number for number, line in enumerate(lines) if line.strip(" \t" + self.delimiter)
@@ -180,7 +187,11 @@ class _TextTable:
         with closing(self._chunks(1)) as chunks:
             self.header: list[str] = next(chunks).iloc[0].tolist()
 
-    def records(self, width: int) -> Iterator[tuple[int, Sequence[str]]]:
+    def column_label(self, index: int) -> str:
+        """How to name the header's column ``index`` (from 0) in a message: "column 3"."""
+        return f"column {index + 1}"
+
+    def records(self) -> Iterator[tuple[int, Sequence[str]]]:
         """(row number, cells) for every row after the header, blank ones included."""
         for chunk in self._chunks(self.chunk_size):
             first_row = self.header_row + int(chunk.index[0])
@@ -196,7 +207,8 @@ class _TextTable:
             reader = pd.read_csv(
                 self.path, sep=self.delimiter, encoding=self.encoding, header=None, dtype=str,
                 na_filter=False, keep_default_na=False, skip_blank_lines=False, engine="c",
-                skiprows=self.leading_blank, quotechar='"', doublequote=True, chunksize=size,
+                skiprows=self.leading_blank, quotechar='"', doublequote=True, skipinitialspace=True,
+                chunksize=size,
             )  # fmt: skip
             with reader:
                 yield from reader
@@ -215,13 +227,14 @@ class _TextTable:
             return ContactsError(f'{self.source}:{row}: a quoted value is never closed (stray ")')
         try:
             with self.path.open(encoding=self.encoding, newline="") as file:
-                rows = enumerate(csv.reader(file, delimiter=self.delimiter), start=1)
+                rows = enumerate(
+                    csv.reader(file, delimiter=self.delimiter, skipinitialspace=True), start=1
+                )
                 width = next(len(cells) for row, cells in rows if row == self.header_row)
                 for row, cells in rows:
                     if len(cells) > width:
-                        return ContactsError(
-                            f"{self.source}:{row}: row has {len(cells)} fields, the header has {width}"
-                        )
+                        fields = f"row has {len(cells)} fields, the header has {width}"
+                        return ContactsError(f"{self.source}:{row}: {fields}")
         except (csv.Error, StopIteration):
             pass
         return ContactsError(f"{self.source}: cannot be read as a table: {exc}")
@@ -238,11 +251,11 @@ def _detect_encoding(path: Path) -> str:
     failure = _first_utf8_failure(path)
     if failure is None:
         return "utf-8-sig" if start.startswith(codecs.BOM_UTF8) else "utf-8"
-    offset, saw_utf8 = failure
-    bad = None if saw_utf8 else _first_non_cp1252(path)
-    if not saw_utf8 and bad is None:
-        return "cp1252"
-    if bad is not None:
+    offset, not_cp1252 = failure
+    if not not_cp1252:
+        bad = _first_non_cp1252(path)
+        if bad is None:
+            return "cp1252"
         offset = bad
     raise ContactsError(_bad_byte_message(path, offset))
 
@@ -263,8 +276,8 @@ def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def _first_utf8_failure(path: Path) -> tuple[int, bool] | None:
-    """None for clean UTF-8; else the offset of the first bad byte (NUL counts as bad), and
-    whether multi-byte UTF-8 came before it (then the file is broken UTF-8, not Windows-1252)."""
+    """None for clean UTF-8; else the offset of the first bad byte, and whether the file surely
+    is not Windows-1252 either (a NUL byte, or multi-byte UTF-8 before the bad byte)."""
     saw_utf8 = False
     for offset, block in _blocks(path):
         try:
@@ -305,7 +318,7 @@ def _sample_lines(raw: bytes, encoding: str, complete: bool) -> list[str]:
     """The lines of the file's first bytes; a line cut off by the sample's end is dropped."""
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(raw, final=complete)
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return lines if complete else lines[:-1]
+    return lines if complete or len(lines) == 1 else lines[:-1]
 
 
 def _sniff_delimiter(lines: list[str]) -> str:
@@ -322,44 +335,49 @@ def _sniff_delimiter(lines: list[str]) -> str:
 
 
 class _XlsxTable:
-    """The first sheet of an Excel workbook, values as the sheet shows them."""
+    """The first sheet of an Excel workbook, values as the sheet shows them.
+
+    The table spans the header's named cells, so a sheet may start it in column B or row 3.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path, self.source = path, path.name
-        rows = self._rows()
-        try:
-            self.header_row, cells = next((row, cells) for row, cells in rows if any(cells))
-        except StopIteration:
+        with closing(self._rows()) as rows:
+            found = next(((row, cells) for row, cells in rows if any(map(str.strip, cells))), None)
+        if found is None:
             raise ContactsError(
-                f"{self.source}: the first sheet is empty; the first row must name the columns"
-            ) from None
-        finally:
-            rows.close()
-        while cells and not cells[-1]:
-            cells.pop()
-        self.header = cells
+                f"{self.source}: the first sheet is empty; a row must name the columns"
+            )
+        self.header_row, cells = found
+        named = [index for index, cell in enumerate(cells) if cell.strip()]
+        self._start, self._end = named[0], named[-1] + 1
+        self.header = cells[self._start : self._end]
 
-    def records(self, width: int) -> Iterator[tuple[int, Sequence[str]]]:
+    def column_label(self, index: int) -> str:
+        """How the sheet names the table's column ``index`` (from 0): "column C"."""
+        return f"column {get_column_letter(self._start + index + 1)}"
+
+    def records(self) -> Iterator[tuple[int, Sequence[str]]]:
         """(row number, cells) for every row after the header, padded to the header's width."""
+        start, end = self._start, self._end
         for row, cells in self._rows():
             if row <= self.header_row:
                 continue
-            extra = [number for number, cell in enumerate(cells[width:], start=width + 1) if cell]
-            if extra:
+            outside = [i for i, cell in enumerate(cells) if not start <= i < end and cell.strip()]
+            if outside:
+                column = get_column_letter(outside[0] + 1)
                 raise ContactsError(
-                    f"{self.source}:{row}: column {extra[-1]} has a value, the header has {width} columns"
+                    f"{self.source}:{row}: column {column} has a value but no name in the header"
                 )
-            yield row, cells[:width] + [""] * (width - len(cells))
+            part = cells[start:end]
+            yield row, part + [""] * (end - start - len(part))
 
     def _rows(self) -> Iterator[tuple[int, list[str]]]:
-        from openpyxl import load_workbook
-        from openpyxl.utils.exceptions import InvalidFileException
-
         try:
             workbook = load_workbook(self.path, read_only=True, data_only=True)
         except OSError as exc:
             raise _open_error(self.path, exc) from None
-        except (InvalidFileException, KeyError, ValueError) as exc:
+        except (InvalidFileException, BadZipFile, KeyError, ValueError) as exc:
             raise ContactsError(f"{self.source}: not a readable .xlsx workbook: {exc}") from None
         try:
             sheet = workbook.worksheets[0]
@@ -370,15 +388,15 @@ class _XlsxTable:
 
 
 def _cell_text(value: object) -> str:
-    """A cell's value as the sheet shows it: 1234 not 1234.0, dates in ISO form."""
+    """A cell's value as the sheet shows it: 1234 not 1234.0, 0.3 not 0.30000000000000004."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, datetime.datetime) and value.time() == datetime.time():
-        return value.date().isoformat()
+    if isinstance(value, float):
+        return f"{value:.15g}"  # Excel shows at most 15 significant digits
+    if isinstance(value, datetime.datetime):
+        return value.date().isoformat() if value.time() == datetime.time() else str(value)
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     return str(value)
