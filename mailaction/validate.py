@@ -43,10 +43,12 @@ _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
+_SPECIAL_USE_SUFFIXES = tuple("." + name for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
 # "addr" or "Display Name <addr>" without specials in the display name: getaddresses agrees.
 _PLAIN_MAILBOX = re.compile(
     r'(?:[^"<>@,;:\\()\[\].]*<([^<>"]*)>|([^\s"<>@,;:\\()\[\]]+@[^\s"<>,;:\\()\[\]]+))'
 )
+_DISPLAY_SPECIALS = frozenset('"\\@,;:()[]<>')
 # Commas separate mailboxes except inside a quoted display name or angle brackets.
 _QUOTED = re.compile(r'"(?:\\.|[^"\\])*"')
 _LIST_PART = re.compile(r'"(?:\\.|[^"\\])*"?|<[^>]*>?|[^,"<]+|,')
@@ -69,32 +71,31 @@ def check_rendered(
     def add(field: str, message: str) -> None:
         problems.append(Problem(contact.source, contact.row, field, message))
 
-    has_sender = has_recipient = False
-    for name, value in rendered.headers:
-        key = name.lower()
-        injection = header_injection(value)
+    keys = [name.lower() for name, _ in rendered.headers]
+    filled = set()  # keys of headers with a non-blank value
+    for key, (name, value) in zip(keys, rendered.headers):
+        if value.strip():
+            filled.add(key)
+        injection = _header_injection(value)
         if injection:
             add(name, injection)
-        elif key in ADDRESS_HEADERS and value.strip():
-            for message in address_list_problems(value, rules.check_deliverability):
+        elif key in ADDRESS_HEADERS and key in filled:
+            for message in _address_list_problems(value, rules.check_deliverability):
                 add(name, message)
         elif key == "attachment":
-            message = attachment_problem(value, base_dir, rules.max_message_size)
+            message = _attachment_problem(value, base_dir, rules.max_message_size)
             if message:
                 add(name, message)
-        elif key == "content-type" and content_type(value) not in CONTENT_TYPES:
+        elif key == "content-type" and _media_type(value) not in CONTENT_TYPES:
             add(name, f"{_shown(value)} is not supported; use {', '.join(sorted(CONTENT_TYPES))}")
-        if value.strip():
-            has_sender = has_sender or key == "from"
-            has_recipient = has_recipient or key in RECIPIENT_HEADERS
-    for name, count in _repeated_headers(rendered.headers):
-        add(name, f"appears {count} times; a message may have only one {name} header")
-    if not has_sender:
+    if len(set(keys)) < len(keys):
+        for name, count in _repeated_headers(rendered.headers):
+            add(name, f"appears {count} times; a message may have only one {name} header")
+    if "from" not in filled:
         add("From", "no sender: the From header is missing or empty")
-    if not has_recipient:
+    if filled.isdisjoint(RECIPIENT_HEADERS):
         add("To", "no recipient: To, Cc and Bcc are all missing or empty")
-    subject = rendered.header("Subject")
-    if subject is None or not subject.strip():
+    if "subject" not in filled:
         add("Subject", "the subject is missing or empty")
     if not rendered.body.strip():
         add("body", "the letter body is empty")
@@ -143,7 +144,7 @@ def prepare_letter(
     return (None if problems else letter), problems
 
 
-def header_injection(value: str) -> str | None:
+def _header_injection(value: str) -> str | None:
     """Why a header value could smuggle in another header line, or None when it cannot."""
     if _LINE_BREAK.search(value):
         return f"header injection: {_shown(value)} contains a line break or NUL character"
@@ -154,20 +155,16 @@ def header_injection(value: str) -> str | None:
     return None
 
 
-def address_list_problems(value: str, check_deliverability: bool = False) -> tuple[str, ...]:
-    """One message per bad item of an address list such as "Ann <ann@example.org>, bob@...."."""
-    return _address_list_problems(value, check_deliverability)
-
-
 @lru_cache(maxsize=_CACHE_SIZE)
 def _address_list_problems(value: str, check_deliverability: bool) -> tuple[str, ...]:
+    """One message per bad item of an address list like "Ann <ann@example.org>, bob@...."."""
     items = [item.strip() for item in _list_items(value)]
     messages = []
     if "" in items:
         messages.append(f"{_shown(value)} has an empty item between commas")
     for item in filter(None, items):
         address = _mailbox_address(item)
-        reason = address_problem(
+        reason = _address_problem(
             address if address is not None else _bare(item), check_deliverability
         )
         if reason is None and address is None:
@@ -177,15 +174,16 @@ def _address_list_problems(value: str, check_deliverability: bool) -> tuple[str,
     return tuple(messages)
 
 
-def address_problem(address: str, check_deliverability: bool = False) -> str | None:
+def _address_problem(address: str, check_deliverability: bool = False) -> str | None:
     """Why email-validator rejects one bare address, or None when it is valid."""
     if not check_deliverability and _is_plain_address(address):
         return None
-    return _address_problem(address, check_deliverability)
+    return _validator_problem(address, check_deliverability)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def _address_problem(address: str, check_deliverability: bool) -> str | None:
+def _validator_problem(address: str, check_deliverability: bool) -> str | None:
+    """email-validator's reason for rejecting ``address``, cached: senders repeat on every row."""
     try:
         validate_email(address, check_deliverability=check_deliverability, strict=True)
     except EmailNotValidError as exc:
@@ -195,14 +193,10 @@ def _address_problem(address: str, check_deliverability: bool) -> str | None:
 
 def _is_plain_address(address: str) -> bool:
     """True for common ASCII addresses that email-validator is known to accept."""
-    if len(address) > 254 or not _PLAIN_ADDRESS.fullmatch(address) or "--" in address:
+    if len(address) > 254 or "--" in address or not _PLAIN_ADDRESS.fullmatch(address):
         return False
     local, _, domain = address.rpartition("@")
-    domain = domain.lower()
-    return len(local) <= 64 and not any(
-        domain == special or domain.endswith("." + special)
-        for special in email_validator.SPECIAL_USE_DOMAIN_NAMES
-    )
+    return len(local) <= 64 and not ("." + domain.lower()).endswith(_SPECIAL_USE_SUFFIXES)
 
 
 def _list_items(value: str) -> list[str]:
@@ -221,25 +215,27 @@ def _list_items(value: str) -> list[str]:
 
 
 def _mailbox_address(item: str) -> str | None:
-    """The address of a single mailbox as the email package reads it, or None when it cannot."""
+    """The address of one mailbox, "addr" or "Name <addr>", or None when it is not one."""
     plain = _PLAIN_MAILBOX.fullmatch(item)
     if plain:
-        return (plain.group(1) or plain.group(2)).strip()
-    # The email package reads past unbalanced quotes, brackets and parentheses; refuse them.
+        return plain.group(plain.lastindex or 0).strip()
     outside_quotes = _QUOTED.sub("", item)
-    angles = outside_quotes.count("<")
+    if "<" not in outside_quotes and ">" not in outside_quotes:
+        return item  # a bare address: email-validator judges every character of it
+    display, _, angle = outside_quotes.partition("<")
+    # The email package reads past stray brackets, specials in names, comments and groups
+    # ("team: a@..., b@...;"); refuse them, so what passes reads the same everywhere.
     if (
-        '"' in outside_quotes
-        or outside_quotes.count("(") != outside_quotes.count(")")
-        or angles != outside_quotes.count(">")
-        or angles > 1
-        or (angles and not outside_quotes.endswith(">"))
+        "<" in angle
+        or not angle.endswith(">")
+        or not item.endswith(">")
+        or any(char in display for char in _DISPLAY_SPECIALS)
     ):
         return None
-    mailboxes = getaddresses([item])
-    if len(mailboxes) != 1 or not mailboxes[0][1]:
+    address = item[item.rindex("<") + 1 : -1].strip()
+    if [mailbox[1] for mailbox in getaddresses([item])] != [address]:
         return None
-    return mailboxes[0][1]
+    return address
 
 
 def _bare(item: str) -> str:
@@ -248,7 +244,7 @@ def _bare(item: str) -> str:
     return item[start + 1 : end] if -1 < start < end else item
 
 
-def attachment_problem(value: str, base_dir: Path, max_size: int) -> str | None:
+def _attachment_problem(value: str, base_dir: Path, max_size: int) -> str | None:
     """Why the file an Attachment header names cannot be attached, or None when it can."""
     if not value.strip():
         return "the Attachment header is empty; name a file or remove the header"
@@ -273,7 +269,7 @@ def attachment_problem(value: str, base_dir: Path, max_size: int) -> str | None:
     return None
 
 
-def content_type(value: str) -> str:
+def _media_type(value: str) -> str:
     """The media type of a Content-Type value, lower case, without parameters."""
     return value.partition(";")[0].strip().lower()
 
