@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import email_validator
 from email_validator import EmailNotValidError, validate_email
 
-from .errors import Problem
+from .errors import MailactionError, Problem
 
 if TYPE_CHECKING:
     from .contacts import Contact
@@ -72,7 +72,7 @@ def check_rendered(
         problems.append(Problem(contact.source, contact.row, field, message))
 
     keys = [name.lower() for name, _ in rendered.headers]
-    filled = set()  # keys of headers with a non-blank value
+    filled: set[str] = set()  # keys of headers with a non-blank value
     for key, (name, value) in zip(keys, rendered.headers):
         if value.strip():
             filled.add(key)
@@ -104,7 +104,7 @@ def check_rendered(
 
 def check_built(letter: Letter, contact: Contact, rules: LetterRules) -> list[Problem]:
     """Problems with a built message: total size and SMTP line length."""
-    problems = []
+    problems: list[Problem] = []
     size = len(letter.data)
     if size > rules.max_message_size:
         message = f"the message is {_size(size)}, over the limit of {_size(rules.max_message_size)}"
@@ -138,7 +138,7 @@ def prepare_letter(
         letter = builder.build(rendered, contact_id, contact.row)
     # An attachment can vanish or a value can defeat the encoder after the checks above;
     # that is a problem with this letter, not a crash of the whole run.
-    except (OSError, ValueError) as exc:
+    except (MailactionError, OSError, ValueError) as exc:
         return None, [Problem(contact.source, contact.row, "", f"cannot build the message: {exc}")]
     problems = check_built(letter, contact, rules)
     return (None if problems else letter), problems
@@ -159,7 +159,7 @@ def _header_injection(value: str) -> str | None:
 def _address_list_problems(value: str, check_deliverability: bool) -> tuple[str, ...]:
     """One message per bad item of an address list like "Ann <ann@example.org>, bob@...."."""
     items = [item.strip() for item in _list_items(value)]
-    messages = []
+    messages: list[str] = []
     if "" in items:
         messages.append(f"{_shown(value)} has an empty item between commas")
     for item in filter(None, items):
@@ -203,7 +203,8 @@ def _list_items(value: str) -> list[str]:
     """The items of an address list, split at the commas that separate mailboxes."""
     if '"' not in value:
         return value.split(",")
-    items, current = [], []
+    items: list[str] = []
+    current: list[str] = []
     for part in _LIST_PART.findall(value):
         if part == ",":
             items.append("".join(current))
@@ -293,7 +294,7 @@ def _repeated_headers(headers: list[tuple[str, str]]) -> list[tuple[str, int]]:
     repeated = {key for key, count in counts.items() if count > 1 and key in SINGLE_HEADERS}
     if not repeated:
         return []
-    first = {}
+    first: dict[str, str] = {}
     for name, _ in headers:
         first.setdefault(name.lower(), name)
     return [(first[key], counts[key]) for key in sorted(repeated)]
@@ -322,7 +323,7 @@ def _shown(value: str) -> str:
 
 
 def _size(octets: int) -> str:
-    """A size for people: "812 KB", "10.5 MB"."""
+    """A size for people: "812.3 KB", "10.5 MB"."""
     if octets >= 1_000_000:
         return f"{octets / 1_000_000:.1f} MB"
-    return f"{max(octets / 1000, 0.1):.1f} KB"
+    return f"{octets / 1000:.1f} KB"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
+import email.policy
 import os
 import time
-from dataclasses import dataclass
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.parser import BytesParser
 from email.utils import getaddresses
 from pathlib import Path
 
@@ -16,6 +16,8 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailaction.contacts import Contact
+from mailaction.message import Attachment, Letter, LetterBuilder
 from mailaction.template import LetterTemplate, RenderedLetter
 from mailaction.validate import (
     LetterRules,
@@ -33,49 +35,24 @@ BODY = "Dear {{ name }},\n\nplease act.\n"
 RULES = LetterRules()
 
 
-@dataclass(frozen=True)
-class Contact:
-    """The shape of mailaction.contacts.Contact."""
-
-    row: int
-    values: dict[str, str]
-    source: str
-
-    def get(self, column: str) -> str:
-        return self.values.get(column, "")
-
-
-@dataclass(frozen=True)
-class BuiltLetter:
-    """The part of mailaction.message.Letter that the checks read."""
-
-    row: int
-    contact_id: str
-    data: bytes
-
-
-class StandInBuilder:
-    """Builds plain messages with the email package, the way LetterBuilder is called."""
+class CountingBuilder(LetterBuilder):
+    """The real builder, counting the letters it builds."""
 
     def __init__(self, base_dir: Path) -> None:
-        self.base_dir = base_dir
+        super().__init__("spring-appeal", base_dir)
         self.built: list[str] = []
 
-    def build(self, rendered: RenderedLetter, contact_id: str, row: int) -> BuiltLetter:
-        message = EmailMessage(policy=SMTP)
-        for name, value in rendered.headers:
-            if name.lower() not in ("attachment", "bcc", "content-type"):
-                message[name] = value
-        message.set_content(rendered.body)
+    def build(self, rendered: RenderedLetter, contact_id: str, row: int) -> Letter:
         self.built.append(contact_id)
-        return BuiltLetter(row, contact_id, message.as_bytes())
+        return super().build(rendered, contact_id, row)
 
 
-class FailingBuilder(StandInBuilder):
-    """A builder whose attachment vanished after the checks."""
+class VanishingAttachmentBuilder(CountingBuilder):
+    """A builder whose attachments disappear between the checks and the build."""
 
-    def build(self, rendered: RenderedLetter, contact_id: str, row: int) -> BuiltLetter:
-        raise FileNotFoundError(2, "No such file or directory", "briefing.pdf")
+    def attachment(self, written: str) -> Attachment:
+        (self.base_dir / written).unlink()
+        return super().attachment(written)
 
 
 def contact(row: int = 12, **values: str) -> Contact:
@@ -458,8 +435,8 @@ def test_an_empty_attachment_header_is_a_problem(tmp_path: Path) -> None:
 # Built messages
 
 
-def built(data: bytes) -> BuiltLetter:
-    return BuiltLetter(12, "ann@example.org", data)
+def built(data: bytes) -> Letter:
+    return Letter(12, "ann", "a@example.org", ("b@example.org",), "Hi", "<1@example.org>", "", data)
 
 
 def test_a_message_over_the_size_limit_names_both_sizes() -> None:
@@ -484,17 +461,17 @@ def test_a_line_over_998_octets_is_a_problem() -> None:
 
 
 def test_a_valid_letter_is_built_and_returned(tmp_path: Path) -> None:
-    rendered, person = render()
-    builder = StandInBuilder(tmp_path)
-    letter, found = prepare_letter(rendered, person, "ann@example.org", builder, RULES)
+    rendered, person = render(HEADERS + "Bcc: archive@example.net\n")
+    letter, found = prepare_letter(rendered, person, "ann", CountingBuilder(tmp_path), RULES)
     assert found == []
-    assert letter is not None and letter.contact_id == "ann@example.org" and letter.row == 12
+    assert letter is not None and (letter.contact_id, letter.row) == ("ann", 12)
+    assert letter.recipients == ("ann@example.org", "archive@example.net")
     assert b"Dear Ann," in letter.data
 
 
 def test_a_letter_with_problems_is_not_built(tmp_path: Path) -> None:
     rendered, person = render(email="bob@")
-    builder = StandInBuilder(tmp_path)
+    builder = CountingBuilder(tmp_path)
     letter, found = prepare_letter(rendered, person, "bob", builder, RULES)
     assert letter is None and [problem.field for problem in found] == ["To"]
     assert builder.built == []
@@ -502,7 +479,7 @@ def test_a_letter_with_problems_is_not_built(tmp_path: Path) -> None:
 
 def test_a_rendering_problem_is_not_repeated_as_an_empty_header(tmp_path: Path) -> None:
     rendered, person = render(HEADERS.replace("{{ email }}", "{{ emial }}"))
-    letter, found = prepare_letter(rendered, person, "ann", StandInBuilder(tmp_path), RULES)
+    letter, found = prepare_letter(rendered, person, "ann", CountingBuilder(tmp_path), RULES)
     assert letter is None
     assert len(found) == 1 and "undefined variable 'emial'" in found[0].message
 
@@ -510,34 +487,42 @@ def test_a_rendering_problem_is_not_repeated_as_an_empty_header(tmp_path: Path) 
 def test_a_built_message_over_the_limit_is_not_returned(tmp_path: Path) -> None:
     rendered, person = render(body="x" * 3000)
     rules = LetterRules(max_message_size=2000)
-    letter, found = prepare_letter(rendered, person, "ann", StandInBuilder(tmp_path), rules)
+    letter, found = prepare_letter(rendered, person, "ann", CountingBuilder(tmp_path), rules)
     assert letter is None and "over the limit of 2.0 KB" in found[0].message
 
 
-def test_a_failing_build_is_a_problem_not_a_crash(tmp_path: Path) -> None:
-    rendered, person = render()
-    letter, found = prepare_letter(rendered, person, "ann", FailingBuilder(tmp_path), RULES)
-    assert letter is None
-    assert [str(problem) for problem in found] == [
-        (
-            "contacts.csv:12: cannot build the message: "
-            "[Errno 2] No such file or directory: 'briefing.pdf'"
-        )
-    ]
+def test_an_attachment_lost_before_building_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "briefing.pdf").write_bytes(b"%PDF-1.4")
+    rendered, person = render(HEADERS + "Attachment: briefing.pdf\n", base_dir=tmp_path)
+    builder = VanishingAttachmentBuilder(tmp_path)
+    letter, found = prepare_letter(rendered, person, "ann", builder, RULES)
+    assert letter is None and builder.built == ["ann"]
+    assert len(found) == 1
+    assert str(found[0]).startswith("contacts.csv:12: cannot build the message: ")
+    assert "'briefing.pdf'" in found[0].message
+
+
+def body_text(letter: Letter | None) -> str:
+    assert letter is not None
+    message = BytesParser(policy=email.policy.default).parsebytes(letter.data)
+    assert isinstance(message, EmailMessage)
+    return message.get_content()
 
 
 def test_a_2000_character_body_line_is_encoded_and_passes(tmp_path: Path) -> None:
-    rendered, person = render(body="word " * 400 + "\n")
-    letter, found = prepare_letter(rendered, person, "ann", StandInBuilder(tmp_path), RULES)
+    long_line = "word " * 399 + "word"
+    rendered, person = render(body=long_line + "\n")
+    letter, found = prepare_letter(rendered, person, "ann", CountingBuilder(tmp_path), RULES)
     assert found == [] and letter is not None
     assert max(len(line) for line in letter.data.split(b"\r\n")) <= 998
+    assert body_text(letter).splitlines() == [long_line]
 
 
 def test_a_line_with_a_single_dot_survives_building(tmp_path: Path) -> None:
     rendered, person = render(body="first\n.\nlast\n")
-    letter, found = prepare_letter(rendered, person, "ann", StandInBuilder(tmp_path), RULES)
-    assert found == [] and letter is not None
-    assert b"\r\nfirst\r\n.\r\nlast\r\n" in letter.data
+    letter, found = prepare_letter(rendered, person, "ann", CountingBuilder(tmp_path), RULES)
+    assert found == []
+    assert body_text(letter).splitlines() == ["first", ".", "last"]
 
 
 # Speed
