@@ -42,8 +42,8 @@ from .report import load_report, print_summary, print_table, write_csv, write_ht
 from .sender import Sender, check_server
 from .sink import Sink, StoredMessage
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 REPORT_WRITERS = {"csv": write_csv, "json": write_json, "html": write_html}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -170,7 +170,7 @@ def test_a_quoted_newline_is_one_row_and_later_rows_keep_their_numbers(tmp_path:
 
 
 def test_a_quoted_display_name_with_comma_and_quotes_survives(tmp_path: Path, sink: Sink) -> None:
-    contacts = 'to,name\n"""Doe, John \\""JD\\"""" <jd@example.org>",John\n'
+    contacts = 'email,to,name\njd@example.org,"""Doe, John \\""JD\\"""" <jd@example.org>",John\n'
     template = TEMPLATE.replace("To: {{ name }} <{{ email }}>", "To: {{ to }}")
     config = write_campaign(tmp_path, sink.port, contacts, template)
     (message,) = sent_messages(config, sink, 1)
