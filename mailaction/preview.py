@@ -115,7 +115,7 @@ def print_letter(letter: Letter, console: Console) -> None:
             for attachment in view.attachments
         )
     title = _terminal_text(_title(letter.row, ", ".join(letter.recipients)))
-    console.print(Panel(Group(*parts), title=title, title_align="left"))
+    console.print(Panel(Group(*parts), title=title, title_align="left"), soft_wrap=False)
 
 
 def _terminal_text(text: str, style: str = "") -> Text:
