@@ -8,7 +8,7 @@ import io
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from email.headerregistry import Address
 from email.message import EmailMessage
 from html.parser import HTMLParser
@@ -18,30 +18,10 @@ from urllib.parse import unquote
 import pytest
 from rich.console import Console
 
+from mailaction.campaign import PreparedRow
 from mailaction.errors import Problem
+from mailaction.message import Letter
 from mailaction.preview import html_to_text, letter_parts, print_letter, write_preview
-
-
-@dataclass(frozen=True)
-class Letter:
-    row: int
-    contact_id: str
-    sender: str
-    recipients: tuple[str, ...]
-    subject: str
-    message_id: str
-    fingerprint: str
-    data: bytes
-    smtputf8: bool = False
-
-
-@dataclass(frozen=True)
-class PreparedRow:
-    row: int
-    contact_id: str
-    letter: Letter | None
-    problems: list[Problem]
-
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8
 SCRIPT = "<script>alert(1)</script>"

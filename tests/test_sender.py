@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,9 @@ import pytest
 from mailaction.config import SendingConfig, SMTPConfig, parse_rate
 from mailaction.deliverylog import DeliveryLog, Entry, Outcome, State
 from mailaction.errors import DeliveryLogError, SMTPSetupError
+from mailaction.message import Letter
 from mailaction.sender import Sender, SendSummary, check_server, is_loopback, retry_delay
+from tests.letters import letter, letters
 from tests.smtpserver import (
     Certificate,
     FaultServer,
@@ -26,47 +27,6 @@ from tests.smtpserver import (
     reply,
     slow,
 )
-
-SENDER = "campaign@example.org"
-
-
-@dataclass(frozen=True)
-class Letter:
-    """Stands in for mailaction.message.Letter (same fields)."""
-
-    row: int
-    contact_id: str
-    sender: str
-    recipients: tuple[str, ...]
-    subject: str
-    message_id: str
-    fingerprint: str
-    data: bytes
-    smtputf8: bool = False
-
-
-def letter(
-    n: int,
-    *,
-    recipients: tuple[str, ...] = (),
-    sender: str = SENDER,
-    body: str = "",
-    smtputf8: bool = False,
-) -> Letter:
-    recipients = recipients or (f"p{n}@example.org",)
-    message_id = f"<{n}@campaign.example.org>"
-    data = (
-        f"From: {sender}\r\nTo: {', '.join(recipients)}\r\nSubject: Letter {n}\r\n"
-        f"Message-ID: {message_id}\r\n\r\nHello {n}.\r\n.a line that starts with a dot\r\n{body}"
-    ).encode()
-    return Letter(
-        n + 2, f"p{n}@example.org", sender, recipients, f"Letter {n}", message_id, f"f{n}", data,
-        smtputf8,
-    )  # fmt: skip
-
-
-def letters(count: int) -> list[Letter]:
-    return [letter(n) for n in range(count)]
 
 
 @pytest.fixture
@@ -180,10 +140,20 @@ async def test_421_greeting_then_ok(server: FaultServer, log: DeliveryLog) -> No
     assert server.received_ids() == Counter({letter(1).message_id: 1})
 
 
-async def test_451_at_rcpt_once_then_sent_on_the_second_attempt(
-    server: FaultServer, log: DeliveryLog
+@pytest.mark.parametrize(
+    ("command", "text"),
+    [
+        ("RCPT", "450 4.2.1 mailbox busy"),
+        ("RCPT", "451 4.7.1 greylisted, try later"),
+        ("RCPT", "452 4.5.3 too many recipients"),
+        ("MAIL", "454 4.7.0 too many messages, slow down"),
+        ("MAIL", "421 4.7.0 too many messages on this connection"),
+    ],
+)
+async def test_a_temporary_refusal_once_then_sent_on_the_second_attempt(
+    server: FaultServer, log: DeliveryLog, command: str, text: str
 ) -> None:
-    server.on("RCPT", reply("451 4.7.1 greylisted, try later"), times=1)
+    server.on(command, reply(text), times=1)
     outcomes: list[tuple[str, State]] = []
     await send(server, log, [letter(1)], outcomes=outcomes)
     found = entry(log, letter(1))
@@ -247,7 +217,7 @@ async def test_dropped_after_the_data_is_uncertain_and_never_resent(
     assert all(n <= 1 for n in server.received_ids().values())
 
 
-@pytest.mark.parametrize("command", ["MAIL", "RCPT", "DATA"])
+@pytest.mark.parametrize("command", ["GREETING", "EHLO", "MAIL", "RCPT", "DATA"])
 async def test_dropped_before_the_data_is_retried_and_sent_once(
     server: FaultServer, log: DeliveryLog, command: str
 ) -> None:
