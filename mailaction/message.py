@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import email.policy
+import base64
+import binascii
 import email.utils
 import hashlib
 import json
 import mimetypes
+import re
+import time
 from dataclasses import dataclass
-from email.headerregistry import Address
-from email.message import EmailMessage
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import idna
 import markdown
@@ -26,11 +28,11 @@ if TYPE_CHECKING:
 ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "sender"})
 RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
 # Template headers that never reach the message as written: the builder sets these itself.
-_NOT_COPIED = frozenset(
+BUILDER_HEADERS = frozenset(
     {"attachment", "bcc", "content-type", "content-transfer-encoding", "date", "message-id",
      "mime-version"}
 )  # fmt: skip
-_MARKDOWN_EXTENSIONS = ("extra", "sane_lists")
+MARKDOWN_EXTENSIONS = ("extra", "sane_lists")
 _NO_DOMAIN = "mailaction.invalid"  # Message-ID domain when From has no ASCII-encodable domain
 HTML_DOCUMENT = (
     '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n</head>\n<body>\n{}\n</body>\n'
@@ -61,6 +63,7 @@ class Attachment:
     content_type: str  # "application/pdf"
     data: bytes
     digest: str  # sha256 hex of ``data``
+    part: bytes  # the MIME part: its headers, a blank line and the base64 lines
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,18 @@ def read_attachment(base_dir: Path, written: str) -> Attachment:
         reason = exc.strerror or type(exc).__name__
         raise TemplateError(f"attachment {written!r} ({path}) cannot be read: {reason}") from None
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return Attachment(path.name, content_type, data, hashlib.sha256(data).hexdigest())
+    part = (
+        f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n"
+        f"{_fold('Content-Disposition', f'attachment; {_filename_parameter(path.name)}')}\r\n\r\n"
+    ).encode("ascii") + base64.encodebytes(data).replace(b"\n", b"\r\n")
+    return Attachment(path.name, content_type, data, hashlib.sha256(data).hexdigest(), part)
+
+
+def _filename_parameter(filename: str) -> str:
+    """``filename="..."``, or its RFC 2231 form when the name is not plain ASCII."""
+    if _PLAIN_ASCII.fullmatch(filename) and not _QUOTED_SPECIALS.search(filename):
+        return f'filename="{filename}"'
+    return f"filename*=utf-8''{quote(filename, safe='')}"
 
 
 class LetterBuilder:
@@ -173,7 +187,8 @@ class LetterBuilder:
         self.campaign = campaign
         self.base_dir = base_dir
         self._attachments: dict[str, Attachment] = {}
-        self._markdown = markdown.Markdown(extensions=list(_MARKDOWN_EXTENSIONS))
+        self._markdown = MarkdownRenderer()
+        self._date = (0, "")  # (second, Date header value)
 
     def build(self, rendered: RenderedLetter, contact_id: str, row: int) -> Letter:
         """The letter for one contact, from its rendered (and validated) template."""
@@ -201,13 +216,6 @@ class LetterBuilder:
             attachment = self._attachments[written] = read_attachment(self.base_dir, written)
         return attachment
 
-    def markdown_html(self, text: str) -> str:
-        """Markdown source as an HTML fragment."""
-        try:
-            return self._markdown.convert(text)
-        finally:
-            self._markdown.reset()
-
     def message_bytes(
         self,
         rendered: RenderedLetter,
@@ -216,33 +224,217 @@ class LetterBuilder:
         message_id: str,
         smtputf8: bool,
     ) -> bytes:
-        """The whole message, built with the standard library's EmailMessage."""
-        policy = email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP
-        message = EmailMessage(policy=policy.clone(cte_type="7bit"))
-        for name, value in rendered.headers:
-            lower = name.lower()
-            if lower in _NOT_COPIED:
-                continue
-            if lower in ADDRESS_HEADERS:
-                message[name] = [_address(pair) for pair in parse_addresses(value)]
-            else:
-                message[name] = value
-        message["Date"] = email.utils.formatdate(localtime=True)
-        message["Message-ID"] = message_id
-        kind = body_type(rendered)
-        if kind == "markdown":
-            message.set_content(body)
-            html = HTML_DOCUMENT.format(self.markdown_html(body))
-            message.add_alternative(html, subtype="html")
-        else:
-            message.set_content(body, subtype=kind)
+        """The whole message: header fields, then the body part and the attachment parts."""
+        stem = message_id[1:33]  # the hex of the id: boundaries derive from it
+        head = self._header_block(rendered, message_id, smtputf8)
+        content = self._content(body_type(rendered), body, stem)
+        if not attachments:
+            return (head + content).encode()
+        boundary = f"=_{stem}_m"
+        parts = [
+            f'{head}Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+            f"--{boundary}\r\n{content}".encode()
+        ]
         for attachment in attachments:
-            maintype, _, subtype = attachment.content_type.partition("/")
-            message.add_attachment(attachment.data, maintype, subtype, filename=attachment.filename)
-        return message.as_bytes()
+            parts += (f"\r\n--{boundary}\r\n".encode(), attachment.part)
+        parts.append(f"\r\n--{boundary}--\r\n".encode())
+        return b"".join(parts)
+
+    def _header_block(self, rendered: RenderedLetter, message_id: str, utf8: bool) -> str:
+        """The template's header fields (encoded and folded) and the builder's own."""
+        lines = []
+        for name, value in rendered.headers:
+            key = name.lower()
+            if key in BUILDER_HEADERS:
+                continue
+            if key in ADDRESS_HEADERS:
+                lines.append(_address_field(name, value, utf8))
+            else:
+                lines.append(_text_field(name, value, utf8))
+        lines += (f"Date: {self._now()}", f"Message-ID: {message_id}", "MIME-Version: 1.0", "")
+        return "\r\n".join(lines)
+
+    def _content(self, kind: str, body: str, stem: str) -> str:
+        """The body as one text part, or text and HTML alternatives for markdown."""
+        if kind != "markdown":
+            return _text_part(kind, body, stem)
+        boundary = f"=_{stem}_a"
+        html = HTML_DOCUMENT.format(self._markdown(body))
+        return (
+            f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+            f"--{boundary}\r\n{_text_part('plain', body, stem)}\r\n"
+            f"--{boundary}\r\n{_text_part('html', html, stem)}\r\n"
+            f"--{boundary}--\r\n"
+        )
+
+    def _now(self) -> str:
+        """The Date header value, formatted once per second."""
+        second = int(time.time())
+        if self._date[0] != second:
+            self._date = (second, email.utils.formatdate(second, localtime=True))
+        return self._date[1]
 
 
-def _address(pair: tuple[str, str]) -> Address:
-    name, address = pair
-    local, _, domain = address.rpartition("@")
-    return Address(name, local, domain)
+class MarkdownRenderer:
+    """Markdown → HTML fragment; blocks that render on their own are converted once and cached."""
+
+    def __init__(self, cache_size: int = 4096) -> None:
+        self._markdown = markdown.Markdown(extensions=list(MARKDOWN_EXTENSIONS))
+        self._block_html = lru_cache(maxsize=cache_size)(self._convert)
+
+    def __call__(self, text: str) -> str:
+        """The HTML of ``text``, the same as converting it as one document."""
+        return "\n".join(filter(None, map(self._block_html, markdown_blocks(text))))
+
+    def _convert(self, text: str) -> str:
+        if _PLAIN_PARAGRAPH.fullmatch(text):
+            return f"<p>{text.rstrip(chr(10))}</p>"
+        try:
+            return self._markdown.convert(text)
+        finally:
+            self._markdown.reset()
+
+
+# Blank lines: a line end followed by lines of nothing but spaces and tabs.
+_BLANK_LINES = re.compile(r"(\n[ \t]*\n(?:[ \t]*\n)*)")
+# Syntax that lets one block change another: reference, footnote and abbreviation
+# definitions, fenced code and raw HTML blocks (both may contain blank lines).
+_LINKED_BLOCKS = re.compile(r"\]:|\[\^|<[!?]|^[ \t]*(?:<|```|~~~)", re.MULTILINE)
+# Lines of words that Markdown turns into one <p> unchanged: no markup, no trailing spaces.
+_PLAIN_PARAGRAPH = re.compile(r"(?:[^\W\d_](?:[^\W_]|[ ,.;?!'])*(?<! )(?:\n|\Z))+")
+
+
+def markdown_blocks(text: str) -> list[str]:
+    """``text`` cut at blank lines before paragraphs Markdown renders apart from what precedes."""
+    if _LINKED_BLOCKS.search(text):
+        return [text]
+    pieces = _BLANK_LINES.split(text)
+    blocks = [pieces[0]]
+    for separator, piece in zip(pieces[1::2], pieces[2::2], strict=True):
+        # After a blank line, a line starting with a letter starts a new paragraph: it cannot
+        # continue a list, quote, code block or definition that came before.
+        if piece[:1].isalpha():
+            blocks.append(piece)
+        else:
+            blocks[-1] += separator + piece
+    return blocks
+
+
+_MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
+_MAX_LINE_HARD = 998  # ... and MUST be at most 998
+_FOLD_POINT = re.compile(r"(?<=[^ \t])(?=[ \t])")
+_PLAIN_ASCII = re.compile(r"[\t\x20-\x7e]*")
+_PLAIN_UTF8 = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f-\x9f]*")
+_QUOTED_SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # a display name with these is quoted
+_ESCAPED = re.compile(r'[\\"]')
+_WORD_TEXT = 48  # encoded text per RFC 2047 word, so "Subject: =?utf-8?q?...?=" fits 78
+# RFC 2047 5(3): the characters a "Q" encoded word may carry as they are, even in a phrase.
+_Q_LITERAL = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!*+-/"
+_Q_BYTE = tuple(
+    chr(byte) if byte in _Q_LITERAL else "_" if byte == 0x20 else f"={byte:02X}"
+    for byte in range(256)
+)
+_NOT_7BIT = re.compile(r"[^\n]{999}|\x00")
+
+
+def _fold(name: str, value: str) -> str:
+    """``name: value``, with CRLF put before whitespace to keep lines within 78 where it can."""
+    line = f"{name}: {value}"
+    if len(line) <= _MAX_LINE:
+        return line
+    first, *pieces = _FOLD_POINT.split(value)
+    lines = []
+    current = f"{name}: {first}"
+    for piece in pieces:
+        # Each piece starts with whitespace; a line of whitespace only is not allowed.
+        if len(current) + len(piece) > _MAX_LINE and piece.strip(" \t"):
+            lines.append(current)
+            current = piece
+        else:
+            current += piece
+    lines.append(current)
+    return "\r\n".join(lines)
+
+
+def _plain(value: str, utf8: bool) -> bool:
+    """True when ``value`` can be written as it is (no control characters, ASCII unless UTF-8)."""
+    if value.isascii():
+        return _PLAIN_ASCII.fullmatch(value) is not None
+    return utf8 and _PLAIN_UTF8.fullmatch(value) is not None
+
+
+def _text_field(name: str, value: str, utf8: bool) -> str:
+    """An unstructured header field; RFC 2047 encoded words unless it can be written as it is."""
+    if _plain(value, utf8):
+        field = _fold(name, value)
+        if len(field) <= _MAX_LINE_HARD or max(map(len, field.split("\r\n"))) <= _MAX_LINE_HARD:
+            return field
+    return _fold(name, _encoded_words(value))
+
+
+@lru_cache(maxsize=4096)
+def _address_field(name: str, value: str, utf8: bool) -> str:
+    """An address header field, every address written again from its parsed form."""
+    mailboxes = (_mailbox(display, address, utf8) for display, address in parse_addresses(value))
+    return _fold(name, ", ".join(mailboxes))
+
+
+def _mailbox(display: str, address: str, utf8: bool) -> str:
+    """``address`` or ``display name <address>``, the name quoted or encoded as needed."""
+    if not display:
+        return address
+    if not _plain(display, utf8):
+        return f"{_encoded_words(display)} <{address}>"
+    if _QUOTED_SPECIALS.search(display):
+        escaped = _ESCAPED.sub(r"\\\g<0>", display)
+        return f'"{escaped}" <{address}>'
+    return f"{display} <{address}>"
+
+
+def _encoded_words(text: str) -> str:
+    """``text`` as RFC 2047 UTF-8 encoded words ("Q" or "B", whichever is shorter)."""
+    data = text.encode()
+    escaped = len(data.translate(None, _Q_LITERAL + b" "))
+    q = len(data) + 2 * escaped <= len(data) * 4 / 3
+    limit = _WORD_TEXT if q else _WORD_TEXT // 4 * 3
+    chunks: list[str] = []
+    chunk: list[str] = []
+    used = 0
+    for char in text:
+        raw = char.encode()
+        cost = sum(len(_Q_BYTE[byte]) for byte in raw) if q else len(raw)
+        if chunk and used + cost > limit:
+            chunks.append("".join(chunk))
+            chunk, used = [], 0
+        chunk.append(char)
+        used += cost
+    chunks.append("".join(chunk))
+    if q:
+        return " ".join(
+            f"=?utf-8?q?{''.join(_Q_BYTE[byte] for byte in word.encode())}?=" for word in chunks
+        )
+    return " ".join(f"=?utf-8?b?{base64.b64encode(word.encode()).decode()}?=" for word in chunks)
+
+
+def _text_part(subtype: str, text: str, stem: str) -> str:
+    """A text part: Content-Type, Content-Transfer-Encoding, a blank line and the encoded text."""
+    encoding, encoded = _encode_text(text, stem)
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        f"Content-Transfer-Encoding: {encoding}\r\n\r\n{encoded}"
+    )
+
+
+def _encode_text(text: str, stem: str) -> tuple[str, str]:
+    """(transfer encoding, text with CRLF line ends): 7bit when it can be, else QP or base64."""
+    if not text.endswith("\n"):
+        text += "\n"
+    # A 7bit part must not contain the boundaries, which all start with "=_<stem>".
+    if text.isascii() and not _NOT_7BIT.search(text) and stem not in text:
+        return "7bit", text.replace("\n", "\r\n")
+    data = text.replace("\n", "\r\n").encode()
+    encoded = binascii.b2a_qp(data)
+    if len(encoded) > len(data) * 3 // 2:  # mostly non-Latin text: base64 is shorter
+        encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
+        return "base64", encoded.decode("ascii")
+    return "quoted-printable", encoded.decode("ascii")

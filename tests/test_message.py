@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import email.policy
+import email.utils
 import re
 import time
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser, Parser
 from pathlib import Path
 
+import markdown
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailaction.errors import TemplateError
-from mailaction.message import Letter, LetterBuilder, make_message_id
+from mailaction.message import (
+    ADDRESS_HEADERS,
+    BUILDER_HEADERS,
+    HTML_DOCUMENT,
+    MARKDOWN_EXTENSIONS,
+    Attachment,
+    Letter,
+    LetterBuilder,
+    MarkdownRenderer,
+    body_type,
+    make_message_id,
+    markdown_blocks,
+    parse_addresses,
+)
 from mailaction.template import RenderedLetter
 
 FROM = "Campaign Team <team@example.org>"
@@ -408,3 +426,260 @@ def test_non_ascii_domain_is_idna_encoded() -> None:
     message = parse(letter)
     assert message["From"].addresses[0].addr_spec == "info@xn--bcher-kva.example"
     assert message["From"].addresses[0].display_name == "Bücher"
+
+
+class ReferenceBuilder(LetterBuilder):
+    """The straightforward builder: the standard library's EmailMessage with policy SMTP."""
+
+    def message_bytes(
+        self,
+        rendered: RenderedLetter,
+        body: str,
+        attachments: list[Attachment],
+        message_id: str,
+        smtputf8: bool,
+    ) -> bytes:
+        policy = email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP
+        message = EmailMessage(policy=policy.clone(cte_type="7bit"))
+        for name, value in rendered.headers:
+            key = name.lower()
+            if key in BUILDER_HEADERS:
+                continue
+            if key in ADDRESS_HEADERS:
+                message[name] = [
+                    Address(display, address.rpartition("@")[0], address.rpartition("@")[2])
+                    for display, address in parse_addresses(value)
+                ]
+            else:
+                message[name] = value
+        message["Date"] = email.utils.formatdate(localtime=True)
+        message["Message-ID"] = message_id
+        kind = body_type(rendered)
+        if kind == "markdown":
+            message.set_content(body)
+            html = markdown.markdown(body, extensions=list(MARKDOWN_EXTENSIONS))
+            message.add_alternative(HTML_DOCUMENT.format(html), subtype="html")
+        else:
+            message.set_content(body, subtype=kind)
+        for attachment in attachments:
+            maintype, _, subtype = attachment.content_type.partition("/")
+            message.add_attachment(attachment.data, maintype, subtype, filename=attachment.filename)
+        return message.as_bytes()
+
+
+def leaves(message: EmailMessage) -> list[tuple[str, str | None, str | bytes]]:
+    """(type, file name, content) of every non-multipart part, text with "\\n" line ends."""
+    return [
+        (
+            part.get_content_type(),
+            part.get_filename(),
+            text(part) if part.get_filename() is None else part.get_payload(decode=True),
+        )
+        for part in message.walk()
+        if not part.is_multipart()
+    ]
+
+
+def expected_fields(letter: RenderedLetter) -> list[str]:
+    """The header names a built letter must have, and no others, in any order."""
+    names = [name.lower() for name, _ in letter.headers if name.lower() not in BUILDER_HEADERS]
+    own = ["date", "message-id", "mime-version", "content-type"]
+    if body_type(letter) != "markdown" and not letter.all("Attachment"):
+        own.append("content-transfer-encoding")
+    return sorted(names + own)
+
+
+def assert_same_letter(letter: RenderedLetter, base_dir: Path) -> None:
+    """The fast builder and the reference agree on every header, part and attachment."""
+    fast = LetterBuilder("spring", base_dir).build(letter, "c1", 2)
+    reference = ReferenceBuilder("spring", base_dir).build(letter, "c1", 2)
+    assert (fast.sender, fast.recipients, fast.smtputf8) == (
+        reference.sender,
+        reference.recipients,
+        reference.smtputf8,
+    )
+    fast_message, reference_message = parse(fast), parse(reference)
+    assert sorted(key.lower() for key in fast_message) == expected_fields(letter)
+    assert all(len(line) <= 998 for line in lines(fast.data))
+    for name, value in letter.headers:
+        key = name.lower()
+        if key in BUILDER_HEADERS:
+            continue
+        fast_values, reference_values = fast_message.get_all(name), reference_message.get_all(name)
+        if key in ADDRESS_HEADERS:
+            # Parsers differ on whitespace at the ends of names; the names must agree otherwise.
+            assert [mailboxes(header) for header in fast_values] == [
+                mailboxes(header) for header in reference_values
+            ]
+            assert mailboxes(fast_values[0]) == [
+                (squeeze(display), address) for display, address in parse_addresses(value)
+            ]
+        else:
+            # What a mail client shows for the value as written (encoded words decoded).
+            assert str(email.policy.default.header_factory(name, value)) in fast_values
+            # The stdlib folder can drop a space between encoded words; all else must agree.
+            assert [squeeze(v) for v in fast_values] == [squeeze(v) for v in reference_values]
+    assert fast_message.get_content_type() == reference_message.get_content_type()
+    assert leaves(fast_message) == leaves(reference_message)
+
+
+def mailboxes(header: object) -> list[tuple[str, str]]:
+    """(name, address) pairs, whitespace dropped from the names."""
+    return [(squeeze(address.display_name), address.addr_spec) for address in header.addresses]
+
+
+def squeeze(value: str) -> str:
+    return "".join(value.split())
+
+
+def quoted(name: str) -> str:
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+header_text = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=120)
+names = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=40)
+bodies = st.text(st.characters(exclude_categories=("Cs",)), max_size=400)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sender=names,
+    recipient=names,
+    subject=header_text,
+    extra=header_text,
+    body=bodies,
+    kind=st.sampled_from(["text/plain", "text/markdown", "text/html"]),
+    attach=st.booleans(),
+)
+def test_fast_builder_agrees_with_the_reference(
+    tmp_path_factory: pytest.TempPathFactory,
+    sender: str,
+    recipient: str,
+    subject: str,
+    extra: str,
+    body: str,
+    kind: str,
+    attach: bool,
+) -> None:
+    base_dir = tmp_path_factory.getbasetemp()
+    (base_dir / "plan.pdf").write_bytes(PDF)
+    letter = RenderedLetter(
+        [
+            ("From", f"{quoted(sender)} <team@example.org>"),
+            ("To", f"{quoted(recipient)} <alice@example.net>, bob@example.net"),
+            ("Subject", subject),
+            ("X-Note", extra),
+            ("Content-Type", kind),
+            *([("Attachment", "plan.pdf")] if attach else []),
+        ],
+        body,
+        [],
+    )
+    assert_same_letter(letter, base_dir)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("To", "José <josé@example.org>"), ("Subject", "Grüße " * 30)],
+        [("From", "Bücher <info@bücher.example>"), ("Cc", "佐藤 <sato@例え.example>")],
+        [("To", '"Doe, John \\"JD\\"" <jd@example.org>'), ("Subject", "x" * 1200)],
+        [("Subject", "=?utf-8?q?encoded_by_the_author?= and plain"), ("X-Long", "word " * 80)],
+    ],
+)
+def test_fast_builder_agrees_on_addresses_and_long_headers(
+    tmp_path: Path, headers: list[tuple[str, str]]
+) -> None:
+    assert_same_letter(rendered(*headers, ("Content-Type", "text/markdown")), tmp_path)
+
+
+@settings(max_examples=100, deadline=None)
+@given(display=st.text(st.characters(exclude_categories=("Cs",))), subject=st.text())
+def test_header_values_never_add_a_header(display: str, subject: str) -> None:
+    letter = rendered(("To", f"{quoted(display)} <a@example.net>"), ("Subject", subject))
+    built = build(letter)
+    message = parse(built)
+    assert sorted(key.lower() for key in message) == expected_fields(letter)
+    assert message["Subject"] == subject
+
+
+def reference_html(text: str) -> str:
+    return markdown.markdown(text, extensions=list(MARKDOWN_EXTENSIONS))
+
+
+MARKDOWN_SAMPLE = """Dear Alice,
+
+Thank you for *all* you did in 2024.
+
+- one
+- two
+
+  still two
+
+Next paragraph with a [link](https://example.org/) and <b>bold</b>.
+
+1. first
+
+2. second
+Term
+: definition
+
+> quoted
+
+> more quoted
+
+| a | b |
+|---|---|
+| 1 | 2 |
+
+    code
+
+    more code
+Ending, with love
+"""
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "",
+        "\n[link]: https://example.org/\n",
+        "\nA footnote[^1].\n\n[^1]: The note.\n",
+        "\n*[HTML]: Hyper Text\n\nHTML here\n",
+        "\n```\nfenced\n\nBlock\n```\n",
+        '\n<div markdown="1">\n\nInside *div*\n\n</div>\n',
+        "\n<!-- a comment\n\nstill comment -->\n",
+    ],
+)
+def test_markdown_renderer_matches_one_document_conversion(extra: str) -> None:
+    render = MarkdownRenderer()
+    text = MARKDOWN_SAMPLE + extra
+    assert render(text) == reference_html(text)
+    assert render(text) == reference_html(text)  # again, from the cache
+
+
+def test_markdown_blocks_split_before_paragraphs_only() -> None:
+    blocks = markdown_blocks("Dear Bob,\n\nFirst.\n  \n- item\n\nLast\n")
+    assert blocks == ["Dear Bob,", "First.\n  \n- item", "Last\n"]
+    assert markdown_blocks("Hi\n\n[x]: https://example.org\n") == [
+        "Hi\n\n[x]: https://example.org\n"
+    ]
+
+
+MARKDOWN_ALPHABET = st.sampled_from(
+    list("aZé1 \t\n\n\n-*+>#`~[]()!:|^_={}.<&\\/'\"")
+    + ["1. ", "- ", "    ", "```", "<div>", "</div>"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(MARKDOWN_ALPHABET, max_size=60).map("".join))
+def test_markdown_renderer_agrees_with_markdown(text: str) -> None:
+    assert MarkdownRenderer()(text) == reference_html(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.characters(exclude_categories=("Cs",)), max_size=80))
+def test_markdown_renderer_agrees_on_any_text(text: str) -> None:
+    assert MarkdownRenderer()(text) == reference_html(text)
