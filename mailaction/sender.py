@@ -35,7 +35,7 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from .config import SendingConfig, SMTPConfig
+from .config import Rate, SendingConfig, SMTPConfig
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import SMTPSetupError
 from .ratelimit import CampaignLimiter
@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 __all__ = ["Outcome", "SendSummary", "Sender", "check_server", "is_loopback", "retry_delay"]
 
 MAX_RETRY_DELAY = 300.0
+# The limiter spaces slots for a rate 1 % below the configured one: the time from taking a slot
+# to the letter reaching the server varies by milliseconds, and without this margin that jitter
+# alone can put one letter too many into a one-second window counted at the server.
+RATE_MARGIN = 1.01
 QUIT_TIMEOUT = 5.0
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _CONNECTION_ERRORS = (SMTPServerDisconnected, SMTPTimeoutError, SMTPConnectError, OSError)
@@ -107,6 +111,10 @@ async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: str |
     except _Failed as failed:
         raise SMTPSetupError(f"{smtp.address}: {failed.outcome.reply}") from None
     await _quit(client)
+
+
+def _with_margin(rate: Rate | None) -> Rate | None:
+    return None if rate is None else Rate(rate.count, rate.seconds * RATE_MARGIN)
 
 
 def is_loopback(host: str) -> bool:
@@ -305,7 +313,7 @@ class _Run:
         self.summary = SendSummary(started=time.time())
         self.error: Exception | None = None
         self._limiter = (
-            CampaignLimiter(sending.rate, sending.per_domain_rate)
+            CampaignLimiter(_with_margin(sending.rate), _with_margin(sending.per_domain_rate))
             if sending.rate or sending.per_domain_rate
             else None
         )
