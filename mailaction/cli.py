@@ -177,7 +177,7 @@ def preview(
 
     if out is not None:
         result = write_preview(checked(), out)
-        console.print(f"Wrote {result.written} letters to {out}/ ; open {result.index} in a browser.")
+        console.print(f"Wrote {result.written} letters to {out}/. Open {result.index} in a browser to read them.")
     else:
         for prepared in checked():
             if prepared.letter is not None:
