@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -71,7 +72,7 @@ class Sizes:
     validate_budget: float  # seconds for the repetitions of the largest validate run
 
 
-FULL = Sizes(3, 10_000, (1, 4, 8, 16), 1_000, 2_000, 100, 20.0, (100_000, 1_000_000), 300.0)
+FULL = Sizes(3, 10_000, (1, 4, 8, 16), 1_000, 2_000, 100, 20.0, (100_000, 1_000_000), 400.0)
 QUICK = Sizes(1, 1_000, (1, 8), 100, 200, 10, 2.0, (10_000, 50_000), 30.0)
 NAMES = ("throughput", "latency", "ratelimit", "validate")
 DELAY = 0.020  # the latency-bound sink's wait before each reply
@@ -361,6 +362,7 @@ def main() -> int:
     sizes = QUICK if args.quick else FULL
     figures: list[Figure] = []
     failed = False
+    load_before = os.getloadavg()[0]
     with TemporaryDirectory(prefix="mailaction-bench-") as scratch:
         bench = Bench(Path(scratch), sizes)
         for name in args.only or NAMES:
@@ -373,7 +375,8 @@ def main() -> int:
             figures += found
             failed |= any(f.error for f in found)
         bench.say("done")
-    md, js = write_results(figures, machine(), args.results, quick=args.quick)
+    info = machine() | {"load": (load_before, os.getloadavg()[0])}
+    md, js = write_results(figures, info, args.results, quick=args.quick)
     print()
     print_table(figures)
     print(f"\nWrote {md} and {js}")

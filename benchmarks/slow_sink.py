@@ -1,4 +1,4 @@
-"""An aiosmtpd sink that waits before every reply and can record when each message arrived.
+"""An aiosmtpd sink that delays every reply and can record when each message arrived.
 
 Run as its own process: it prints ``port <N>`` once it listens, accepts every message without
 storing it, and on SIGTERM or SIGINT writes one ``time.monotonic()`` per message (taken when the
@@ -21,10 +21,22 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 
 class Recorder:
-    """aiosmtpd handler: accepts every message and notes when its data ended."""
+    """aiosmtpd handler: accepts every message, notes when its data ended, offers PIPELINING."""
 
     def __init__(self) -> None:
         self.arrivals: list[float] = []
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """Advertise PIPELINING too, as remote relays do (aiosmtpd reads commands in order)."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Note the arrival and accept the message."""
@@ -33,21 +45,32 @@ class Recorder:
 
 
 class DelayedSMTP(SMTP):
-    """An SMTP session that sleeps ``delay`` seconds before the first line of every reply.
+    """An SMTP session whose every reply leaves ``delay`` seconds after the request arrived.
 
-    A multi-line reply (EHLO) is delayed once, as one reply over a slow link would be.
+    The wait counts from the last bytes received, like a round trip over a slow link: replies to
+    commands sent together (PIPELINING) come back together, one wait later. A multi-line reply
+    (EHLO) is delayed once.
     """
 
     def __init__(self, handler: Recorder, delay: float, **kwargs: object) -> None:
         super().__init__(handler, **kwargs)
         self.delay = delay
+        self._received = 0.0
         self._continuing = False
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._received = self.loop.time()
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._received = self.loop.time()
+        super().data_received(data)
+
     async def push(self, status: AnyStr) -> None:
-        """Send one reply line, after the delay when it starts a reply."""
+        """Send one reply line; the first line of a reply waits until its time has come."""
         line = status.encode("ascii") if isinstance(status, str) else status
         if self.delay and not self._continuing:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(max(self._received + self.delay - self.loop.time(), 0))
         self._continuing = line[3:4] == b"-"
         await super().push(status)
 

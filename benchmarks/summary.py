@@ -169,6 +169,11 @@ def markdown(figures: list[Figure], info: dict[str, Any], *, quick: bool) -> str
         ),
         f"- Python {info['python']}; mailaction at `{info['commit'] or 'unknown'}`",
         (
+            "- Load average (1 min) at the start and the end: "
+            + " and ".join(f"{load:.2f}" for load in info.get("load", ()))
+            + "; other work on the machine slows every figure"
+        ),
+        (
             "- Each figure is the median of its repetitions (min and max beside it); ratios are "
             "of medians measured in the same run."
         ),

@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -48,7 +49,7 @@ def test_figures_give_median_verdict_and_ratio() -> None:
     assert share.median == pytest.approx(3100 / 600)
     assert share.verdict == "FAIL"
     info = {"date": "2025-01-02 03:04:05", "host": "h", "cpu_count": 2, "cpu_model": "cpu",
-            "python": "3.11", "os": "os", "kernel": "k", "commit": "abc"}  # fmt: skip
+            "python": "3.11", "os": "os", "kernel": "k", "commit": "abc", "load": (0.5, 1.0)}  # fmt: skip
     page = markdown([fast, slow, share], info, quick=False)
     assert "| fast | 3,100 letters/s | 2,900 letters/s | 3,500 letters/s | 3 | ≥ 3,000" in page
     assert "| fast ÷ slow | 5.17× | – | – | – | ≥ 6.00× | FAIL |" in page
@@ -102,3 +103,20 @@ def test_run_timed_reports_exit_status_and_peak_memory() -> None:
     assert failed.returncode == 1
     with pytest.raises(Exception, match="exited with 1: broken"):
         failed.check("the command")
+
+
+def test_slow_sink_answers_pipelined_commands_after_one_delay() -> None:
+    with SlowSink(0.1) as sink, socket.create_connection(("127.0.0.1", sink.port), 10) as conn:
+        replies = conn.makefile("rb")
+        assert replies.readline().startswith(b"220")
+        conn.sendall(b"EHLO client.example.org\r\n")
+        ehlo = [replies.readline()]
+        while ehlo[-1][3:4] == b"-":
+            ehlo.append(replies.readline())
+        assert b"250-PIPELINING\r\n" in ehlo
+        started = time.monotonic()
+        conn.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        codes = [replies.readline()[:3] for _ in range(3)]
+        waited = time.monotonic() - started
+    assert codes == [b"250", b"250", b"354"]
+    assert 0.1 <= waited < 0.2
