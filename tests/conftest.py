@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.campaigns import RecordingSink
 
 
 @pytest.fixture
@@ -13,3 +17,10 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[RecordingSink]:
+    """A local SMTP sink on a free port, storing into ``tmp_path/maildir``."""
+    with RecordingSink(tmp_path / "maildir") as server:
+        yield server

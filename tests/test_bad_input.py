@@ -6,7 +6,6 @@ from __future__ import annotations
 import email.policy
 import mailbox
 import unicodedata
-from collections.abc import Iterator
 from email.parser import BytesParser
 from pathlib import Path
 
@@ -25,12 +24,6 @@ Dear {{ name }},
 
 Thank you.
 """
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[Sink]:
-    with Sink(tmp_path / "maildir") as server:
-        yield server
 
 
 def write_campaign(

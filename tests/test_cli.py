@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import mailbox
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,12 +31,6 @@ ana@example.org,Ana,Silva,Porto
 bo@example.com,Bo,NA,
 chen@example.net,Chen,Wei,Taipei
 """
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[Sink]:
-    with Sink(tmp_path / "maildir") as server:
-        yield server
 
 
 @pytest.fixture

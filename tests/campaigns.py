@@ -1,0 +1,43 @@
+"""Test campaigns on disk and a sink that records what arrived and when."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from mailaction.sink import Sink, StoredMessage
+
+
+class RecordingSink(Sink):
+    """A sink that records each message's Message-ID and arrival time."""
+
+    def __init__(self, maildir: Path) -> None:
+        self.arrivals: list[tuple[float, str]] = []
+        super().__init__(maildir, on_message=self._note)
+
+    def _note(self, message: StoredMessage) -> None:
+        self.arrivals.append((time.monotonic(), message.message_id))
+
+    @property
+    def received(self) -> Counter[str]:
+        """How many times each Message-ID arrived."""
+        return Counter(message_id for _, message_id in list(self.arrivals))
+
+
+def numbered_campaign(folder: Path, port: int, count: int, name: str, sending: str) -> Path:
+    """A campaign of ``count`` letters to p0..p<count-1>@example.org; returns its config path."""
+    (folder / "letter.txt").write_text(
+        "To: Supporter {{ n }} <{{ email }}>\nFrom: Campaign <campaign@example.org>\n"
+        "Subject: Letter {{ n }}\n\nDear supporter {{ n }},\n\nThank you.\n",
+        encoding="utf-8",
+    )
+    rows = "".join(f"p{n}@example.org,{n}\n" for n in range(count))
+    (folder / "contacts.csv").write_text("email,n\n" + rows, encoding="utf-8")
+    config = folder / "mailaction.toml"
+    config.write_text(
+        f'[campaign]\nname = "{name}"\ntemplate = "letter.txt"\ncontacts = "contacts.csv"\n\n'
+        f"[smtp]\nport = {port}\n\n[sending]\n{sending}\n",
+        encoding="utf-8",
+    )
+    return config
