@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 # Headers whose values are address lists; Bcc only feeds the envelope.
 ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "sender"})
-RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
 # Template headers that never reach the message as written: the builder sets these itself.
 BUILDER_HEADERS = frozenset(
     {"attachment", "bcc", "content-type", "content-transfer-encoding", "date", "message-id",
@@ -82,13 +81,24 @@ def make_message_id(campaign: str, contact_id: str, domain: str) -> str:
     return f"<{hashlib.sha256(key).hexdigest()[:32]}@{domain}>"
 
 
+# "Name <address>" or "address" in a form getaddresses reads the same way, only faster.
+_SIMPLE_ADDRESS = re.compile(r"(?:(\w+(?: \w+)*) <)?(\w+(?:[.+-]\w+)*@\w+(?:[.-]\w+)*)(?(1)>)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never part of an address; CR or LF would end the field
+
+
 @lru_cache(maxsize=4096)
 def parse_addresses(value: str) -> tuple[tuple[str, str], ...]:
-    """(display name, address) pairs of an address header, domains IDNA-encoded where possible."""
+    """(display name, address) pairs of an address header, domains IDNA-encoded where possible.
+
+    Addresses with control characters are left out: validation reports them.
+    """
+    simple = _SIMPLE_ADDRESS.fullmatch(value)
+    if simple:
+        return ((simple[1] or "", smtp_address(simple[2])),)
     return tuple(
         (name, smtp_address(address))
         for name, address in email.utils.getaddresses([value])
-        if address
+        if address and not _CONTROL.search(address)
     )
 
 
@@ -107,41 +117,30 @@ def smtp_address(address: str) -> str:
 
 
 def letter_envelope(rendered: RenderedLetter) -> Envelope:
-    """Envelope sender and recipients from From, To, Cc and Bcc."""
-    senders = [address for value in rendered.all("From") for _, address in parse_addresses(value)]
-    sender = senders[0] if senders else ""
-    seen: set[str] = set()
-    recipients: list[str] = []
-    for name in RECIPIENT_HEADERS:
-        for value in rendered.all(name):
-            for _, address in parse_addresses(value):
-                key = address.casefold()
-                if key not in seen:
-                    seen.add(key)
-                    recipients.append(address)
+    """Envelope sender and recipients (To, then Cc, then Bcc) from the address headers."""
+    found: dict[str, list[str]] = {"from": [], "to": [], "cc": [], "bcc": []}
+    ascii_only = True
+    for name, value in rendered.headers:
+        key = name.lower()
+        if key in ADDRESS_HEADERS:
+            addresses = [address for _, address in parse_addresses(value)]
+            ascii_only = ascii_only and all(address.isascii() for address in addresses)
+            found.get(key, []).extend(addresses)
+    sender = found["from"][0] if found["from"] else ""
+    unique: dict[str, str] = {}
+    for address in found["to"] + found["cc"] + found["bcc"]:
+        unique.setdefault(address.casefold(), address)
     domain = sender.rpartition("@")[2]
-    return Envelope(
-        sender,
-        tuple(recipients),
-        domain if domain.isascii() and domain else _NO_DOMAIN,
-        not _ascii_addresses(rendered),
-    )
-
-
-def _ascii_addresses(rendered: RenderedLetter) -> bool:
-    """True when every address in every address header can be written in ASCII."""
-    return all(
-        address.isascii()
-        for name, value in rendered.headers
-        if name.lower() in ADDRESS_HEADERS and not value.isascii()
-        for _, address in parse_addresses(value)
-    )
+    ascii_domain = domain if domain.isascii() and domain else _NO_DOMAIN
+    return Envelope(sender, tuple(unique.values()), ascii_domain, not ascii_only)
 
 
 def letter_fingerprint(rendered: RenderedLetter, body: str, attachments: list[Attachment]) -> str:
-    """sha256 of what the letter says: headers as rendered, body and attachment contents."""
-    content = [rendered.headers, body, [attachment.digest for attachment in attachments]]
-    return hashlib.sha256(json.dumps(content).encode("ascii")).hexdigest()
+    """sha256 of what the letter says: headers as rendered, attachment contents and body."""
+    head = json.dumps([rendered.headers, [attachment.digest for attachment in attachments]])
+    digest = hashlib.sha256(head.encode("ascii"))
+    digest.update(body.encode())  # after the JSON array, which cannot end any earlier
+    return digest.hexdigest()
 
 
 def normalise_body(body: str) -> str:
@@ -280,43 +279,63 @@ class MarkdownRenderer:
 
     def __init__(self, cache_size: int = 4096) -> None:
         self._markdown = markdown.Markdown(extensions=list(MARKDOWN_EXTENSIONS))
-        self._block_html = lru_cache(maxsize=cache_size)(self._convert)
+        self._block_html = lru_cache(maxsize=cache_size)(self._convert_block)
 
     def __call__(self, text: str) -> str:
         """The HTML of ``text``, the same as converting it as one document."""
-        return "\n".join(filter(None, map(self._block_html, markdown_blocks(text))))
+        parts = [self._block_html(block) for block in markdown_blocks(text)]
+        if None in parts:
+            return self._convert(text)
+        return "\n".join(part for part in parts if part)
+
+    def _convert_block(self, block: str) -> str | None:
+        """The HTML of one block, or None when it may change how other blocks render."""
+        if _linking(block):
+            return None
+        if _PLAIN_PARAGRAPH.fullmatch(block):
+            return f"<p>{block.rstrip(chr(10))}</p>"
+        return self._convert(block)
 
     def _convert(self, text: str) -> str:
-        if _PLAIN_PARAGRAPH.fullmatch(text):
-            return f"<p>{text.rstrip(chr(10))}</p>"
         try:
             return self._markdown.convert(text)
         finally:
             self._markdown.reset()
 
 
-# Blank lines: a line end followed by lines of nothing but spaces and tabs.
-_BLANK_LINES = re.compile(r"(\n[ \t]*\n(?:[ \t]*\n)*)")
 # Syntax that lets one block change another: reference, footnote and abbreviation
-# definitions, fenced code and raw HTML blocks (both may contain blank lines).
-_LINKED_BLOCKS = re.compile(r"\]:|\[\^|<[!?]|^[ \t]*(?:<|```|~~~)", re.MULTILINE)
+# definitions; fenced code, comments and raw HTML blocks, which may contain blank lines.
+_LINKING_MARKS = ("]:", "[^", "```", "~~~", "<!", "<?")
+_HTML_BLOCK = re.compile(r"^[ \t]*<", re.MULTILINE)
 # Lines of words that Markdown turns into one <p> unchanged: no markup, no trailing spaces.
 _PLAIN_PARAGRAPH = re.compile(r"(?:[^\W\d_](?:[^\W_]|[ ,.;?!'])*(?<! )(?:\n|\Z))+")
 
 
+def _linking(block: str) -> bool:
+    """True when ``block`` may change how another block renders (none of the marks spans one)."""
+    # Looking for one character first is many times faster than for two.
+    if any(mark[0] in block and mark in block for mark in _LINKING_MARKS):
+        return True
+    return "<" in block and _HTML_BLOCK.search(block) is not None
+
+
 def markdown_blocks(text: str) -> list[str]:
-    """``text`` cut at blank lines before paragraphs Markdown renders apart from what precedes."""
-    if _LINKED_BLOCKS.search(text):
+    """``text`` cut at blank lines before paragraphs Markdown renders apart from what precedes.
+
+    Definitions, fences and raw HTML may still tie blocks together: see `_linking`.
+    """
+    first, *pieces = text.split("\n\n")
+    if not first.strip(" \t\n"):  # Markdown may make a code block of leading blank lines
         return [text]
-    pieces = _BLANK_LINES.split(text)
-    blocks = [pieces[0]]
-    for separator, piece in zip(pieces[1::2], pieces[2::2], strict=True):
+    blocks = [first]
+    for piece in pieces:
+        start = piece.lstrip("\n")
         # After a blank line, a line starting with a letter starts a new paragraph: it cannot
         # continue a list, quote, code block or definition that came before.
-        if piece[:1].isalpha():
-            blocks.append(piece)
+        if start[:1].isalpha():
+            blocks.append(start)
         else:
-            blocks[-1] += separator + piece
+            blocks[-1] += "\n\n" + piece
     return blocks
 
 
@@ -334,7 +353,6 @@ _Q_BYTE = tuple(
     chr(byte) if byte in _Q_LITERAL else "_" if byte == 0x20 else f"={byte:02X}"
     for byte in range(256)
 )
-_NOT_7BIT = re.compile(r"[^\n]{999}|\x00")
 
 
 def _fold(name: str, value: str) -> str:
@@ -430,7 +448,7 @@ def _encode_text(text: str, stem: str) -> tuple[str, str]:
     if not text.endswith("\n"):
         text += "\n"
     # A 7bit part must not contain the boundaries, which all start with "=_<stem>".
-    if text.isascii() and not _NOT_7BIT.search(text) and stem not in text:
+    if text.isascii() and "\0" not in text and stem not in text and _short_lines(text):
         return "7bit", text.replace("\n", "\r\n")
     data = text.replace("\n", "\r\n").encode()
     encoded = binascii.b2a_qp(data)
@@ -438,3 +456,8 @@ def _encode_text(text: str, stem: str) -> tuple[str, str]:
         encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
         return "base64", encoded.decode("ascii")
     return "quoted-printable", encoded.decode("ascii")
+
+
+def _short_lines(text: str) -> bool:
+    """True when no line of ``text`` is longer than 998 characters."""
+    return len(text) <= _MAX_LINE_HARD or max(map(len, text.split("\n"))) <= _MAX_LINE_HARD

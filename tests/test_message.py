@@ -30,6 +30,7 @@ from mailaction.message import (
     make_message_id,
     markdown_blocks,
     parse_addresses,
+    smtp_address,
 )
 from mailaction.template import RenderedLetter
 
@@ -537,7 +538,10 @@ def quoted(name: str) -> str:
     return f'"{escaped}"'
 
 
-header_text = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=120)
+# Header values as the template renders them: spaces and tabs stripped from the ends.
+header_text = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=120).map(
+    lambda value: value.strip(" \t")
+)
 names = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=40)
 bodies = st.text(st.characters(exclude_categories=("Cs",)), max_size=400)
 
@@ -595,8 +599,14 @@ def test_fast_builder_agrees_on_addresses_and_long_headers(
 
 
 @settings(max_examples=100, deadline=None)
-@given(display=st.text(st.characters(exclude_categories=("Cs",))), subject=st.text())
+@given(
+    display=st.text(st.characters(exclude_categories=("Cs",))),
+    subject=st.text(st.characters(exclude_categories=("Cs",))).map(
+        lambda value: value.strip(" \t")
+    ),
+)
 def test_header_values_never_add_a_header(display: str, subject: str) -> None:
+    """Even CR and LF (which validation refuses) cannot start a header field of their own."""
     letter = rendered(("To", f"{quoted(display)} <a@example.net>"), ("Subject", subject))
     built = build(letter)
     message = parse(built)
@@ -659,27 +669,73 @@ def test_markdown_renderer_matches_one_document_conversion(extra: str) -> None:
     assert render(text) == reference_html(text)  # again, from the cache
 
 
+def test_markdown_renderer_keeps_leading_blank_lines_with_the_first_block() -> None:
+    render = MarkdownRenderer()
+    text = "\t\n\n" + MARKDOWN_SAMPLE
+    assert "<pre><code>" in reference_html(text)
+    assert render(text) == reference_html(text)
+    assert render(text) == reference_html(text)  # again, from the cache
+
+
 def test_markdown_blocks_split_before_paragraphs_only() -> None:
-    blocks = markdown_blocks("Dear Bob,\n\nFirst.\n  \n- item\n\nLast\n")
-    assert blocks == ["Dear Bob,", "First.\n  \n- item", "Last\n"]
-    assert markdown_blocks("Hi\n\n[x]: https://example.org\n") == [
-        "Hi\n\n[x]: https://example.org\n"
-    ]
+    blocks = markdown_blocks("Dear Bob,\n\nFirst.\n  \n- item\n\n\nLast\n\n: defined")
+    assert blocks == ["Dear Bob,", "First.\n  \n- item", "Last\n\n: defined"]
+    assert markdown_blocks("\t\n\nDear Bob,") == ["\t\n\nDear Bob,"]
+
+
+def test_a_definition_in_one_block_applies_to_another() -> None:
+    render = MarkdownRenderer()
+    first = "Dear Bob,\n\nSee [the site][x].\n\nThanks\n"
+    assert render(first) == reference_html(first)
+    text = first + "\n[x]: https://example.org/\n"
+    assert '<a href="https://example.org/">the site</a>' in render(text)
+    assert render(text) == reference_html(text)
 
 
 MARKDOWN_ALPHABET = st.sampled_from(
     list("aZé1 \t\n\n\n-*+>#`~[]()!:|^_={}.<&\\/'\"")
-    + ["1. ", "- ", "    ", "```", "<div>", "</div>"]
+    + ["1. ", "- ", "    ", "```", "<div>", "</div>", "<!--", "-->", "[^1]", "]: ", "Dear ", ": "]
 )
+markdown_texts = st.lists(MARKDOWN_ALPHABET, max_size=60).map("".join)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(MARKDOWN_ALPHABET, max_size=60).map("".join))
-def test_markdown_renderer_agrees_with_markdown(text: str) -> None:
-    assert MarkdownRenderer()(text) == reference_html(text)
+@given(st.lists(markdown_texts, min_size=1, max_size=4))
+def test_markdown_renderer_agrees_with_markdown(texts: list[str]) -> None:
+    render = MarkdownRenderer(cache_size=8)  # shared by the texts: what one caches, all use
+    for text in texts:
+        assert render(text) == reference_html(text)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(st.characters(exclude_categories=("Cs",)), max_size=80))
 def test_markdown_renderer_agrees_on_any_text(text: str) -> None:
     assert MarkdownRenderer()(text) == reference_html(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.sampled_from(list("abZé日ß1 ,.;?!'\n")), max_size=40))
+def test_plain_paragraphs_skip_the_converter_with_the_same_result(text: str) -> None:
+    assert MarkdownRenderer()(text) == reference_html(text)
+
+
+words = st.text(st.characters(categories=("L", "N")) | st.just("_"), min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.lists(words, max_size=3).map(" ".join),
+    local=st.lists(words, min_size=1, max_size=3).map(".".join),
+    domain=st.lists(words, min_size=1, max_size=3).map("-".join),
+)
+def test_simple_addresses_are_read_as_getaddresses_reads_them(
+    name: str, local: str, domain: str
+) -> None:
+    address = f"{local}@{domain}.example"
+    for value in (address, f"{name} <{address}>", f"{name}<{address}>", f"{name} <{address}> "):
+        expected = tuple(
+            (display, smtp_address(found))
+            for display, found in email.utils.getaddresses([value])
+            if found
+        )
+        assert parse_addresses(value) == expected
