@@ -45,14 +45,17 @@ from summary import (
     Target,
     achieved_rate,
     machine,
+    markdown,
     max_in_window,
     print_table,
     ratio,
+    update_document,
     write_results,
 )
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+PERFORMANCE_DOC = HERE.parent / "docs" / "performance.md"
 BENCH_VENV = HERE / ".venv-mailmerge" / "bin"
 MAILACTION = Path(sys.executable).with_name("mailaction")
 
@@ -380,6 +383,9 @@ def main() -> int:
         bench.say("done")
     info = machine() | {"load": (load_before, os.getloadavg()[0])}
     md, js = write_results(figures, info, args.results, quick=args.quick)
+    if not args.quick and args.only is None and args.results == RESULTS:
+        update_document(PERFORMANCE_DOC, markdown(figures, info, quick=False, level=3))
+        print(f"Updated {PERFORMANCE_DOC}")
     print()
     print_table(figures)
     print(f"\nWrote {md} and {js}")

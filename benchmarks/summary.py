@@ -158,10 +158,12 @@ def _commit() -> str:
     return result.stdout.strip()
 
 
-def markdown(figures: list[Figure], info: dict[str, Any], *, quick: bool) -> str:
-    """The results as a Markdown page: the machine, then one table per section."""
+def markdown(figures: list[Figure], info: dict[str, Any], *, quick: bool, level: int = 1) -> str:
+    """The results as Markdown: a title at ``level``, the machine, then one table per section."""
     lines = [
-        f"# mailaction benchmarks, {info['date'][:10]}" + (" (quick run)" if quick else ""),
+        "#" * level
+        + f" mailaction benchmarks, {info['date'][:10]}"
+        + (" (quick run)" if quick else ""),
         "",
         (
             f"- Machine: {info['cpu_count']} × {info['cpu_model']}, {info['os']}"
@@ -181,7 +183,7 @@ def markdown(figures: list[Figure], info: dict[str, Any], *, quick: bool) -> str
     if quick:
         lines.append("- Quick run: small sizes and one repetition; a smoke test, not a measure.")
     for section in dict.fromkeys(f.section for f in figures):
-        lines += ["", f"## {section}", "", _TABLE_HEAD]
+        lines += ["", "#" * (level + 1) + f" {section}", "", _TABLE_HEAD]
         lines += [_row(f) for f in figures if f.section == section]
     notes = [f"- {f.name}: {f.note}" for f in figures if f.note]
     errors = [f"- {f.section} / {f.name}: {f.error.splitlines()[0]}" for f in figures if f.error]
@@ -224,6 +226,16 @@ def write_results(
     document = {"machine": info, "quick": quick, "figures": [f.as_json() for f in figures]}
     js.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return md, js
+
+
+def update_document(path: Path, results: str) -> None:
+    """Put ``results`` between the results markers of a Markdown document."""
+    text = path.read_text(encoding="utf-8")
+    start, end = _MARKERS.search(text).span(2)  # type: ignore[union-attr]
+    path.write_text(text[:start] + "\n" + results + text[end:], encoding="utf-8")
+
+
+_MARKERS = re.compile(r"(<!-- results:start[^>]*-->)(.*?)(?=<!-- results:end -->)", re.DOTALL)
 
 
 def print_table(figures: list[Figure], out: Any = sys.stdout) -> None:

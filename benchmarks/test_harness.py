@@ -18,7 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data import write_contacts
 from servers import SMTP_SINK, SMTP_SOURCE, PostfixSink, SlowSink, run_timed
-from summary import Figure, Target, achieved_rate, markdown, max_in_window, ratio
+from summary import (
+    Figure,
+    Target,
+    achieved_rate,
+    markdown,
+    max_in_window,
+    ratio,
+    update_document,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -120,3 +128,13 @@ def test_slow_sink_answers_pipelined_commands_after_one_delay() -> None:
         waited = time.monotonic() - started
     assert codes == [b"250", b"250", b"354"]
     assert 0.1 <= waited < 0.2
+
+
+def test_update_document_replaces_only_between_the_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("# P\n\n<!-- results:start (x) -->\nold\n<!-- results:end -->\n\n## After\n")
+    update_document(doc, "new table\n")
+    update_document(doc, "newer table\n")
+    assert doc.read_text() == (
+        "# P\n\n<!-- results:start (x) -->\nnewer table\n<!-- results:end -->\n\n## After\n"
+    )
