@@ -32,6 +32,7 @@ BUILDER_HEADERS = frozenset(
      "mime-version"}
 )  # fmt: skip
 MARKDOWN_EXTENSIONS = ("extra", "sane_lists")
+_BODY_TYPES = {"text/markdown": "markdown", "text/html": "html"}
 _NO_DOMAIN = "mailaction.invalid"  # Message-ID domain when From has no ASCII-encodable domain
 HTML_DOCUMENT = (
     '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n</head>\n<body>\n{}\n</body>\n'
@@ -46,7 +47,7 @@ class Letter:
     row: int
     contact_id: str
     sender: str  # envelope MAIL FROM
-    recipients: tuple[str, ...]  # envelope RCPT TO: To + Cc + Bcc, de-duplicated, in order
+    recipients: tuple[str, ...]  # RCPT TO: To + Cc + Bcc in order, without repeats (any case)
     subject: str
     message_id: str  # "<...@domain>", deterministic from campaign + contact id
     fingerprint: str  # hash of the letter's content, independent of Date and Message-ID
@@ -125,7 +126,8 @@ def letter_envelope(rendered: RenderedLetter) -> Envelope:
         if key in ADDRESS_HEADERS:
             addresses = [address for _, address in parse_addresses(value)]
             ascii_only = ascii_only and all(address.isascii() for address in addresses)
-            found.get(key, []).extend(addresses)
+            if key in found:
+                found[key] += addresses
     sender = found["from"][0] if found["from"] else ""
     unique: dict[str, str] = {}
     for address in found["to"] + found["cc"] + found["bcc"]:
@@ -153,7 +155,7 @@ def normalise_body(body: str) -> str:
 def body_type(rendered: RenderedLetter) -> str:
     """The body kind from the template's Content-Type header: "markdown", "html" or "plain"."""
     value = (rendered.header("Content-Type") or "").partition(";")[0].strip().lower()
-    return {"text/markdown": "markdown", "text/html": "html"}.get(value, "plain")
+    return _BODY_TYPES.get(value, "plain")
 
 
 def read_attachment(base_dir: Path, written: str) -> Attachment:
@@ -161,10 +163,12 @@ def read_attachment(base_dir: Path, written: str) -> Attachment:
     path = base_dir / written
     try:
         data = path.read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise TemplateError(f"attachment {written!r} ({path}) cannot be read: {reason}") from None
-    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    content_type, compression = mimetypes.guess_type(path.name)
+    if content_type is None or compression is not None:  # "a.tar.gz" is gzip data, not a tar
+        content_type = "application/octet-stream"
     part = (
         f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n"
         f"{_fold('Content-Disposition', f'attachment; {_filename_parameter(path.name)}')}\r\n\r\n"
@@ -250,8 +254,8 @@ class LetterBuilder:
                 lines.append(_address_field(name, value, utf8))
             else:
                 lines.append(_text_field(name, value, utf8))
-        lines += (f"Date: {self._now()}", f"Message-ID: {message_id}", "MIME-Version: 1.0", "")
-        return "\r\n".join(lines)
+        lines += (f"Date: {self._now()}", f"Message-ID: {message_id}", "MIME-Version: 1.0")
+        return "\r\n".join(lines) + "\r\n"
 
     def _content(self, kind: str, body: str, stem: str) -> str:
         """The body as one text part, or text and HTML alternatives for markdown."""
@@ -343,7 +347,7 @@ _MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
 _MAX_LINE_HARD = 998  # ... and MUST be at most 998
 _FOLD_POINT = re.compile(r"(?<=[^ \t])(?=[ \t])")
 _PLAIN_ASCII = re.compile(r"[\t\x20-\x7e]*")
-_PLAIN_UTF8 = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f-\x9f]*")
+_PLAIN_UTF8 = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]*")
 _QUOTED_SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # a display name with these is quoted
 _ESCAPED = re.compile(r'[\\"]')
 _WORD_TEXT = 48  # encoded text per RFC 2047 word, so "Subject: =?utf-8?q?...?=" fits 78

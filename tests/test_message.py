@@ -255,6 +255,7 @@ def test_attachments_make_a_mixed_message(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "report.pdf").write_bytes(PDF)
     (tmp_path / "data.unknownext").write_bytes(b"\x00\x01raw")
+    (tmp_path / "backup.tar.gz").write_bytes(b"\x1f\x8b gzip")
     (tmp_path / "Übersicht 2025.txt").write_bytes("Grüße\n".encode())
     letter = build(
         rendered(
@@ -262,6 +263,7 @@ def test_attachments_make_a_mixed_message(tmp_path: Path) -> None:
             ("Attachment", "docs/report.pdf"),
             ("Attachment", "data.unknownext"),
             ("Attachment", "Übersicht 2025.txt"),
+            ("Attachment", "backup.tar.gz"),
             body="Hello *there*\n",
         ),
         tmp_path,
@@ -274,8 +276,9 @@ def test_attachments_make_a_mixed_message(tmp_path: Path) -> None:
         ("application/pdf", "report.pdf"),
         ("application/octet-stream", "data.unknownext"),
         ("text/plain", "Übersicht 2025.txt"),
+        ("application/octet-stream", "backup.tar.gz"),
     ]
-    assert [part.get_content_disposition() for part in attached] == ["attachment"] * 3
+    assert [part.get_content_disposition() for part in attached] == ["attachment"] * 4
     assert attached[0].get_payload(decode=True) == PDF
     assert attached[1].get_payload(decode=True) == b"\x00\x01raw"
     assert attached[2].get_payload(decode=True) == "Grüße\n".encode()
@@ -306,7 +309,7 @@ def test_attachment_is_read_once_per_builder(tmp_path: Path) -> None:
 
 def test_unreadable_attachment_is_a_template_error(tmp_path: Path) -> None:
     (tmp_path / "folder.pdf").mkdir()
-    for written in ["missing.pdf", "folder.pdf"]:
+    for written in ["missing.pdf", "folder.pdf", "nul\0.pdf"]:
         with pytest.raises(TemplateError) as caught:
             build(rendered(("Attachment", written)), tmp_path)
         assert written in str(caught.value)
@@ -338,6 +341,34 @@ def test_non_ascii_body_is_not_sent_as_8bit() -> None:
     assert text(message) == body
 
 
+@pytest.mark.parametrize(
+    ("body", "encoding"),
+    [
+        ("Plain ASCII, short lines.\n", "7bit"),
+        ("Liebe Jörg, schöne Grüße aus Köln.\n", "quoted-printable"),
+        ("親愛なる佐藤様、いつもご支援いただきありがとうございます。\n", "base64"),
+    ],
+)
+def test_transfer_encoding_suits_the_text(body: str, encoding: str) -> None:
+    message = parse(build(rendered(body=body)))
+    assert message["Content-Transfer-Encoding"] == encoding
+    assert text(message) == body
+
+
+def test_body_containing_the_boundary_is_encoded(tmp_path: Path) -> None:
+    (tmp_path / "a.pdf").write_bytes(PDF)
+    stem = build(rendered()).message_id[1:33]
+    body = f"Before\n--=_{stem}_m\nContent-Type: text/html\n\n<b>forged</b>\n--=_{stem}_m--\n"
+    letter = build(rendered(("Attachment", "a.pdf"), body=body), tmp_path)
+    message = parse(letter)
+    assert [part.get_content_type() for part in message.walk()] == [
+        "multipart/mixed",
+        "text/plain",
+        "application/pdf",
+    ]
+    assert text(message.get_payload()[0]) == body
+
+
 def test_body_line_ends_are_normalised_and_a_final_newline_added() -> None:
     letter = build(rendered(body="one\r\ntwo\rthree"))
     assert text(parse(letter)) == "one\ntwo\nthree\n"
@@ -349,6 +380,21 @@ def test_a_line_with_a_single_dot_survives() -> None:
     letter = build(rendered(body=body))
     assert b"\r\n.\r\n" in letter.data
     assert text(parse(letter)) == body
+
+
+def test_header_injection_through_a_value_is_impossible() -> None:
+    letter = build(
+        rendered(
+            ("Subject", "Hi\r\nBcc: thief@example.com"),
+            ("X-Note", "a\nTo: thief@example.com"),
+            ("Reply-To", '"Eve\r\nBcc: thief@example.com" <eve@example.org>'),
+        )
+    )
+    message = parse(letter)
+    assert "Bcc" not in message
+    assert message.get_all("To") == [TO]
+    assert b"\r\nBcc:" not in letter.data
+    assert letter.recipients == ("alice@example.net",)
 
 
 def test_non_ascii_display_name_is_encoded_and_parsed_back() -> None:
