@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-quick lint clean
 
 $(BIN)/mailaction: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ test: $(BIN)/mailaction
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/mailaction
+	bash benchmarks/setup.sh
 	$(BIN)/python benchmarks/run.py
+
+bench-quick: $(BIN)/mailaction
+	bash benchmarks/setup.sh
+	$(BIN)/python benchmarks/run.py --quick
 
 lint: $(BIN)/mailaction
 	$(BIN)/ruff check mailaction tests benchmarks

@@ -8,7 +8,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser, BytesParser
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -60,7 +61,8 @@ def letter_parts(letter: Letter) -> LetterView:
     """Decode a letter's headers, bodies and attachment list."""
     message = BytesParser(policy=email.policy.default).parsebytes(letter.data)
     assert isinstance(message, EmailMessage)
-    headers = [(name, str(value)) for name in SHOWN_HEADERS for value in message.get_all(name, [])]
+    raw = BytesHeaderParser(policy=email.policy.compat32).parsebytes(letter.data)
+    headers = [(name, _decoded(value)) for name in SHOWN_HEADERS for value in raw.get_all(name, [])]
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",))
     bodies = [part for part in (text_part, html_part) if part is not None]
@@ -75,6 +77,19 @@ def letter_parts(letter: Letter) -> LetterView:
         html=_content(html_part),
         attachments=attachments,
     )
+
+
+def _decoded(raw: str) -> str:
+    """A header as a mail reader shows it: UTF-8 kept, RFC 2047 encoded words decoded and joined.
+
+    The email package's default policy puts a space between adjacent encoded words inside an
+    address's display name ("M aryia"); RFC 2047 says to drop whitespace there.
+    """
+    text = raw.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return str(make_header(decode_header(text)))
+    except (ValueError, LookupError):  # a malformed encoded word: show it as it is
+        return " ".join(text.split())
 
 
 def _content(part: EmailMessage | None) -> str | None:

@@ -20,8 +20,9 @@ from rich.console import Console
 
 from mailaction.campaign import PreparedRow
 from mailaction.errors import Problem
-from mailaction.message import Letter
+from mailaction.message import Letter, LetterBuilder
 from mailaction.preview import html_to_text, letter_parts, print_letter, write_preview
+from mailaction.template import RenderedLetter
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8
 SCRIPT = "<script>alert(1)</script>"
@@ -344,3 +345,19 @@ def test_browser_runs_no_injected_script(tmp_path: Path) -> None:
 
     assert "<title>Preview: 1 letter</title>" in dom
     assert "pwned</title>" not in dom
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Алёна Иванова via Free Maryia Kalesnikava", "王芳 and 佐藤 花子 writing for the Free Maryia Kalesnikava campaign"],
+)
+def test_long_encoded_display_names_show_as_written(tmp_path: Path, name: str) -> None:
+    rendered = RenderedLetter(
+        [("From", f"{name} <letters@example.org>"), ("To", "minister@example.org"), ("Subject", name)],
+        "Dear Minister,\n",
+        [],
+    )
+    letter = LetterBuilder("campaign", tmp_path).build(rendered, "ana@example.org", 2)
+    headers = dict(letter_parts(letter).headers)
+    assert headers["From"] == f"{name} <letters@example.org>"
+    assert headers["Subject"] == name

@@ -17,10 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tests.test_report import CAMPAIGN, REJECTED, SCRIPT, fixture_log, log_letter
 
 from mailaction.deliverylog import DeliveryLog, Outcome, State
 from mailaction.report import Report, build_report, load_report, summary, write_html
+from tests.test_report import CAMPAIGN, REJECTED, SCRIPT, fixture_log, log_letter
 
 
 def _find_chromium() -> str | None:
