@@ -15,6 +15,10 @@ from .message import Letter
 from .sender import Sender, SendSummary
 
 DAY = 86_400.0
+# A plan keeps the letters it chose, so that sending does not render and build them again, up to
+# these bounds; the letters beyond them are built again from the campaign.
+KEPT_LETTERS = 20_000
+KEPT_BYTES = 64 * 2**20
 
 
 class Decision(Enum):
@@ -85,6 +89,17 @@ class Run:
         self.log = log
         self.options = options
         self.allowed = self._allowed()
+        self._kept: list[tuple[Letter, Entry | None]] = []  # the plan's first letters to send
+        self._kept_bytes = 0
+        self._kept_all = False  # the plan kept every letter it chose to send
+
+    def _keep(self, letter: Letter, entry: Entry | None) -> None:
+        size = self._kept_bytes + len(letter.data)
+        if self._kept_all and len(self._kept) < KEPT_LETTERS and size <= KEPT_BYTES:
+            self._kept.append((letter, entry))
+            self._kept_bytes = size
+        else:
+            self._kept_all = False
 
     def _allowed(self) -> int | None:
         limits = [n for n in (self.options.limit, self._daily_room()) if n is not None]
@@ -109,6 +124,7 @@ class Run:
     def plan(self) -> SendPlan:
         """Validate every row and count what would happen, without writing to the log."""
         plan = SendPlan()
+        self._kept, self._kept_bytes, self._kept_all = [], 0, True
         for prepared in self.campaign.rows():
             plan.validation.add(prepared)
             if prepared.letter is None:
@@ -119,6 +135,7 @@ class Run:
                     plan.left_for_later += 1
                     continue
                 plan.to_send += 1
+                self._keep(letter, entry)
                 if len(plan.sample) < 5:
                     plan.sample.append(letter)
             elif decision is Decision.ALREADY_SENT:
@@ -134,7 +151,7 @@ class Run:
     def letters(self) -> Iterator[Letter]:
         """The letters to send, each registered in the log (as pending) just before it is yielded."""
         sent = 0
-        for letter, entry, decision in map(self._decide, self.campaign.letters()):
+        for letter, entry, decision in self._decisions():
             if decision is not Decision.SEND:
                 continue
             if self.allowed is not None and sent >= self.allowed:
@@ -145,6 +162,17 @@ class Run:
                 self.log.update_letter(letter)
             sent += 1
             yield letter
+
+    def _decisions(self) -> Iterator[tuple[Letter, Entry | None, Decision]]:
+        """The letters the plan kept, then (unless it kept all) the campaign's letters after them."""
+        last_row = 0
+        for letter, entry in self._kept:
+            last_row = letter.row
+            yield letter, entry, Decision.SEND
+        if self._kept_all:
+            return
+        later = (letter for letter in self.campaign.letters() if letter.row > last_row)
+        yield from map(self._decide, later)
 
 
 @dataclass
