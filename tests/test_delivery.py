@@ -10,8 +10,8 @@ import pytest
 from mailaction import delivery
 from mailaction.campaign import Campaign
 from mailaction.config import Config, load_config
-from mailaction.deliverylog import DeliveryLog, Outcome, State
 from mailaction.delivery import Run, SendOptions, send_letters
+from mailaction.deliverylog import DeliveryLog, Outcome, State
 from mailaction.sender import Sender
 from tests.campaigns import RecordingSink, numbered_campaign
 
