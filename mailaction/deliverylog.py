@@ -198,25 +198,45 @@ class DeliveryLog:
 
     def register(self, letter: Letter) -> Entry:
         """Record a letter as pending unless already logged; return what the log holds."""
-        self._write(
+        entry = Entry(
+            campaign=self.campaign,
+            contact_id=letter.contact_id,
+            row=letter.row,
+            recipients=tuple(letter.recipients),
+            subject=letter.subject,
+            state=State.PENDING,
+            attempts=0,
+            last_code=None,
+            last_reply="",
+            refused={},
+            message_id=letter.message_id,
+            fingerprint=letter.fingerprint,
+            created_at=time.time(),
+            first_attempt_at=None,
+            last_attempt_at=None,
+            sent_at=None,
+        )
+        inserted = self._write(
             "INSERT INTO letters (campaign, contact_id, row, recipients, subject, state,"
             " message_id, fingerprint, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT DO NOTHING",
             (
-                self.campaign,
-                letter.contact_id,
-                letter.row,
-                json.dumps(letter.recipients),
-                letter.subject,
-                State.PENDING,
-                letter.message_id,
-                letter.fingerprint,
-                time.time(),
+                entry.campaign,
+                entry.contact_id,
+                entry.row,
+                json.dumps(entry.recipients),
+                entry.subject,
+                entry.state,
+                entry.message_id,
+                entry.fingerprint,
+                entry.created_at,
             ),
         )
-        entry = self.get(letter.contact_id)
-        assert entry is not None
-        return entry
+        if inserted.rowcount == 1:
+            return entry
+        existing = self.get(letter.contact_id)
+        assert existing is not None
+        return existing
 
     def update_letter(self, letter: Letter) -> None:
         """Store the current row, recipients, subject and identity of a letter about to go again."""

@@ -100,6 +100,12 @@ def test_attempts_count_and_keep_the_first_attempt_time(log: DeliveryLog) -> Non
     assert entry.first_attempt_at == deferred.first_attempt_at <= entry.last_attempt_at
 
 
+def test_register_returns_the_new_entry_as_the_log_holds_it(log: DeliveryLog) -> None:
+    entry = log.register(letter(2, "ana"))
+    assert entry == log.get("ana@example.org")
+    assert (entry.state, entry.attempts, entry.row) == (State.PENDING, 0, 2)
+
+
 def test_register_returns_an_existing_entry_unchanged(log: DeliveryLog) -> None:
     log.register(letter(2, "ana"))
     log.mark_sending("ana@example.org")
