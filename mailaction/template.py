@@ -28,6 +28,7 @@ _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _UNDEFINED_NAME = re.compile(r"'(.+)' is undefined")
 _NEWLINE = re.compile(r"\r\n?")
 _MAX_LISTED_COLUMNS = 20
+_JINJA_MARKS = ("{{", "{%", "{#")  # the environment sets no line statement or comment prefix
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class _Part:
     name: str  # header name as written, or "body"
     template: Template
     place: str  # for messages: "the Subject header of letter.txt"
+    constant: str | None  # the rendered text when the source has no Jinja syntax
 
 
 class LetterTemplate:
@@ -104,11 +106,11 @@ class LetterTemplate:
                 "put one blank line between the header lines and the body"
             )
         headers = [
-            _Part(field, _compile_part(value, name, lineno), f"the {field} header of {name}")
+            _make_part(field, value, name, lineno, f"the {field} header of {name}")
             for field, value, lineno in _parse_headers(lines[:blank], name)
         ]
         body_source = "\n".join(lines[blank + 1 :])
-        body = _Part(BODY, _compile_part(body_source, name, blank + 2), f"the body of {name}")
+        body = _make_part(BODY, body_source, name, blank + 2, f"the body of {name}")
         return cls(headers, body, path, base_dir)
 
     def render(self, contact: Contact) -> RenderedLetter:
@@ -126,6 +128,8 @@ class LetterTemplate:
         self, part: _Part, namespace: dict[str, object], contact: Contact, problems: list[Problem]
     ) -> str:
         """The rendered part, or "" with a problem added when the template fails for this contact."""
+        if part.constant is not None:
+            return part.constant
         template = part.template
         try:
             # One shared namespace per row instead of Template.render()'s copy per part: the
@@ -186,6 +190,13 @@ def _parse_headers(lines: list[str], name: str) -> list[tuple[str, str, int]]:
             )
         headers.append((field, value.strip(), lineno))
     return headers
+
+
+def _make_part(field: str, source: str, name: str, first_line: int, place: str) -> _Part:
+    """One compiled part; a part without Jinja syntax is rendered once, here."""
+    template = _compile_part(source, name, first_line)
+    literal = not any(mark in source for mark in _JINJA_MARKS)
+    return _Part(field, template, place, template.render() if literal else None)
 
 
 def _compile_part(source: str, name: str, first_line: int) -> Template:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jinja2 import Template
 
 from mailaction.errors import TemplateError
 from mailaction.template import LetterTemplate, template_variables
@@ -309,3 +310,19 @@ def test_any_value_renders_back_exactly(value: str) -> None:
 
 
 BODY_TEMPLATE = template("Subject: x\n\n{{ name }}")
+
+
+@given(st.text().filter(lambda text: not any(mark in text for mark in ("{{", "{%", "{#"))))
+def test_a_part_without_jinja_syntax_renders_as_jinja_would(text: str) -> None:
+    source = text.replace("\r", "")
+    letter = template(f"Subject: {{{{ name }}}}\n\n{source}").render(contact(name="Ana"))
+    assert letter.body == Template(source, keep_trailing_newline=True).render()
+    assert letter.problems == []
+
+
+def test_constant_headers_are_the_same_on_every_row() -> None:
+    letter_template = template("To: Team <team@example.org>\nSubject: Hi {{ name }}\n\nText\n")
+    for name in ("Ana", "Bo"):
+        letter = letter_template.render(contact(name=name))
+        assert letter.headers == [("To", "Team <team@example.org>"), ("Subject", f"Hi {name}")]
+        assert letter.body == "Text\n"
