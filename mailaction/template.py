@@ -133,8 +133,10 @@ class LetterTemplate:
         template = part.template
         try:
             # One shared namespace per row instead of Template.render()'s copy per part: the
-            # sandbox keeps templates from changing it, and rendering is the hot path.
-            return "".join(template.root_render_func(template.new_context(namespace, shared=True)))
+            # sandbox keeps templates from changing it, and rendering is the hot path. The context
+            # is made directly: new_context() would also collect the globals, already in namespace.
+            context = _ENV.context_class(_ENV, namespace, template.name, template.blocks)
+            return "".join(template.root_render_func(context))
         except UndefinedError as exc:
             message = _undefined_message(exc, contact, part.place)
         except SecurityError as exc:
