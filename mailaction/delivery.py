@@ -11,7 +11,7 @@ from enum import Enum
 
 from .campaign import Campaign, ValidationResult
 from .deliverylog import DeliveryLog, Entry, Outcome, State
-from .message import Letter
+from .message import Letter, restamped
 from .sender import Sender, SendSummary
 
 DAY = 86_400.0
@@ -168,7 +168,7 @@ class Run:
         last_row = 0
         for letter, entry in self._kept:
             last_row = letter.row
-            yield letter, entry, Decision.SEND
+            yield restamped(letter), entry, Decision.SEND
         if self._kept_all:
             return
         later = (letter for letter in self.campaign.letters() if letter.row > last_row)

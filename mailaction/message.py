@@ -10,7 +10,7 @@ import json
 import mimetypes
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,6 +76,19 @@ class Envelope:
     smtputf8: bool
 
 
+def restamped(letter: Letter) -> Letter:
+    """The letter with its Date header set to now, for a letter built a while before sending."""
+    head, blank, rest = letter.data.partition(b"\r\n\r\n")
+    date = _date_header(int(time.time())).encode("ascii")
+    head = _DATE_FIELD.sub(lambda _: b"Date: " + date, head, count=1)
+    return replace(letter, data=head + blank + rest)
+
+
+@lru_cache(maxsize=2)
+def _date_header(second: int) -> str:
+    return email.utils.formatdate(second, localtime=True)
+
+
 def make_message_id(campaign: str, contact_id: str, domain: str) -> str:
     """The Message-ID of a contact's letter in a campaign: the same on every run."""
     key = f"{campaign}\0{contact_id}".encode()
@@ -84,6 +97,7 @@ def make_message_id(campaign: str, contact_id: str, domain: str) -> str:
 
 # "Name <address>" or "address" in a form getaddresses reads the same way, only faster.
 _SIMPLE_ADDRESS = re.compile(r"(?:(\w+(?: \w+)*) <)?(\w+(?:[.+-]\w+)*@\w+(?:[.-]\w+)*)(?(1)>)")
+_DATE_FIELD = re.compile(rb"^Date: [^\r\n]*", re.MULTILINE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never part of an address; CR or LF would end the field
 
 
@@ -191,7 +205,6 @@ class LetterBuilder:
         self.base_dir = base_dir
         self._attachments: dict[str, Attachment] = {}
         self._markdown = MarkdownRenderer()
-        self._date = (0, "")  # (second, Date header value)
 
     def build(self, rendered: RenderedLetter, contact_id: str, row: int) -> Letter:
         """The letter for one contact, from its rendered (and validated) template."""
@@ -272,10 +285,7 @@ class LetterBuilder:
 
     def _now(self) -> str:
         """The Date header value, formatted once per second."""
-        second = int(time.time())
-        if self._date[0] != second:
-            self._date = (second, email.utils.formatdate(second, localtime=True))
-        return self._date[1]
+        return _date_header(int(time.time()))
 
 
 class MarkdownRenderer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,11 @@ def test_letters_are_the_ones_the_plan_built(config: Config, log: DeliveryLog) -
     plan = run.plan()
     letters = list(run.letters())
     assert len(letters) == plan.to_send == LETTERS
-    assert all(sent is shown for sent, shown in zip(letters, plan.sample, strict=False))
+    # The same letters, only the Date header set again as they go out.
+    assert all(
+        replace(sent, data=b"") == replace(shown, data=b"")
+        for sent, shown in zip(letters, plan.sample, strict=False)
+    )
     assert [entry.state for entry in log.entries()] == [State.PENDING] * LETTERS
 
 

@@ -6,6 +6,7 @@ import email.policy
 import email.utils
 import re
 import time
+from dataclasses import replace
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser, Parser
@@ -30,6 +31,7 @@ from mailaction.message import (
     make_message_id,
     markdown_blocks,
     parse_addresses,
+    restamped,
     smtp_address,
 )
 from mailaction.template import RenderedLetter
@@ -785,3 +787,16 @@ def test_simple_addresses_are_read_as_getaddresses_reads_them(
             if found
         )
         assert parse_addresses(value) == expected
+
+
+def test_restamped_sets_date_to_now_and_changes_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
+    letter = build(rendered(("Subject", "Date: in the subject"), ("X-Note", "Date: not a header")))
+    monkeypatch.setattr(time, "time", lambda: 1_700_003_600.0)
+    later = restamped(letter)
+    before, after = parse(letter), parse(later)
+    assert after["Date"].datetime.timestamp() == 1_700_003_600
+    assert before["Date"].datetime.timestamp() == 1_700_000_000
+    assert [(k, v) for k, v in after.items() if k != "Date"] == [(k, v) for k, v in before.items() if k != "Date"]
+    assert after.get_body().get_content() == before.get_body().get_content()
+    assert replace(later, data=letter.data) == letter
