@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import signal
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -33,8 +33,8 @@ from rich.text import Text
 from . import __version__
 from .campaign import Campaign
 from .config import Config, find_config, load_config
-from .deliverylog import DeliveryLog, Outcome, State
 from .delivery import Run, SendOptions, SendPlan, campaign_key, send_letters
+from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ExitStatus, InvalidCampaign, MailactionError
 from .message import Letter
 from .preview import print_letter, write_preview
@@ -286,9 +286,8 @@ def _open_log(config: Config, key: str, dry_run: bool) -> Iterator[DeliveryLog]:
     path = config.campaign.log
     assert path is not None
     if dry_run and not path.exists():
-        with tempfile.TemporaryDirectory() as scratch:
-            with DeliveryLog(Path(scratch) / "dry-run.sqlite", key) as log:
-                yield log
+        with tempfile.TemporaryDirectory() as scratch, DeliveryLog(Path(scratch) / "dry-run.sqlite", key) as log:
+            yield log
         return
     with DeliveryLog(path, key, lock=not dry_run) as log:
         yield log

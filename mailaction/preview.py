@@ -7,8 +7,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from email.header import decode_header, make_header
+from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from html import escape
 from html.parser import HTMLParser
