@@ -53,6 +53,12 @@ RATE_MARGIN = 1.01
 QUIT_TIMEOUT = 5.0
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _CONNECTION_ERRORS = (SMTPServerDisconnected, SMTPTimeoutError, SMTPConnectError, OSError)
+_CONTROL = re.compile(rb"[\r\n\0]")
+_INTERRUPTED = Outcome(
+    State.UNCERTAIN,
+    None,
+    "interrupted after the message was sent, before the server replied; it may have arrived",
+)
 
 OnOutcome = Callable[["Letter", Outcome], None]
 
@@ -283,13 +289,40 @@ def _dot_stuffed(data: bytes) -> bytes:
     return _LEADING_DOT.sub(b"..", data) + b".\r\n"
 
 
-def _interrupted(written: bool) -> Outcome:
-    if written:
-        reply = (
-            "interrupted after the message was sent, before the server replied; it may have arrived"
-        )
-        return Outcome(State.UNCERTAIN, None, reply)
-    return Outcome(State.DEFERRED, None, "interrupted before the message was sent")
+async def _one_by_one(smtp: SMTP, commands: list[bytes], replies: list[SMTPResponse]) -> None:
+    """Send the commands in turn, each after the previous reply, into ``replies``."""
+    for command in commands:
+        if replies and not _worth_going_on(replies, len(commands) - 2):
+            return
+        replies.append(await smtp.execute_command(command))
+
+
+def _worth_going_on(replies: list[SMTPResponse], recipients: int) -> bool:
+    """Whether the next command of a transaction can still lead to the letter going out."""
+    if replies[0].code != 250 or replies[-1].code == 421:
+        return False
+    if len(replies) == recipients + 1:  # DATA is next: only with a recipient accepted
+        return any(response.code in (250, 251) for response in replies[1:])
+    return True
+
+
+async def _pipelined(
+    smtp: SMTP, commands: list[bytes], replies: list[SMTPResponse], timeout: float
+) -> None:
+    """Send the commands in one write (RFC 2920) and read their replies into ``replies``.
+
+    aiosmtplib knows nothing of PIPELINING: its protocol hands over the first reply in what it
+    received and keeps the rest in its buffer, so the buffer is read before waiting for more.
+    After a 421 the server closes the connection; no more replies will come.
+    """
+    protocol = smtp.protocol
+    if protocol is None or not protocol.is_connected:
+        raise SMTPServerDisconnected("Connection lost")
+    # No await between the write and the first read_response, so no reply can be missed.
+    protocol.write(b"".join(command + b"\r\n" for command in commands))
+    while len(replies) < len(commands) and not (replies and replies[-1].code == 421):
+        buffered = protocol._read_response_from_buffer()
+        replies.append(buffered or await protocol.read_response(timeout=timeout))
 
 
 def _domains(letter: Letter) -> Iterator[str]:
@@ -462,6 +495,7 @@ class _Worker:
         self.size_limit = 0
         self.smtputf8 = False
         self.eight_bit = False
+        self.pipelining = False
 
     async def work(self) -> None:
         """Take letters until the run is over."""
@@ -502,6 +536,7 @@ class _Worker:
             self.size_limit = int(size) if size.isdigit() else 0
             self.smtputf8 = smtp.supports_extension("smtputf8")
             self.eight_bit = smtp.supports_extension("8bitmime")
+            self.pipelining = smtp.supports_extension("pipelining")
         self.used += 1
         return smtp
 
@@ -531,18 +566,18 @@ class _Worker:
         return await self._data(smtp, letter, refused)
 
     async def _envelope(self, letter: Letter) -> tuple[SMTP, dict[str, str]]:
-        """MAIL FROM and RCPT TO on a ready connection; the refused recipients."""
+        """MAIL FROM, RCPT TO and DATA on a ready connection; the refused recipients."""
         smtp = await self._connection()
         reused = self.used > 1
         try:
-            return smtp, await self._mail_and_rcpt(smtp, letter)
+            return smtp, await self._transaction(smtp, letter)
         except _Failed as failed:
             gone = failed.step == "MAIL FROM" and failed.outcome.code in (None, 421)
             if not (reused and gone and failed.outcome.state is State.DEFERRED):
                 raise
         # The server dropped a connection we had kept open; nothing was sent, so try a fresh one.
         smtp = await self._connection()
-        return smtp, await self._mail_and_rcpt(smtp, letter)
+        return smtp, await self._transaction(smtp, letter)
 
     def _mail_options(self, letter: Letter) -> list[bytes]:
         """MAIL FROM parameters, or `_Failed` when this server cannot take the letter."""
@@ -564,80 +599,105 @@ class _Worker:
             options.append(b"BODY=8BITMIME")
         return options
 
-    async def _mail_and_rcpt(self, smtp: SMTP, letter: Letter) -> dict[str, str]:
-        """The envelope; raises `_Failed` unless at least one recipient is accepted."""
+    def _commands(self, letter: Letter) -> list[bytes]:
+        """MAIL FROM, one RCPT TO per recipient, and DATA."""
         options = self._mail_options(letter)
         encoding = "utf-8" if letter.smtputf8 else "ascii"
         try:
-            reverse_path = f"FROM:<{letter.sender}>".encode(encoding)
-            forward_paths = [
-                f"TO:<{recipient}>".encode(encoding) for recipient in letter.recipients
-            ]
+            mail = b" ".join([b"MAIL FROM:<%s>" % letter.sender.encode(encoding), *options])
+            rcpts = [b"RCPT TO:<%s>" % address.encode(encoding) for address in letter.recipients]
         except UnicodeEncodeError:
             reply = "non-ASCII address in a letter not marked as needing SMTPUTF8"
             raise _Failed(None, reply, retry=False) from None
+        commands = [mail, *rcpts, b"DATA"]
+        if any(_CONTROL.search(command) for command in commands):
+            raise _Failed(None, "control character in an address", retry=False)
+        return commands
+
+    async def _transaction(self, smtp: SMTP, letter: Letter) -> dict[str, str]:
+        """The envelope up to the server's 354; raises `_Failed` unless it is waiting for the data.
+
+        With PIPELINING the commands go out together (RFC 2920: one round trip instead of two
+        or more); otherwise one by one, stopping where a reply makes the rest pointless.
+        """
+        commands = self._commands(letter)
+        replies: list[SMTPResponse] = []
+        lost: Exception | None = None
+        try:
+            if self.pipelining:
+                await _pipelined(smtp, commands, replies, self.timeout)
+            else:
+                await _one_by_one(smtp, commands, replies)
+        except (SMTPException, OSError) as exc:
+            self.close()
+            lost = exc
+        try:
+            return self._accepted(letter, replies, lost)
+        except _Failed:
+            if replies and replies[-1].code == 354:
+                self.close()  # pipelined DATA accepted although the envelope failed: never send
+            raise
+
+    def _accepted(
+        self, letter: Letter, replies: list[SMTPResponse], lost: Exception | None
+    ) -> dict[str, str]:
+        """The refused recipients when the replies let the data go; else raises `_Failed`."""
+        count = len(letter.recipients)
+        mail, rcpts, data = replies[:1], replies[1 : count + 1], replies[count + 1 :]
+        if mail and mail[0].code != 250:
+            raise self._refused(mail[0], "MAIL FROM")
         refused: dict[str, str] = {}
         codes: list[int] = []
-        step = "MAIL FROM"
-        try:
-            response = await smtp.execute_command(b"MAIL", reverse_path, *options)
-            if response.code != 250:
-                raise self._refused(response, step)
-            step = "RCPT TO"
-            for recipient, path in zip(letter.recipients, forward_paths, strict=True):
-                response = await smtp.execute_command(b"RCPT", path)
-                if response.code == 421:
-                    raise self._refused(response, step)
-                if response.code not in (250, 251):
-                    refused[recipient] = f"{response.code} {_text(response.message)}"
-                    codes.append(response.code)
-        except _CONNECTION_ERRORS as exc:
-            self.close()
-            raise _lost(exc, step, self.timeout) from None
-        if len(codes) == len(letter.recipients):
+        for recipient, response in zip(letter.recipients, rcpts):
+            if response.code == 421:
+                raise self._refused(response, "RCPT TO")
+            if response.code not in (250, 251):
+                refused[recipient] = f"{response.code} {_text(response.message)}"
+                codes.append(response.code)
+        if len(codes) == count:
             self.needs_reset = True
             temporary = [code for code in codes if _temporary(code)]
             details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
             reply = f"every recipient refused: {details}"
             raise _Failed((temporary or codes)[-1], reply, retry=bool(temporary), refused=refused)
+        if not data:
+            assert lost is not None  # one by one stops early only on a refusal, raised above
+            step = "MAIL FROM" if not mail else "RCPT TO" if len(rcpts) < count else "DATA"
+            raise _lost(lost, step, self.timeout)
+        if data[0].code != 354:
+            raise self._refused(data[0], "DATA")
         return refused
 
     def _refused(self, response: SMTPResponse, step: str) -> _Failed:
-        """The transaction failed on a reply; RSET before the connection carries another."""
-        self.needs_reset = True
-        retry = _temporary(response.code)
-        return _Failed(response.code, _text(response.message), retry=retry, step=step)
-
-    async def _data(self, smtp: SMTP, letter: Letter, refused: dict[str, str]) -> Outcome:
-        """The DATA phase, with the letter logged as sending throughout."""
-        log = self.run.log
-        log.mark_sending(letter.contact_id)
-        written = False
-        try:
-            response = await smtp.execute_command(b"DATA")
-            if response.code != 354:
-                self.needs_reset = True
-                return Outcome(_refusal(response.code), response.code, _text(response.message))
-            assert smtp.protocol is not None
-            # No await between the write and read_response, so the reply cannot be missed.
-            smtp.protocol.write(_dot_stuffed(letter.data))
-            written = True
-            response = await smtp.protocol.read_response(timeout=self.timeout)
-        except (SMTPException, OSError) as exc:
-            self.close()
-            lost = _lost(exc, "the end of data" if written else "DATA", self.timeout)
-            if written:
-                reply = f"{lost.outcome.reply}, after the message was sent; it may have arrived"
-                return Outcome(State.UNCERTAIN, None, reply, refused)
-            return lost.outcome
-        except asyncio.CancelledError:
-            self.close()
-            log.mark_outcome(letter.contact_id, _interrupted(written))
-            raise
-        if 200 <= response.code < 300:
-            return Outcome(State.SENT, response.code, _text(response.message), refused)
+        """The transaction failed on a reply; the session is reset, or dropped after a 421."""
         if response.code == 421:
             self.close()
         else:
             self.needs_reset = True
-        return Outcome(_refusal(response.code), response.code, _text(response.message))
+        retry = _temporary(response.code)
+        return _Failed(response.code, _text(response.message), retry=retry, step=step)
+
+    async def _data(self, smtp: SMTP, letter: Letter, refused: dict[str, str]) -> Outcome:
+        """The message once the server waits for it, with the letter logged as sending."""
+        log = self.run.log
+        log.mark_sending(letter.contact_id)
+        protocol = smtp.protocol
+        if protocol is None or not protocol.is_connected:
+            self.close()
+            return _lost(SMTPServerDisconnected("Connection lost"), "DATA", self.timeout).outcome
+        # No await between the write and read_response, so the reply cannot be missed.
+        protocol.write(_dot_stuffed(letter.data))
+        try:
+            response = await protocol.read_response(timeout=self.timeout)
+        except (SMTPException, OSError) as exc:
+            self.close()
+            lost = _lost(exc, "the end of data", self.timeout).outcome.reply
+            reply = f"{lost}, after the message was sent; it may have arrived"
+            return Outcome(State.UNCERTAIN, None, reply, refused)
+        except asyncio.CancelledError:
+            self.close()
+            log.mark_outcome(letter.contact_id, _INTERRUPTED)
+            raise
+        if 200 <= response.code < 300:
+            return Outcome(State.SENT, response.code, _text(response.message), refused)
+        return self._refused(response, "the end of data").outcome

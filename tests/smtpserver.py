@@ -117,14 +117,16 @@ class _Fault:
 class FaultSession(SMTP):
     """One client connection; runs the server's faults in place of normal replies."""
 
-    def __init__(self, server: FaultServer, **kwargs: Any) -> None:
+    def __init__(self, server: FaultServer, *, probe: bool, **kwargs: Any) -> None:
         super().__init__(server, **kwargs)
         self.server = server
-        self.number = 0  # 0 for the controller's start-up probe, which faults never touch
+        self.probe = probe  # the controller's start-up connection, which faults never touch
+        self.number = 0
         self.delivered = 0
 
     async def _handle_client(self) -> None:
-        self.number = self.server._connected()
+        if not self.probe:
+            self.number = self.server._connected()
         status = await self._fault("GREETING", None)
         if status is None:
             await super()._handle_client()
@@ -162,6 +164,8 @@ class FaultSession(SMTP):
         await self._command("EHLO", arg, super().smtp_EHLO)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        # What the client sent after MAIL FROM before hearing its reply (PIPELINING).
+        self.server.sent_with_mail.append(bytes(self._reader._buffer))  # type: ignore[attr-defined]
         limit = self.server.max_messages_per_connection
         if limit and self.delivered >= limit:
             await self._reply("421 4.7.0 too many messages on one connection")
@@ -215,8 +219,9 @@ class FaultServer:
     Options: ``smtputf8`` (advertise SMTPUTF8), ``size_limit`` (advertised SIZE; None for no
     SIZE), ``auth`` (``{"user": "secret"}``: offer AUTH, also without TLS), ``tls`` (a server
     SSLContext: offer STARTTLS, or use TLS from the start with ``implicit_tls``),
-    ``require_starttls``, ``idle_timeout`` (seconds before an idle connection is closed) and
-    ``max_messages_per_connection`` (421 once a connection has delivered that many).
+    ``require_starttls``, ``idle_timeout`` (seconds before an idle connection is closed),
+    ``max_messages_per_connection`` (421 once a connection has delivered that many) and
+    ``pipelining`` (advertise PIPELINING; aiosmtpd answers commands sent together in order).
     """
 
     def __init__(
@@ -230,17 +235,19 @@ class FaultServer:
         require_starttls: bool = False,
         idle_timeout: float = 300,
         max_messages_per_connection: int = 0,
+        pipelining: bool = False,
     ) -> None:
         self.max_messages_per_connection = max_messages_per_connection
+        self.pipelining = pipelining
         self.messages: list[ReceivedMessage] = []
         self.replies: list[str] = []
         self.commands: Counter[str] = Counter()
+        self.sent_with_mail: list[bytes] = []
         self.logins: list[str] = []
         self.connections = 0
         self._auth = auth
         self._faults: dict[str, list[_Fault]] = {command: [] for command in COMMANDS}
         self._lock = threading.Lock()
-        self._started = False
         self._controller = _Controller(
             self,
             ssl_context=tls if implicit_tls else None,
@@ -259,7 +266,6 @@ class FaultServer:
 
     def start(self) -> Self:
         self._controller.start()
-        self._started = True
         return self
 
     def stop(self) -> None:
@@ -296,8 +302,6 @@ class FaultServer:
         return None
 
     def _connected(self) -> int:
-        if not self._started:
-            return 0
         with self._lock:
             self.connections += 1
             return self.connections
@@ -312,6 +316,15 @@ class FaultServer:
         self.logins.append(user)
         return AuthResult(success=True)
 
+    async def handle_EHLO(
+        self, smtp: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """aiosmtpd's EHLO reply, with PIPELINING when the server offers it."""
+        session.host_name = hostname
+        if not self.pipelining:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
         """aiosmtpd handler hook: the reply after the final "."."""
         return await cast(FaultSession, smtp).end_of_data()
@@ -323,9 +336,12 @@ class _Controller(FreePortController):
             server, hostname="127.0.0.1", port=0, server_hostname="faults.test", **kwargs
         )
         self.fault_server = server
+        self.sessions = 0
 
     def factory(self) -> FaultSession:
-        return FaultSession(self.fault_server, **self.SMTP_kwargs)
+        """A session; the first is `start`'s probe, even when it runs after `start` returned."""
+        self.sessions += 1
+        return FaultSession(self.fault_server, probe=self.sessions == 1, **self.SMTP_kwargs)
 
 
 @dataclass(frozen=True)
