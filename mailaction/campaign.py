@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import islice
 
-from .config import Config
-from .contacts import ContactList, DuplicateFinder
+from .config import CampaignConfig, Config
+from .contacts import Contact, ContactList, DuplicateFinder
 from .errors import ConfigError, ContactsError, Problem
 from .message import Letter, LetterBuilder
+from .parallel import ordered_map, pool_size
 from .template import LetterTemplate
 from .validate import LetterRules, prepare_letter
 
@@ -44,6 +47,27 @@ class ValidationResult:
         self.problems.extend(prepared.problems[:room])
 
 
+_Identified = tuple[Contact, str, list[Problem]]  # a contact, its id, problems of the id
+
+PARALLEL_FROM = 10_000  # rows checked in this process before `validate` starts worker processes
+CHUNK_ROWS = 2_000  # contacts sent to a worker at a time
+
+
+class LetterChecks:
+    """Renders, checks and builds one contact's letter; made alike in each worker process."""
+
+    def __init__(self, settings: CampaignConfig, key: str) -> None:
+        assert settings.template is not None
+        self.template = LetterTemplate.from_file(settings.template)
+        self.rules = LetterRules(settings.max_message_size, settings.check_deliverability)
+        self.builder = LetterBuilder(key, self.template.base_dir)
+
+    def prepare(self, contact: Contact, contact_id: str) -> tuple[Letter | None, list[Problem]]:
+        """The contact's checked Letter, or None and every problem found in it."""
+        rendered = self.template.render(contact)
+        return prepare_letter(rendered, contact, contact_id, self.builder, self.rules)
+
+
 class Campaign:
     """A letter template and a contact list, ready to be validated, previewed or sent."""
 
@@ -56,18 +80,50 @@ class Campaign:
         self.config = config
         self.key = key or settings.name
         self.id_column = settings.id_column
-        self.template = LetterTemplate.from_file(settings.template)
+        self.checks = LetterChecks(settings, self.key)
+        self.template = self.checks.template
+        self.rules = self.checks.rules
+        self.builder = self.checks.builder
         self.contacts = ContactList(settings.contacts)
         if self.id_column not in self.contacts.columns:
             raise ContactsError(
                 f"{self.contacts.source}: no column {self.id_column!r} to identify contacts "
                 f"(columns: {', '.join(self.contacts.columns)}); set campaign.id_column"
             )
-        self.rules = LetterRules(settings.max_message_size, settings.check_deliverability)
-        self.builder = LetterBuilder(self.key, self.template.base_dir)
 
     def rows(self) -> Iterator[PreparedRow]:
         """Every contact in spreadsheet order, rendered, checked and (when valid) built."""
+        for contact, contact_id, problems in self._identified():
+            yield self._prepared(contact, contact_id, problems)
+
+    def validate(self, keep: int = 100, workers: int | None = None) -> ValidationResult:
+        """Check every row; keep the first ``keep`` problems and count the rest.
+
+        ``workers``: None checks lists longer than PARALLEL_FROM rows in worker processes, one
+        per core (see `pool_size`); under 2 checks every row here; 2 or more uses that many
+        workers from the first row. The result is the same either way. As with any
+        multiprocessing code, a script that calls this needs an ``if __name__ == "__main__":``
+        guard, since the workers import the main module.
+        """
+        result = ValidationResult(keep=keep)
+        identified = self._identified()
+        lead = 0
+        if workers is None:
+            workers, lead = pool_size(), PARALLEL_FROM
+        for contact, contact_id, problems in islice(identified, lead if workers >= 2 else None):
+            result.add(self._prepared(contact, contact_id, problems))
+        if workers >= 2:
+            self._validate_in_workers(identified, result, workers)
+        return result
+
+    def letters(self) -> Iterator[Letter]:
+        """The valid letters only, in order."""
+        for prepared in self.rows():
+            if prepared.letter is not None:
+                yield prepared.letter
+
+    def _identified(self) -> Iterator[_Identified]:
+        """Every contact in spreadsheet order, its id, and the id's problems (empty, duplicate)."""
         duplicates = DuplicateFinder(self.id_column, self.contacts.source)
         for contact in self.contacts:
             contact_id = contact.get(self.id_column)
@@ -79,22 +135,68 @@ class Campaign:
             duplicate = duplicates.check(contact)
             if duplicate is not None:
                 problems.append(duplicate)
-            rendered = self.template.render(contact)
-            letter, letter_problems = prepare_letter(
-                rendered, contact, contact_id, self.builder, self.rules
-            )
-            problems.extend(letter_problems)
-            yield PreparedRow(contact.row, contact_id, None if problems else letter, problems)
+            yield contact, contact_id, problems
 
-    def validate(self, keep: int = 100) -> ValidationResult:
-        """Check every row; keep the first ``keep`` problems and count the rest."""
-        result = ValidationResult(keep=keep)
-        for prepared in self.rows():
-            result.add(prepared)
-        return result
+    def _prepared(self, contact: Contact, contact_id: str, problems: list[Problem]) -> PreparedRow:
+        letter, letter_problems = self.checks.prepare(contact, contact_id)
+        problems.extend(letter_problems)
+        return PreparedRow(contact.row, contact_id, None if problems else letter, problems)
 
-    def letters(self) -> Iterator[Letter]:
-        """The valid letters only, in order."""
-        for prepared in self.rows():
-            if prepared.letter is not None:
-                yield prepared.letter
+    def _validate_in_workers(
+        self,
+        identified: Iterator[_Identified],
+        result: ValidationResult,
+        workers: int,
+    ) -> None:
+        """Add the remaining rows to ``result``, their letters checked by worker processes."""
+        done = ordered_map(
+            _letter_problems, _chunks(identified), workers=workers, initializer=_start_worker,
+            initargs=(self.config.campaign, self.key, self.id_column, self.contacts.source),
+        )  # fmt: skip
+        with closing(done):
+            for identities, letter_problems in done:
+                found = dict(letter_problems)
+                for index, (row, contact_id, problems) in enumerate(identities):
+                    problems.extend(found.get(index, ()))
+                    result.add(PreparedRow(row, contact_id, None, problems))
+
+
+_Kept = tuple[int, str, list[Problem]]  # row, contact id, problems of the id: kept in this process
+_Sent = tuple[int, dict[str, str]]  # row, the contact's values: what a worker needs
+
+
+def _chunks(
+    identified: Iterator[_Identified],
+) -> Iterator[tuple[list[_Kept], list[_Sent]]]:
+    """CHUNK_ROWS contacts at a time: what the main process keeps, and what a worker checks."""
+    while True:
+        kept: list[_Kept] = []
+        sent: list[_Sent] = []
+        for contact, contact_id, problems in islice(identified, CHUNK_ROWS):
+            kept.append((contact.row, contact_id, problems))
+            sent.append((contact.row, contact.values))
+        if not kept:
+            return
+        yield kept, sent
+
+
+_worker: tuple[LetterChecks, str, str] | None = None  # in a worker: checks, id column, source
+
+
+def _start_worker(settings: CampaignConfig, key: str, id_column: str, source: str) -> None:
+    """Make the template, rules and builder once in a worker process."""
+    global _worker
+    _worker = (LetterChecks(settings, key), id_column, source)
+
+
+def _letter_problems(contacts: list[_Sent]) -> list[tuple[int, list[Problem]]]:
+    """(position in the chunk, problems) for each contact whose letter has problems."""
+    assert _worker is not None, "_start_worker runs first in every worker"
+    checks, id_column, source = _worker
+    found = []
+    for index, (row, values) in enumerate(contacts):
+        contact = Contact(row, values, source)
+        _, problems = checks.prepare(contact, contact.get(id_column))
+        if problems:
+            found.append((index, problems))
+    return found

@@ -1,0 +1,171 @@
+"""Validation in worker processes gives exactly what validation in one process gives."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailaction import campaign as campaign_module
+from mailaction.campaign import Campaign
+from mailaction.config import load_config
+from mailaction.parallel import ordered_map
+
+MAILACTION = Path(sys.executable).with_name("mailaction")
+
+TEMPLATE = """\
+To: {{ name }} <{{ email }}>
+From: Campaign <campaign@example.org>
+Subject: {{ subject }}
+
+Dear {{ name }},
+
+Thank you.
+"""
+
+
+def write_campaign(folder: Path, count: int) -> Path:
+    """A campaign of ``count`` contacts, a few of them bad in each way; returns its config."""
+    with (folder / "contacts.csv").open("w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["email", "name", "subject"])
+        for n in range(count):
+            email, subject = f"p{n}@example.org", f"Letter {n}"
+            if n % 97 == 5:
+                email = f"p{n}@"
+            if n % 89 == 7:
+                subject = f"Letter {n}\r\nBcc: everyone@example.net"
+            if n % 83 == 11:
+                email = f"p{n - 3}@example.org"
+            if n % 251 == 13:
+                email = ""
+            writer.writerow([email, f"Person {n}", subject])
+    (folder / "letter.txt").write_text(TEMPLATE, encoding="utf-8")
+    config = folder / "mailaction.toml"
+    config.write_text(
+        '[campaign]\nname = "Parallel"\ntemplate = "letter.txt"\ncontacts = "contacts.csv"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.mark.parametrize("keep", [100, 10_000])
+def test_workers_find_the_same_problems_in_the_same_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: int
+) -> None:
+    config = load_config(write_campaign(tmp_path, 3_000))
+    monkeypatch.setattr(campaign_module, "CHUNK_ROWS", 64)  # many chunks, several in flight
+
+    alone = Campaign(config).validate(keep=keep, workers=0)
+    shared = Campaign(config).validate(keep=keep, workers=2)
+
+    assert shared == alone
+    assert alone.invalid_rows > 100 and alone.ready > 2_500
+    fields = {problem.field for problem in alone.problems}
+    assert {"email", "To", "Subject"} <= fields
+
+
+def test_lists_past_the_threshold_switch_to_workers_mid_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(write_campaign(tmp_path, 1_500))
+    monkeypatch.setattr(campaign_module, "PARALLEL_FROM", 700)
+    monkeypatch.setattr(campaign_module, "CHUNK_ROWS", 100)
+    monkeypatch.setattr(campaign_module, "pool_size", lambda: 2)
+
+    assert Campaign(config).validate(keep=1_000) == Campaign(config).validate(keep=1_000, workers=0)
+
+
+def _worker_pid(chunk: int) -> int:
+    if chunk == 3:
+        raise ZeroDivisionError("a bug in a worker")
+    return os.getpid()
+
+
+def _nothing() -> None:
+    pass
+
+
+def test_an_exception_in_a_worker_is_raised_in_the_main_process() -> None:
+    results = ordered_map(_worker_pid, ((n, n) for n in range(8)), workers=2, initializer=_nothing)
+    with pytest.raises(ZeroDivisionError, match="a bug in a worker"):
+        list(results)
+
+
+def test_an_interrupt_in_the_main_process_stops_the_workers() -> None:
+    pids: list[int] = []
+
+    def chunks() -> Iterator[tuple[int, int]]:
+        for n in range(100):
+            if len(pids) >= 4:
+                raise KeyboardInterrupt
+            yield n, n + 100
+
+    with pytest.raises(KeyboardInterrupt):
+        for _, pid in ordered_map(_worker_pid, chunks(), workers=2, initializer=_nothing):
+            pids.append(pid)
+
+    assert pids and os.getpid() not in pids
+    for pid in set(pids):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _session_size(session: int) -> int:
+    """Processes alive in a session (Linux /proc)."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        try:
+            stat = (Path("/proc") / entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[3]) == session:
+            count += 1
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_ctrl_c_during_validate_exits_130_without_tracebacks(tmp_path: Path) -> None:
+    config = write_campaign(tmp_path, 200_000)
+    process = subprocess.Popen(
+        [str(MAILACTION), "validate", "--config", str(config)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while _session_size(process.pid) < 4 and time.monotonic() < deadline:  # main, server, workers
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: every process in the group
+    _, stderr = process.communicate(timeout=20)
+
+    assert process.returncode == 130
+    assert "Interrupted." in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    deadline = time.monotonic() + 5  # the fork server and resource tracker follow the main process
+    while _session_size(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_size(process.pid) == 0
+
+
+def test_cli_counts_bad_rows_checked_by_workers_like_one_process(tmp_path: Path) -> None:
+    config = write_campaign(tmp_path, 12_000)  # past PARALLEL_FROM: the last rows go to workers
+    alone = Campaign(load_config(config)).validate(workers=0)
+
+    finished = subprocess.run(
+        [str(MAILACTION), "validate", "--config", str(config)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert finished.returncode == 2
+    printed = finished.stdout + finished.stderr
+    assert [str(problem) for problem in alone.problems] == finished.stdout.splitlines()[:100]
+    assert (
+        f"{alone.problem_count} problem(s) in {alone.invalid_rows} row(s) of contacts.csv "
+        f"with letter.txt; {alone.ready} letter(s) ready."
+    ) in " ".join(printed.split())
