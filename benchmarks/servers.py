@@ -106,72 +106,73 @@ def run_timed(
     return Finished(seconds, process.returncode, usage.ru_maxrss / 1024, text)
 
 
-class PostfixSink:
+class _ServerProcess:
+    """A server in its own process with a scratch file, stopped when the `with` block ends."""
+
+    _process: subprocess.Popen[bytes]
+    _file: Path
+
+    def _wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        stop(self._process)
+        self._file.unlink(missing_ok=True)
+
+
+class PostfixSink(_ServerProcess):
     """Postfix's smtp-sink on a free loopback port; counts the messages it accepted."""
 
     def __init__(self) -> None:
         self.port = free_port()
-        self._counter = Path(tempfile.mkstemp(prefix="smtp-sink-", suffix=".out")[1])
+        self._file = Path(tempfile.mkstemp(prefix="smtp-sink-", suffix=".out")[1])
         # smtp-sink refuses to run as root without -u; it drops to that user after binding.
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        with self._counter.open("wb") as counter:
+        with self._file.open("wb") as counter:
             self._process = subprocess.Popen(
                 [str(SMTP_SINK), *user, "-c", f"127.0.0.1:{self.port}", "1000"],
                 stdout=counter, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
-    def __enter__(self) -> Self:
-        try:
-            wait_listening(self.port, self._process)
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        stop(self._process)
-        self._counter.unlink(missing_ok=True)
+    def _wait_ready(self) -> None:
+        wait_listening(self.port, self._process)
 
     def received(self) -> int:
         """Messages accepted so far (smtp-sink's -c counter, updated at each QUIT)."""
-        counts = _SINK_COUNT.findall(self._counter.read_bytes())
+        counts = _SINK_COUNT.findall(self._file.read_bytes())
         return int(counts[-1]) if counts else 0
 
 
-class SlowSink:
+class SlowSink(_ServerProcess):
     """benchmarks/slow_sink.py in its own process: replies after ``delay``, records arrivals."""
 
     def __init__(self, delay: float, *, record: bool = False) -> None:
-        self._times = Path(tempfile.mkstemp(prefix="arrivals-", suffix=".txt")[1])
+        self._file = Path(tempfile.mkstemp(prefix="arrivals-", suffix=".txt")[1])
         command = [sys.executable, str(SLOW_SINK), "--delay", str(delay)]
         if record:
-            command += ["--times", str(self._times)]
+            command += ["--times", str(self._file)]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE)
         self.port = 0
 
-    def __enter__(self) -> Self:
-        try:
-            assert self._process.stdout is not None
-            line = self._process.stdout.readline().decode()
-            if not line.startswith("port "):
-                raise BenchmarkError(f"slow_sink.py did not start: {line!r}")
-            self.port = int(line.split()[1])
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        stop(self._process)
-        self._times.unlink(missing_ok=True)
+    def _wait_ready(self) -> None:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().decode()
+        if not line.startswith("port "):
+            raise BenchmarkError(f"slow_sink.py did not start: {line!r}")
+        self.port = int(line.split()[1])
 
     def arrivals(self) -> list[float]:
         """Stop the sink and return when each message's data ended (monotonic seconds)."""
         stop(self._process)
-        return sorted(float(line) for line in self._times.read_text().split())
+        return sorted(float(line) for line in self._file.read_text().split())
