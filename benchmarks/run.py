@@ -17,11 +17,13 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -313,6 +315,57 @@ def _rate(bench: Bench, rate: int) -> list[Figure]:
     return [achieved, busiest]
 
 
+class TreeMemory:
+    """While open, samples the summed RSS of every descendant of this process; keeps the peak.
+
+    `mailaction validate` checks large lists in worker processes that are children of a fork
+    server, not of the command, so wait4()'s ru_maxrss (one process's peak) misses them. Pages
+    shared between processes count once per process, so the sum errs on the high side.
+    """
+
+    INTERVAL = 0.1  # seconds; one sample reads /proc/<pid>/stat of every process (~1 ms)
+
+    def __init__(self) -> None:
+        self.peak_mib = 0.0
+        self._page_mib = os.sysconf("SC_PAGE_SIZE") / 2**20
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self.peak_mib = max(self.peak_mib, self._descendants_rss())
+
+    def _descendants_rss(self) -> float:
+        """MiB resident in all descendants of this process right now."""
+        children: dict[int, list[int]] = {}
+        pages: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            pid = int(entry)
+            children.setdefault(int(fields[1]), []).append(pid)  # fields[1]: the parent's pid
+            pages[pid] = int(fields[21])  # rss
+        total, parents = 0, [os.getpid()]
+        while parents:
+            for child in children.get(parents.pop(), []):
+                total += pages[child]
+                parents.append(child)
+        return total * self._page_mib
+
+
 def validate(bench: Bench) -> list[Figure]:
     """`mailaction validate` on large lists: rows per second, wall time and peak memory."""
     sizes = bench.sizes.validate_rows
@@ -332,7 +385,9 @@ def _validate(bench: Bench, rows: int, *, budget: float) -> list[Figure]:
     speed = Figure(section, "rows per second (wall time of the command)", "rows/s",
                    target=Target(">=", 25_000))  # fmt: skip
     wall = Figure(section, "wall time", "s")
-    memory = Figure(section, "peak RSS", "MiB", target=Target("<", 400) if budget else None)
+    memory = Figure(section, "peak RSS", "MiB", target=Target("<", 400) if budget else None,
+                    note="summed over the command's processes (workers included), "
+                    f"sampled every {TreeMemory.INTERVAL:g} s")  # fmt: skip
     directory = bench.fresh_dir(f"validate-{rows}")
     config = write_mailaction_config(
         directory / "mailaction.toml", port=1025, template=bench.template,
@@ -341,9 +396,12 @@ def _validate(bench: Bench, rows: int, *, budget: float) -> list[Figure]:
     command = [str(MAILACTION), "validate", "--config", str(config)]
 
     def run() -> float:
-        finished = run_timed(command, timeout=1800, cwd=directory).check("mailaction validate")
+        with TreeMemory() as tree:
+            finished = run_timed(command, timeout=1800, cwd=directory)
+        finished.check("mailaction validate")
         wall.values.append(finished.seconds)
-        memory.values.append(finished.max_rss_mib)
+        # The sampled sum can miss a short peak; the main process's own exact peak bounds it below.
+        memory.values.append(max(finished.max_rss_mib, tree.peak_mib))
         return rows / finished.seconds
 
     bench.measure([(speed, run)], budget=budget)
