@@ -34,6 +34,7 @@ from aiosmtplib import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.protocol import MAX_RESPONSE_LENGTH, SMTPProtocol
 
 from .config import Rate, SendingConfig, SMTPConfig
 from .deliverylog import DeliveryLog, Outcome, State
@@ -178,6 +179,8 @@ async def _open(
     step = "connect"
     try:
         await client.connect()
+        assert client.protocol is not None
+        client.protocol.__class__ = _PipeliningProtocol
         step = "EHLO"
         await client.ehlo()
         if config.security == "starttls":
@@ -311,18 +314,40 @@ async def _pipelined(
 ) -> None:
     """Send the commands in one write (RFC 2920) and read their replies into ``replies``.
 
-    aiosmtplib knows nothing of PIPELINING: its protocol hands over the first reply in what it
-    received and keeps the rest in its buffer, so the buffer is read before waiting for more.
     After a 421 the server closes the connection; no more replies will come.
     """
     protocol = smtp.protocol
     if protocol is None or not protocol.is_connected:
         raise SMTPServerDisconnected("Connection lost")
-    # No await between the write and the first read_response, so no reply can be missed.
     protocol.write(b"".join(command + b"\r\n" for command in commands))
     while len(replies) < len(commands) and not (replies and replies[-1].code == 421):
-        buffered = protocol._read_response_from_buffer()
-        replies.append(buffered or await protocol.read_response(timeout=timeout))
+        replies.append(await protocol.read_response(timeout=timeout))
+
+
+class _PipeliningProtocol(SMTPProtocol):
+    """aiosmtplib's protocol, keeping the replies that arrive before the previous one was read.
+
+    aiosmtplib expects one reply per command and drops what comes while it is not waiting for
+    one; with PIPELINING several replies are on their way at once, and under load the next can
+    arrive before the task that waited for the previous one has run.
+    """
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._response_waiter
+        if waiter is not None and (waiter.done() or not self._response_pending):
+            self._buffer.extend(data)  # read by the next read_response
+            if len(self._buffer) > MAX_RESPONSE_LENGTH and self.transport is not None:
+                self.transport.close()  # a server sending this much unasked is not one to keep
+            return
+        super().data_received(data)
+
+    async def read_response(self, timeout: float | None = None) -> SMTPResponse:
+        waiter = self._response_waiter
+        if self._buffer and waiter is not None and not waiter.done():
+            response = self._read_response_from_buffer()
+            if response is not None:
+                waiter.set_result(response)
+        return await super().read_response(timeout)
 
 
 def _domains(letter: Letter) -> Iterator[str]:
