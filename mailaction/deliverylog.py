@@ -4,6 +4,14 @@ The database runs in WAL mode with ``synchronous=NORMAL``: every committed chang
 process being killed (even ``kill -9``), and reports can read while a `send` writes. A power loss
 or an operating-system crash may lose the last few commits, so a letter in flight then could be
 sent twice; ``synchronous=FULL`` would prevent that at the cost of an fsync per state change.
+
+Commits are grouped by one rule: a letter's `sending` mark is committed, with everything written
+since the last commit, before its data may go out (`mark_sending`). Registrations and outcomes
+are written at once but committed with the next such mark, or by `flush` (which the sender calls
+whenever it is about to wait, and at the end of a run) or `close`. So a crash can lose only the
+outcomes of its last moments: those letters are still `sending` on disk, which the next run turns
+into `uncertain` (held, never sent again on its own, never forgotten). A registration lost that
+way belongs to a letter whose data never went out; the next run registers it again.
 """
 
 from __future__ import annotations
@@ -160,8 +168,11 @@ class DeliveryLog:
             raise
 
     def close(self) -> None:
-        """Close the database and release the lock."""
-        self._db.close()
+        """Commit what is pending, close the database and release the lock."""
+        try:
+            self.flush()
+        finally:
+            self._db.close()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -172,8 +183,18 @@ class DeliveryLog:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def flush(self) -> None:
+        """Commit every change written so far."""
+        if self._db.in_transaction:
+            self._run("COMMIT", ())
+
     def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
-        """Run one statement as its own committed transaction."""
+        """Run one statement in the open transaction (begun if need be), committed later."""
+        if not self._db.in_transaction:
+            self._run("BEGIN", ())
+        return self._run(sql, params)
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, params)
         except sqlite3.OperationalError as exc:
@@ -194,7 +215,9 @@ class DeliveryLog:
             f" WHERE campaign = ? AND state = ? RETURNING {_COLUMNS}",
             (State.UNCERTAIN, _INTERRUPTED, self.campaign, State.SENDING),
         )
-        return sorted(map(_entry, cursor.fetchall()), key=lambda entry: entry.row)
+        recovered = sorted(map(_entry, cursor.fetchall()), key=lambda entry: entry.row)
+        self.flush()
+        return recovered
 
     def register(self, letter: Letter) -> Entry:
         """Record a letter as pending unless already logged; return what the log holds."""
@@ -262,7 +285,7 @@ class DeliveryLog:
         return None if values is None else _entry(values)
 
     def mark_sending(self, contact_id: str) -> None:
-        """Record that the letter's data is about to be written to the server."""
+        """Record, committed, that the letter's data is about to be written to the server."""
         now = time.time()
         self._update(
             contact_id,
@@ -271,9 +294,10 @@ class DeliveryLog:
             " WHERE campaign = ? AND contact_id = ?",
             (State.SENDING, now, now),
         )
+        self.flush()
 
     def mark_outcome(self, contact_id: str, outcome: Outcome) -> None:
-        """Record how the last attempt ended."""
+        """Record how the last attempt ended (committed with the next `mark_sending` or `flush`)."""
         sent_at = time.time() if outcome.state is State.SENT else None
         self._update(
             contact_id,

@@ -394,6 +394,7 @@ class _Run:
         watcher.add_done_callback(lambda _: self.halt())
         try:
             await asyncio.gather(*(worker.work() for worker in workers))
+            self.log.flush()
         finally:
             watcher.cancel()
             for worker in workers:
@@ -441,6 +442,7 @@ class _Run:
         """Wait until the rate limits let ``letter`` go; False if the run stopped meanwhile."""
         if self._limiter is None:
             return True
+        self.log.flush()  # the outcomes so far are committed before any wait
         slot = asyncio.ensure_future(self._limiter.acquire(_domains(letter)))
         try:
             await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
@@ -496,6 +498,7 @@ class _Run:
             self._changed = asyncio.Event()
 
     async def _wait(self, timeout: float | None) -> None:
+        self.log.flush()
         changed = self._changed
         self._waiting += 1
         try:

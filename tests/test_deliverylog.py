@@ -190,9 +190,27 @@ def test_sent_since_counts_only_sent_letters_in_the_period(log: DeliveryLog) -> 
     assert log.sent_since(time.time() + 60) == 0
 
 
+def test_a_sending_mark_commits_what_came_before_and_outcomes_wait_for_a_flush(
+    path: Path,
+) -> None:
+    with DeliveryLog(path, "spring") as log, DeliveryLog(path, "spring") as other:
+        log.register(letter(2, "ana"))
+        assert other.get("ana@example.org") is None  # not committed yet
+        log.mark_sending("ana@example.org")
+        assert other.get("ana@example.org").state is State.SENDING
+        log.mark_outcome("ana@example.org", SENT)
+        assert other.get("ana@example.org").state is State.SENDING
+        log.flush()
+        assert other.get("ana@example.org").state is State.SENT
+        log.register(letter(3, "ben"))
+    with DeliveryLog(path, "spring") as reopened:  # close() committed the rest
+        assert reopened.get("ben@example.org").state is State.PENDING
+
+
 def test_two_campaigns_in_one_file_are_independent(path: Path) -> None:
     with DeliveryLog(path, "spring") as real, DeliveryLog(path, "spring [test]") as proof:
         real.register(letter(2, "ana"))
+        real.flush()  # a writer holds the file until it commits
         proof.register(letter(2, "ana"))
         proof.mark_sending("ana@example.org")
         proof.mark_outcome("ana@example.org", SENT)
@@ -259,6 +277,7 @@ def test_a_reader_and_the_writer_do_not_wait_for_each_other(path: Path) -> None:
     with DeliveryLog(path, "spring", lock=True) as writer:
         for row in (2, 3, 4):
             writer.register(letter(row))
+        writer.flush()
         with DeliveryLog(path, "spring", create=False) as reader:
             reading = reader.entries()
             assert next(reading).row == 2  # the reader is inside a read transaction now

@@ -115,6 +115,14 @@ async def test_200_letters_over_4_connections_each_received_once(
     assert ".a line that starts with a dot" in body and "..a line" not in body
 
 
+async def test_every_outcome_is_committed_when_the_run_ends(
+    server: FaultServer, log: DeliveryLog
+) -> None:
+    await send(server, log, letters(20), concurrency=4)
+    with DeliveryLog(log.path, log.campaign) as other:  # sees only what was committed
+        assert states(other) == Counter({State.SENT: 20})
+
+
 async def test_reconnects_after_max_messages_per_connection(
     server: FaultServer, log: DeliveryLog
 ) -> None:
