@@ -13,14 +13,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zipfile import BadZipFile
 
-import pandas as pd
-from openpyxl import load_workbook
-from openpyxl.utils import get_column_letter
-from openpyxl.utils.exceptions import InvalidFileException
-
 from .errors import ContactsError, Problem
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas and openpyxl (~0.2 s to import) are imported only where a file is read: worker
+# processes of a parallel validate import this module for Contact and never read a file.
 
 _TEXT_SUFFIXES = {".csv": None, ".txt": None, ".tsv": "\t"}  # suffix -> fixed delimiter
 _DELIMITERS = ",;\t|"
@@ -202,6 +204,8 @@ class _TextTable:
 
     def _chunks(self, size: int) -> Iterator[pd.DataFrame]:
         """The file as data frames of text, the header row first; read errors as ContactsError."""
+        import pandas as pd
+
         # The header is read as data, so the parser measures every row against its width.
         try:
             reader = pd.read_csv(
@@ -355,10 +359,14 @@ class _XlsxTable:
 
     def column_label(self, index: int) -> str:
         """How the sheet names the table's column ``index`` (from 0): "column C"."""
+        from openpyxl.utils import get_column_letter
+
         return f"column {get_column_letter(self._start + index + 1)}"
 
     def records(self) -> Iterator[tuple[int, Sequence[str]]]:
         """(row number, cells) for every row after the header, padded to the header's width."""
+        from openpyxl.utils import get_column_letter
+
         start, end = self._start, self._end
         for row, cells in self._rows():
             if row <= self.header_row:
@@ -373,6 +381,9 @@ class _XlsxTable:
             yield row, part + [""] * (end - start - len(part))
 
     def _rows(self) -> Iterator[tuple[int, list[str]]]:
+        from openpyxl import load_workbook
+        from openpyxl.utils.exceptions import InvalidFileException
+
         try:
             workbook = load_workbook(self.path, read_only=True, data_only=True)
         except OSError as exc:
