@@ -49,7 +49,9 @@ class ValidationResult:
 
 _Identified = tuple[Contact, str, list[Problem]]  # a contact, its id, problems of the id
 
-PARALLEL_FROM = 10_000  # rows checked in this process before `validate` starts worker processes
+# Contact files this large (some 10,000 rows of 100 bytes) are checked in worker processes. The
+# size is known before the first row is read, so the workers start at once, while rows are read.
+PARALLEL_FROM = 1 << 20  # bytes
 CHUNK_ROWS = 2_000  # contacts sent to a worker at a time
 
 
@@ -99,21 +101,21 @@ class Campaign:
     def validate(self, keep: int = 100, workers: int | None = None) -> ValidationResult:
         """Check every row; keep the first ``keep`` problems and count the rest.
 
-        ``workers``: None checks lists longer than PARALLEL_FROM rows in worker processes, one
-        per core (see `pool_size`); under 2 checks every row here; 2 or more uses that many
-        workers from the first row. The result is the same either way. As with any
-        multiprocessing code, a script that calls this needs an ``if __name__ == "__main__":``
-        guard, since the workers import the main module.
+        ``workers``: None checks contact files of PARALLEL_FROM bytes or more in worker
+        processes, one per core (see `pool_size`); under 2 checks every row here; 2 or more uses
+        that many workers. The result is the same either way. As with any multiprocessing code,
+        a script that calls this needs an ``if __name__ == "__main__":`` guard, since the
+        workers import the main module.
         """
-        result = ValidationResult(keep=keep)
-        identified = self._identified()
-        lead = 0
         if workers is None:
-            workers, lead = pool_size(), PARALLEL_FROM
-        for contact, contact_id, problems in islice(identified, lead if workers >= 2 else None):
-            result.add(self._prepared(contact, contact_id, problems))
+            large = self.contacts.path.stat().st_size >= PARALLEL_FROM
+            workers = pool_size() if large else 0
+        result = ValidationResult(keep=keep)
         if workers >= 2:
-            self._validate_in_workers(identified, result, workers)
+            self._validate_in_workers(result, workers)
+        else:
+            for contact, contact_id, problems in self._identified():
+                result.add(self._prepared(contact, contact_id, problems))
         return result
 
     def letters(self) -> Iterator[Letter]:
@@ -142,16 +144,12 @@ class Campaign:
         problems.extend(letter_problems)
         return PreparedRow(contact.row, contact_id, None if problems else letter, problems)
 
-    def _validate_in_workers(
-        self,
-        identified: Iterator[_Identified],
-        result: ValidationResult,
-        workers: int,
-    ) -> None:
-        """Add the remaining rows to ``result``, their letters checked by worker processes."""
+    def _validate_in_workers(self, result: ValidationResult, workers: int) -> None:
+        """Add every row to ``result``, their letters checked by worker processes."""
+        initargs = (self.config.campaign, self.key, self.id_column, self.contacts.source)
         done = ordered_map(
-            _letter_problems, _chunks(identified), workers=workers, initializer=_start_worker,
-            initargs=(self.config.campaign, self.key, self.id_column, self.contacts.source),
+            _letter_problems, _chunks(self._identified()), workers=workers,
+            initializer=_start_worker, initargs=initargs,
         )  # fmt: skip
         with closing(done):
             for identities, letter_problems in done:

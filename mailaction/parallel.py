@@ -57,7 +57,7 @@ def ordered_map(
     pending: deque[tuple[Kept, Future[Result]]] = deque()
     try:
         for kept, sent in chain([first], chunks):
-            with _interrupts_ignored():
+            with _interrupts_held():
                 pending.append((kept, pool.submit(function, sent)))
             if len(pending) >= workers * AHEAD:
                 kept, future = pending.popleft()
@@ -70,25 +70,33 @@ def ordered_map(
 
 
 @contextmanager
-def _interrupts_ignored() -> Iterator[None]:
-    """Ignore SIGINT meanwhile: a worker started now keeps ignoring it from its very first line.
+def _interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C back meanwhile and deliver it after; a worker started now begins with SIGINT
+    blocked, see `_start_worker`.
 
     Ctrl-C reaches every process of the terminal's process group; only the main process should
-    act on it, by stopping the pool. A Ctrl-C during these few microseconds (milliseconds when
-    a worker starts) is lost.
+    act on it, by stopping the pool, and not half-way through starting a worker. Blocking SIGINT
+    holds it back in this thread only: another thread may take it, so the main thread's handler
+    only records it meanwhile.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    held: list[int] = []
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        previous = signal.signal(signal.SIGINT, lambda number, frame: held.append(number))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
     """Set up one worker; Ctrl-C is left to the main process, which stops the pool."""
-    # Workers started outside the main thread did not inherit an ignored SIGINT.
+    # Ignoring SIGINT while it is still blocked also drops a Ctrl-C that came during start-up.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     initializer(*initargs)

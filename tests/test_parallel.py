@@ -10,10 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mailaction import campaign as campaign_module
+from mailaction import parallel
 from mailaction.campaign import Campaign
 from mailaction.config import load_config
 from mailaction.parallel import ordered_map
@@ -72,15 +74,27 @@ def test_workers_find_the_same_problems_in_the_same_order(
     assert {"email", "To", "Subject"} <= fields
 
 
-def test_lists_past_the_threshold_switch_to_workers_mid_list(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("large", [False, True])
+def test_only_contact_files_past_the_threshold_start_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large: bool
 ) -> None:
     config = load_config(write_campaign(tmp_path, 1_500))
-    monkeypatch.setattr(campaign_module, "PARALLEL_FROM", 700)
+    size = (tmp_path / "contacts.csv").stat().st_size
+    monkeypatch.setattr(campaign_module, "PARALLEL_FROM", size if large else size + 1)
     monkeypatch.setattr(campaign_module, "CHUNK_ROWS", 100)
     monkeypatch.setattr(campaign_module, "pool_size", lambda: 2)
+    pools: list[int] = []
 
-    assert Campaign(config).validate(keep=1_000) == Campaign(config).validate(keep=1_000, workers=0)
+    def counted_ordered_map(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        pools.append(kwargs["workers"])
+        return ordered_map(*args, **kwargs)
+
+    monkeypatch.setattr(campaign_module, "ordered_map", counted_ordered_map)
+
+    shared = Campaign(config).validate(keep=1_000)
+
+    assert pools == ([2] if large else [])
+    assert shared == Campaign(config).validate(keep=1_000, workers=0)
 
 
 def _worker_pid(chunk: int) -> int:
@@ -116,6 +130,15 @@ def test_an_interrupt_in_the_main_process_stops_the_workers() -> None:
     for pid in set(pids):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_ctrl_c_while_a_worker_starts_is_raised_once_it_has_started() -> None:
+    finished = False
+    with pytest.raises(KeyboardInterrupt), parallel._interrupts_held():
+        signal.raise_signal(signal.SIGINT)
+        finished = True
+
+    assert finished
 
 
 def _session_size(session: int) -> int:
@@ -154,7 +177,8 @@ def test_ctrl_c_during_validate_exits_130_without_tracebacks(tmp_path: Path) -> 
 
 
 def test_cli_counts_bad_rows_checked_by_workers_like_one_process(tmp_path: Path) -> None:
-    config = write_campaign(tmp_path, 12_000)  # past PARALLEL_FROM: the last rows go to workers
+    config = write_campaign(tmp_path, 30_000)
+    assert (tmp_path / "contacts.csv").stat().st_size >= campaign_module.PARALLEL_FROM  # workers
     alone = Campaign(load_config(config)).validate(workers=0)
 
     finished = subprocess.run(
