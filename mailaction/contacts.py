@@ -197,7 +197,8 @@ class _TextTable:
         """(row number, cells) for every row after the header, blank ones included."""
         for chunk in self._chunks(self.chunk_size):
             first_row = self.header_row + int(chunk.index[0])
-            rows = chunk.itertuples(index=False, name=None)
+            # Whole columns as lists: itertuples fetches pandas 3 strings one cell at a time.
+            rows = zip(*(column.tolist() for _, column in chunk.items()))
             for row, cells in enumerate(rows, start=first_row):
                 if row != self.header_row:
                     yield row, cells
