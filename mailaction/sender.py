@@ -180,6 +180,7 @@ async def _open(
     try:
         await client.connect()
         assert client.protocol is not None
+        # aiosmtplib builds its protocol itself and offers no way to pass another class.
         client.protocol.__class__ = _PipeliningProtocol
         step = "EHLO"
         await client.ehlo()
