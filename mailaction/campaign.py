@@ -125,8 +125,12 @@ class Campaign:
                 yield prepared.letter
 
     def _identified(self) -> Iterator[_Identified]:
-        """Every contact in spreadsheet order, its id, and the id's problems (empty, duplicate)."""
+        """Every contact in spreadsheet order, its id, and the id's problems (empty, duplicate).
+
+        ContactsError at the end when the list holds no contact at all.
+        """
         duplicates = DuplicateFinder(self.id_column, self.contacts.source)
+        contact = None
         for contact in self.contacts:
             contact_id = contact.get(self.id_column)
             problems: list[Problem] = []
@@ -138,6 +142,8 @@ class Campaign:
             if duplicate is not None:
                 problems.append(duplicate)
             yield contact, contact_id, problems
+        if contact is None:
+            raise ContactsError(f"{self.contacts.source}: no contacts below the header row")
 
     def _prepared(self, contact: Contact, contact_id: str, problems: list[Problem]) -> PreparedRow:
         letter, letter_problems = self.checks.prepare(contact, contact_id)

@@ -99,6 +99,10 @@ def sent_messages(config: Path, sink: Sink, count: int) -> list[email.message.Em
                      id="domain-literal"),
         pytest.param("email,name\nana@example.org,=?UTF-8?Q?Ana=0ABcc:_x@example.org?=\n",
                      ["contacts.csv:2", "header injection"], id="encoded-newline-in-a-header"),
+        pytest.param("email,name\n", ["contacts.csv: no contacts below the header row"],
+                     id="header-only"),
+        pytest.param("email,name\n,\n\n  ,  \n", ["contacts.csv: no contacts below the header row"],
+                     id="only-blank-rows"),
     ],
 )  # fmt: skip
 def test_bad_contact_lists_are_refused(
