@@ -92,11 +92,15 @@ def test_signal_stops_cleanly_and_a_rerun_finishes(campaign: Path, sink: Recordi
     assert Counter(sink.received.values()) == Counter({1: LETTERS})
 
 
-def test_a_second_send_on_the_same_log_is_refused(campaign: Path, sink: RecordingSink) -> None:
+def test_a_second_send_on_the_same_log_is_refused(tmp_path: Path, sink: RecordingSink) -> None:
+    # Slow enough (12 s) that the first run is still going on a loaded machine when the second starts.
+    campaign = numbered_campaign(tmp_path, sink.port, LETTERS, "crash", 'rate = "10/s"')
     first = start_send(campaign)
     try:
         wait_for_sending(sink, 1, first)
+        assert first.poll() is None
         second = run_send(campaign)
+        assert first.poll() is None, "the first run ended before the second could be refused"
         assert second.returncode == 2
         assert b"another" in second.stderr and b"Traceback" not in second.stderr
     finally:
