@@ -35,7 +35,7 @@ from .campaign import Campaign
 from .config import Config, find_config, load_config
 from .delivery import Run, SendOptions, SendPlan, campaign_key, send_letters
 from .deliverylog import DeliveryLog, Outcome, State
-from .errors import ConfigError, ExitStatus, InvalidCampaign, MailactionError
+from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
 from .message import Letter
 from .preview import print_letter, write_preview
 from .report import load_report, print_summary, print_table, write_csv, write_html, write_json
@@ -149,7 +149,7 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
 @campaign_options
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Write one .eml per letter and an index.html here.")
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most N letters (default: 3 on screen, all with --out).")
-@click.option("--row", "rows", type=int, multiple=True, help="Show the letter of this spreadsheet row (repeatable).")
+@click.option("--row", "rows", type=click.IntRange(min=2), multiple=True, help="Show the letter of this spreadsheet row (repeatable; the header is row 1).")
 def preview(
     config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
     out: Path | None, limit: int | None, rows: tuple[int, ...],
@@ -166,12 +166,14 @@ def preview(
     """
     campaign = Campaign(read_config(config_path, template, contacts, log))
     chosen = (p for p in campaign.rows() if not rows or p.row in rows)
-    if limit is not None or out is None:
+    if limit is not None or (out is None and not rows):
         chosen = _first(chosen, limit or 3)
     problems = []
+    shown = set()
 
     def checked() -> Iterator[Any]:
         for prepared in chosen:
+            shown.add(prepared.row)
             problems.extend(prepared.problems)
             yield prepared
 
@@ -184,6 +186,12 @@ def preview(
                 print_letter(prepared.letter, console)
     for problem in problems:
         console.print(str(problem), markup=False)
+    missing = sorted(set(rows) - shown) if limit is None else []
+    if missing:
+        raise ContactsError(
+            f"{campaign.contacts.source}: no contact on row {', '.join(map(str, missing))} "
+            "(the header is row 1; blank rows hold no contact)"
+        )
     if problems:
         raise InvalidCampaign(f"{len(problems)} problem(s) in the letters shown; fix them before sending.", [])
 

@@ -143,6 +143,20 @@ def test_preview_row_shows_that_letter(project: Path) -> None:
     assert "Dear Ana" not in result.output
 
 
+def test_preview_shows_every_row_asked_for(project: Path) -> None:
+    result = run(project, "preview", "--row", "2", "--row", "3", "--row", "4")
+    assert result.exit_code == 0, result.output
+    assert all(f"Dear {name}" in result.output for name in ("Ana", "Bo", "Chen"))
+
+
+@pytest.mark.parametrize(("row", "message"), [("9", "no contact on row 9"), ("1", "--row")])
+def test_preview_of_a_row_without_a_contact_is_refused(project: Path, row: str, message: str) -> None:
+    result = run(project, "preview", "--row", "2", "--row", row)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
 def test_send_needs_yes_without_a_terminal(project: Path, sink: Sink) -> None:
     result = run(project, "send")
     assert result.exit_code == 2
