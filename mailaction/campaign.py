@@ -12,7 +12,7 @@ from .contacts import Contact, ContactList, DuplicateFinder
 from .errors import ConfigError, ContactsError, Problem
 from .message import Letter, LetterBuilder
 from .parallel import ordered_map, pool_size
-from .template import LetterTemplate
+from .template import LetterTemplate, column_aliases
 from .validate import LetterRules, prepare_letter
 
 
@@ -81,17 +81,12 @@ class Campaign:
             raise ConfigError("no contact list: set campaign.contacts in the config or pass --contacts")
         self.config = config
         self.key = key or settings.name
-        self.id_column = settings.id_column
         self.checks = LetterChecks(settings, self.key)
         self.template = self.checks.template
         self.rules = self.checks.rules
         self.builder = self.checks.builder
         self.contacts = ContactList(settings.contacts)
-        if self.id_column not in self.contacts.columns:
-            raise ContactsError(
-                f"{self.contacts.source}: no column {self.id_column!r} to identify contacts "
-                f"(columns: {', '.join(self.contacts.columns)}); set campaign.id_column"
-            )
+        self.id_column = _id_column(settings.id_column, self.contacts)
 
     def rows(self) -> Iterator[PreparedRow]:
         """Every contact in spreadsheet order, rendered, checked and (when valid) built."""
@@ -185,6 +180,20 @@ def _chunks(
 
 
 _worker: tuple[LetterChecks, str, str] | None = None  # in a worker: checks, id column, source
+
+
+def _id_column(name: str, contacts: ContactList) -> str:
+    """The column named ``name``, or the one whose alias it is ("Email" for email)."""
+    columns = tuple(contacts.columns)
+    if name in columns:
+        return name
+    for alias, column in column_aliases(columns):
+        if alias == name:
+            return column
+    raise ContactsError(
+        f"{contacts.source}: no column {name!r} to identify contacts "
+        f"(columns: {', '.join(columns)}); set campaign.id_column"
+    )
 
 
 def _start_worker(settings: CampaignConfig, key: str, id_column: str, source: str) -> None:

@@ -154,19 +154,19 @@ def template_variables(contact: Contact) -> dict[str, object]:
     values = contact.values
     variables: dict[str, object] = {"contact": values}
     variables.update(values)
-    for alias, column in _aliases(tuple(values)):
+    for alias, column in column_aliases(tuple(values)):
         variables[alias] = values[column]
     return variables
 
 
 @lru_cache(maxsize=64)
-def _aliases(columns: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """(alias, column) for columns that are not identifiers; an alias never hides a real name."""
+def column_aliases(columns: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(alias, column): "First Name" is also first_name, "Email" also email; never hides a real name."""
     taken = {"contact", *columns}
     aliases = []
     for column in columns:
         alias = re.sub(r"\W+", "_", column).strip("_").lower()
-        if not column.isidentifier() and alias.isidentifier() and alias not in taken:
+        if alias.isidentifier() and alias not in taken:
             taken.add(alias)
             aliases.append((alias, column))
     return tuple(aliases)

@@ -99,6 +99,8 @@ def sent_messages(config: Path, sink: Sink, count: int) -> list[email.message.Em
                      id="domain-literal"),
         pytest.param("email,name\nana@example.org,=?UTF-8?Q?Ana=0ABcc:_x@example.org?=\n",
                      ["contacts.csv:2", "header injection"], id="encoded-newline-in-a-header"),
+        pytest.param("mail,name\nana@example.org,Ana\n", ["contacts.csv: no column 'email'", "id_column"],
+                     id="no-id-column"),
         pytest.param("email,name\n", ["contacts.csv: no contacts below the header row"],
                      id="header-only"),
         pytest.param("email,name\n,\n\n  ,  \n", ["contacts.csv: no contacts below the header row"],
@@ -152,6 +154,15 @@ def test_utf16_contacts_are_read(tmp_path: Path, sink: Sink) -> None:
     config = write_campaign(tmp_path, sink.port, contacts.encode("utf-16"))
     names = sorted(str(message["To"].addresses[0].display_name) for message in sent_messages(config, sink, 2))
     assert names == ["Zoë Ångström", "Алёна"]
+
+
+def test_capitalised_headers_are_found_by_the_template_and_the_id_column(tmp_path: Path, sink: Sink) -> None:
+    contacts = "Email,Name\nana@example.org,Ana\nANA@example.org,Ana again\nbo@example.org,Bo\n"
+    config = write_campaign(tmp_path, sink.port, contacts)
+    assert_refused(config, sink, "contacts.csv:3 (Email): duplicate of row 2")
+    (tmp_path / "contacts.csv").write_text("Email,Name\nana@example.org,Ana\nbo@example.org,Bo\n")
+    names = sorted(str(message["To"].addresses[0]) for message in sent_messages(config, sink, 2))
+    assert names == ["Ana <ana@example.org>", "Bo <bo@example.org>"]
 
 
 def test_cp1252_contacts_are_read(tmp_path: Path, sink: Sink) -> None:

@@ -152,6 +152,12 @@ def test_columns_that_are_not_identifiers_get_snake_case_aliases() -> None:
     assert variables["contact"] == values
 
 
+def test_capitalised_columns_get_lower_case_aliases() -> None:
+    variables = template_variables(Contact(2, {"Email": "ana@example.org", "Town": "Porto"}, "contacts.csv"))
+    assert (variables["email"], variables["town"]) == ("ana@example.org", "Porto")
+    assert variables["Email"] == "ana@example.org"
+
+
 def test_an_alias_never_shadows_a_real_column() -> None:
     person = Contact(2, {"First Name": "Alias", "first_name": "Real"}, "contacts.csv")
     text = "Subject: x\n\n{{ first_name }} / {{ contact['First Name'] }}"
