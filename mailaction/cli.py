@@ -310,7 +310,7 @@ def _print_plan(config: Config, plan: SendPlan, *, recovered_count: int, test_to
         (recovered_count, "were in flight when an earlier run stopped; they are now 'uncertain'"),
         (plan.held_uncertain, "uncertain (may have arrived); not sent again without --resend-uncertain"),
         (plan.held_failed, "refused permanently before; not retried without --retry-failed"),
-        (plan.left_for_later, "left for a later run (--limit or sending.daily_limit)"),
+        (0 if test_to else plan.left_for_later, "left for a later run (--limit or sending.daily_limit)"),
         (len(plan.changed_after_send), "changed since they were sent or tried; not re-sent (rows "
          + ", ".join(map(str, plan.changed_after_send[:10])) + ")"),
     ]  # fmt: skip

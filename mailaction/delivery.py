@@ -89,7 +89,7 @@ class Run:
         self.log = log
         self.options = options
         self.allowed = self._allowed()
-        self._kept: list[tuple[Letter, Entry | None]] = []  # the plan's first letters to send
+        self._kept: list[tuple[Letter, Entry | None]] = []  # the first letters to send or log
         self._kept_bytes = 0
         self._kept_all = False  # the plan kept every letter it chose to send
 
@@ -131,11 +131,11 @@ class Run:
                 continue
             letter, entry, decision = self._decide(prepared.letter)
             if decision is Decision.SEND:
+                self._keep(letter, entry)
                 if self.allowed is not None and plan.to_send >= self.allowed:
                     plan.left_for_later += 1
                     continue
                 plan.to_send += 1
-                self._keep(letter, entry)
                 if len(plan.sample) < 5:
                     plan.sample.append(letter)
             elif decision is Decision.ALREADY_SENT:
@@ -149,13 +149,21 @@ class Run:
         return plan
 
     def letters(self) -> Iterator[Letter]:
-        """The letters to send, each registered in the log (as pending) just before it is yielded."""
+        """The letters to send, each registered in the log (as pending) just before it is yielded.
+
+        The letters beyond --limit or the daily limit are registered as pending after the last
+        one allowed, so that the report counts the whole campaign.
+        """
         sent = 0
         for letter, entry, decision in self._decisions():
             if decision is not Decision.SEND:
                 continue
             if self.allowed is not None and sent >= self.allowed:
-                return
+                if self.options.test_to:
+                    return
+                if entry is None:
+                    self.log.register(letter)
+                continue
             if entry is None:
                 self.log.register(letter)
             elif _changed(entry, letter) or self.options.test_to:

@@ -157,6 +157,15 @@ def test_preview_of_a_row_without_a_contact_is_refused(project: Path, row: str, 
     assert "Traceback" not in result.output
 
 
+def test_after_send_limit_the_report_counts_the_rest_as_pending(project: Path, sink: Sink) -> None:
+    sent = run(project, "send", "--yes", "--limit", "1")
+    assert sent.exit_code == 0, sent.output
+    assert "1 of 3 letters sent; 2 pending" in sent.output
+    report = json.loads(run(project, "report", "--format", "json").output)
+    assert report["summary"] | {"total": 3, "sent": 1, "pending": 2} == report["summary"]
+    assert sink.count == 1
+
+
 def test_send_needs_yes_without_a_terminal(project: Path, sink: Sink) -> None:
     result = run(project, "send")
     assert result.exit_code == 2
@@ -198,6 +207,7 @@ def test_test_to_sends_one_proof_copy_logged_apart(project: Path, sink: Sink) ->
     assert sink.count == 1
     assert log_states(project, "Test action [test]") == {"ana@example.org": State.SENT}
     assert log_states(project) == {}
+    assert "later run" not in result.output
 
 
 def test_invalid_row_blocks_the_whole_send(project: Path, sink: Sink) -> None:

@@ -85,6 +85,25 @@ def test_limit_and_already_sent_letters_hold_beyond_the_kept_letters(
     assert rows_sent(run) == [letter.row for letter in first[1:LETTERS:2]][:4]
 
 
+@pytest.mark.parametrize("kept", [2, LETTERS])
+def test_letters_beyond_the_limit_are_logged_as_pending(
+    config: Config, log: DeliveryLog, monkeypatch: pytest.MonkeyPatch, kept: int
+) -> None:
+    monkeypatch.setattr(delivery, "KEPT_LETTERS", kept)
+    run = Run(Campaign(config), log, SendOptions(limit=3))
+    run.plan()
+    assert len(rows_sent(run)) == 3
+    assert [entry.state for entry in log.entries()] == [State.PENDING] * LETTERS
+
+
+def test_proof_copies_log_only_the_letters_sent(config: Config, tmp_path: Path) -> None:
+    with DeliveryLog(tmp_path / "proof.sqlite", "plan [test]", lock=True) as proof_log:
+        run = Run(Campaign(config), proof_log, SendOptions(limit=2, test_to="me@example.org"))
+        run.plan()
+        assert len(rows_sent(run)) == 2
+        assert len(list(proof_log.entries())) == 2
+
+
 def test_a_campaign_larger_than_the_bound_arrives_once_each_in_order(
     config: Config, log: DeliveryLog, sink: RecordingSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
