@@ -38,7 +38,15 @@ from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
 from .message import Letter
 from .preview import print_letter, write_preview
-from .report import load_report, print_summary, print_table, write_csv, write_html, write_json
+from .report import (
+    letter_count,
+    load_report,
+    print_summary,
+    print_table,
+    write_csv,
+    write_html,
+    write_json,
+)
 from .sender import Sender, check_server
 from .sink import Sink, StoredMessage
 
@@ -142,7 +150,7 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
             f"{result.problem_count} problem(s) in {result.invalid_rows} row(s) of {checked}; "
             f"{result.ready} letter(s) ready. Fix them and run validate again; nothing was sent.", []
         )
-    console.print(f"[green]✓[/] {result.ready} letters ready ({checked}). Nothing was sent.")
+    console.print(f"[green]✓[/] {letter_count(result.ready)} ready ({checked}). Nothing was sent.")
 
 
 @main.command()
@@ -179,7 +187,7 @@ def preview(
 
     if out is not None:
         result = write_preview(checked(), out)
-        console.print(f"Wrote {result.written} letters to {out}/. Open {result.index} in a browser to read them.")
+        console.print(f"Wrote {letter_count(result.written)} to {out}/. Open {result.index} in a browser to read them.")
     else:
         for prepared in checked():
             if prepared.letter is not None:
@@ -303,8 +311,10 @@ def _open_log(config: Config, key: str, dry_run: bool) -> Iterator[DeliveryLog]:
 
 def _print_plan(config: Config, plan: SendPlan, *, recovered_count: int, test_to: str | None) -> None:
     where = f"{config.smtp.host}:{config.smtp.port}"
-    target = f"proof copies to {test_to}" if test_to else "letters"
-    console.print(f"Campaign [bold]{config.campaign.name}[/]: {plan.to_send} {target} to send through {where}.")
+    target = letter_count(plan.to_send)
+    if test_to:
+        target = f"{plan.to_send} proof cop{'y' if plan.to_send == 1 else 'ies'} to {test_to}"
+    console.print(f"Campaign [bold]{config.campaign.name}[/]: {target} to send through {where}.")
     notes = [
         (plan.already_sent, "already sent; they will not be sent again"),
         (recovered_count, "were in flight when an earlier run stopped; they are now 'uncertain'"),
@@ -338,7 +348,7 @@ def _confirm(plan: SendPlan, config: Config, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise click.UsageError("no terminal to ask for confirmation; pass --yes to send")
-    question = f"Send {plan.to_send} letters through {config.smtp.host}:{config.smtp.port}?"
+    question = f"Send {letter_count(plan.to_send)} through {config.smtp.host}:{config.smtp.port}?"
     if not click.confirm(question, default=False):
         console.print("Nothing was sent.")
         sys.exit(ExitStatus.SUCCESS)

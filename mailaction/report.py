@@ -129,15 +129,16 @@ def _verdict(report: Report) -> str:
         return "The delivery log has no letters for this campaign yet."
     refused = ""
     if report.partly_refused:
-        refused = f"; {_letters(report.partly_refused)} had some recipients refused"
+        refused = f"; {letter_count(report.partly_refused)} had some recipients refused"
     if counts["sent"] == report.total:
         everything = "The letter was" if report.total == 1 else f"All {report.total:,} letters were"
         return f"{everything} sent{refused}."
     rest = ", ".join(f"{counts[key]:,} {key}" for key in SUMMARY_KEYS[2:] if counts[key])
-    return f"{counts['sent']:,} of {_letters(report.total)} sent; {rest}{refused}."
+    return f"{counts['sent']:,} of {letter_count(report.total)} sent; {rest}{refused}."
 
 
-def _letters(count: int) -> str:
+def letter_count(count: int) -> str:
+    """ "1 letter", "2,000 letters"."""
     return f"{count:,} letter{'' if count == 1 else 's'}"
 
 
@@ -498,7 +499,7 @@ def _letters_table(entries: list[Entry]) -> str:
         return '<p class="note">None.</p>\n'
     if len(entries) > LIST_LIMIT:
         return (
-            f'<p class="note">{_letters(len(entries))}: too many to list on this page; '
+            f'<p class="note">{letter_count(len(entries))}: too many to list on this page; '
             "the CSV and JSON reports list every letter.</p>\n"
         )
     rows = "".join(
@@ -583,9 +584,9 @@ def _chart_figure(times: tuple[float, ...]) -> str:
     if len(bins.counts) * bins.width > 86400:
         clock = "%d %b %H:%M"
     description = (
-        f"{_letters(len(times))} sent from {_human_time(times[0])} to {_human_time(times[-1])}, "
+        f"{letter_count(len(times))} sent from {_human_time(times[0])} to {_human_time(times[-1])}, "
         f"in {len(bins.counts)} bars of {_duration(bins.width)} each; "
-        f"the busiest bar has {_letters(max(bins.counts))}."
+        f"the busiest bar has {letter_count(max(bins.counts))}."
     )
     svg = _svg(description, _y_axis(max(bins.counts)) + _bars(bins, clock) + _x_axis(bins, clock))
     caption = f"Each bar: letters sent in {_duration(bins.width)}. Times in UTC."
@@ -633,7 +634,7 @@ def _bars(bins: Histogram, clock: str) -> str:
             continue
         y = _y(count, top)
         start, end = bins.bin_start(number), bins.bin_start(number + 1)
-        label = f"{_human_time(start, clock)}–{_human_time(end, clock)}: {_letters(count)}"
+        label = f"{_human_time(start, clock)}–{_human_time(end, clock)}: {letter_count(count)}"
         bars.append(
             f'<rect x="{PLOT_LEFT + number * slot + gap / 2:.1f}" y="{y:.1f}" '
             f'width="{slot - gap:.1f}" height="{PLOT_BOTTOM - y:.1f}"><title>{label}</title></rect>'

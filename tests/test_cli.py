@@ -208,6 +208,7 @@ def test_test_to_sends_one_proof_copy_logged_apart(project: Path, sink: Sink) ->
     assert log_states(project, "Test action [test]") == {"ana@example.org": State.SENT}
     assert log_states(project) == {}
     assert "later run" not in result.output
+    assert "1 proof copy to me@example.org" in result.output
 
 
 def test_invalid_row_blocks_the_whole_send(project: Path, sink: Sink) -> None:
