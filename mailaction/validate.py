@@ -50,6 +50,8 @@ _PLAIN_MAILBOX = re.compile(
 )
 _DISPLAY_SPECIALS = frozenset('"\\@,;:()[]<>')
 # Commas separate mailboxes except inside a quoted display name or angle brackets.
+# "Doe, John <jd@example.org>": one mailbox whose unquoted name holds a character that splits it.
+_UNQUOTED_NAME = re.compile(r'\s*[^"<\s][^"<]*[,;:()@][^"<]*<[^<>]*>\s*')
 _QUOTED = re.compile(r'"(?:\\.|[^"\\])*"')
 _LIST_PART = re.compile(r'"(?:\\.|[^"\\])*"?|<[^>]*>?|[^,"<]+|,')
 
@@ -171,6 +173,11 @@ def _address_list_problems(value: str, check_deliverability: bool) -> tuple[str,
             reason = "it cannot be read as one mailbox like 'Name <name@example.org>'"
         if reason is not None:
             messages.append(f"{_shown(item)} is not a valid address: {reason}")
+    if messages and _UNQUOTED_NAME.fullmatch(value):
+        messages[-1] += (
+            ' (a name holding a comma, parentheses, @, ; or : must be in double quotes'
+            ' in the template, like "{{ name }}" <{{ email }}>)'
+        )
     return tuple(messages)
 
 

@@ -109,6 +109,20 @@ def test_a_bad_address_names_the_row_header_value_and_reason() -> None:
     ]
 
 
+@pytest.mark.parametrize("name", ["Doe, John", "Smith (Jr.)", "ann@home", "Re: Ann"])
+def test_a_name_that_needs_quotes_says_how_to_quote_it(name: str) -> None:
+    headers = HEADERS.replace("To: {{ email }}", "To: {{ name }} <{{ email }}>")
+    (problem,) = problems(headers, name=name)
+    assert problem.startswith("contacts.csv:12 (To): ")
+    assert problem.endswith('must be in double quotes in the template, like "{{ name }}" <{{ email }}>)')
+    assert problems(headers.replace("{{ name }} <", '"{{ name }}" <'), name=name) == []
+
+
+def test_a_bad_address_without_a_name_gets_no_quoting_hint() -> None:
+    (problem,) = problems(email="ann@, bob@example.org")
+    assert "double quotes" not in problem
+
+
 @pytest.mark.parametrize("header", ["From", "Reply-To", "Sender", "To", "Cc", "Bcc"])
 def test_every_address_header_is_checked(header: str) -> None:
     values = {"From": "campaign@example.org", "To": "ann@example.org", "Subject": "Hi"}
