@@ -280,8 +280,8 @@ def test_example_template_renders_a_full_contact() -> None:
     example = LetterTemplate.from_file(EXAMPLE)
     letter = example.render(example_contact())
     assert letter.problems == []
-    assert letter.header("From") == "Jane Doe via Free Maryia Kalesnikava <letters@example.org>"
-    assert letter.header("Reply-To") == "Jane Doe <jane.doe@example.com>"
+    assert letter.header("From") == '"Jane Doe via Free Maryia Kalesnikava" <letters@example.org>'
+    assert letter.header("Reply-To") == '"Jane Doe" <jane.doe@example.com>'
     assert (
         letter.header("To") == "Minister of Foreign Affairs <minister@foreign-ministry.example.org>"
     )
