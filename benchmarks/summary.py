@@ -181,7 +181,10 @@ def markdown(figures: list[Figure], info: dict[str, Any], *, quick: bool, level:
         ),
     ]
     if quick:
-        lines.append("- Quick run: small sizes and one repetition; a smoke test, not a measure.")
+        lines.append(
+            "- Quick run: small sizes and one repetition; a smoke test, not a measure, so no"
+            " figure is judged against its target (start-up time dominates at these sizes)."
+        )
     for section in dict.fromkeys(f.section for f in figures):
         lines += ["", "#" * (level + 1) + f" {section}", "", _TABLE_HEAD]
         lines += [_row(f) for f in figures if f.section == section]
