@@ -22,6 +22,7 @@ from summary import (
     Figure,
     Target,
     achieved_rate,
+    cpu_reference,
     markdown,
     max_in_window,
     ratio,
@@ -57,10 +58,24 @@ def test_figures_give_median_verdict_and_ratio() -> None:
     assert share.median == pytest.approx(3100 / 600)
     assert share.verdict == "FAIL"
     info = {"date": "2025-01-02 03:04:05", "host": "h", "cpu_count": 2, "cpu_model": "cpu",
-            "python": "3.11", "os": "os", "kernel": "k", "commit": "abc", "load": (0.5, 1.0)}  # fmt: skip
+            "python": "3.11", "os": "os", "kernel": "k", "commit": "abc", "load": (0.5, 1.0),
+            "cpu_reference": (101.0, 99.0)}  # fmt: skip
     page = markdown([fast, slow, share], info, quick=False)
     assert "| fast | 3,100 letters/s | 2,900 letters/s | 3,500 letters/s | 3 | ≥ 3,000" in page
     assert "| fast ÷ slow | 5.17× | – | – | – | ≥ 6.00× | FAIL |" in page
+    assert "at the start and the end: 101 ms and 99 ms" in page
+
+
+def test_a_limit_for_every_repetition_fails_on_one_over() -> None:
+    busiest = Figure("s", "busiest", "letters", [200.0, 201.0, 199.0], Target("<=", 200, every=True))
+    assert (busiest.median, busiest.verdict) == (200.0, "FAIL")
+    busiest.values[1] = 200.0
+    assert busiest.verdict == "PASS"
+    assert busiest.target is not None and busiest.target.shown("letters") == "≤ 200 letters in every rep"
+
+
+def test_the_cpu_reference_is_a_positive_time() -> None:
+    assert 0 < cpu_reference() < 60_000
 
 
 def test_generated_contacts_are_distinct(tmp_path: Path) -> None:
