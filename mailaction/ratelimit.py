@@ -18,8 +18,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # A waiter that wakes later than this after its slot (or later than one interval, if shorter)
 # gives the slot up and takes the next free one: the slots after it are kept, so going anyway
-# would crowd letters together after an event-loop stall. 5 ms is half of the 1 % margin the
-# sender leaves in every second; the other half covers the way from slot to server.
+# would crowd letters together after an event-loop stall. 5 ms is a third of the 1.5 % margin
+# the sender leaves in every second; the rest covers the way from slot to server.
 LATE = 0.005
 
 

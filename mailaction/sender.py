@@ -47,10 +47,11 @@ if TYPE_CHECKING:
 __all__ = ["Outcome", "SendSummary", "Sender", "check_server", "is_loopback", "retry_delay"]
 
 MAX_RETRY_DELAY = 300.0
-# The limiter spaces slots for a rate 1 % below the configured one: the time from taking a slot
-# to the letter reaching the server varies by milliseconds, and without this margin that jitter
-# alone can put one letter too many into a one-second window counted at the server.
-RATE_MARGIN = 1.01
+# The limiter spaces slots for a rate 1.5 % below the configured one: the time from taking a
+# slot to the letter reaching the server varies by milliseconds, and without this margin that
+# jitter alone can put one letter too many into a one-second window counted at the server.
+# Measured at a sink on a busy 2-core machine, 1 % still let a 201st letter into a second.
+RATE_MARGIN = 1.015
 QUIT_TIMEOUT = 5.0
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _CONNECTION_ERRORS = (SMTPServerDisconnected, SMTPTimeoutError, SMTPConnectError, OSError)

@@ -161,14 +161,14 @@ def test_waiters_woken_late_do_not_bunch(per_second: int, stall: float) -> None:
     rate = Rate(per_second, 1)
 
     async def main(loop: VirtualTimeLoop) -> None:
-        # As the sender does: slots spaced for a rate 1 % below the configured one.
+        # As the sender does: slots spaced for a rate a little below the configured one.
         limiter = RateLimiter(
             Rate(rate.count, RATE_MARGIN), clock=loop.time, sleep=stalling_sleep(loop, 0.237, stall)
         )
         grants = await grant_times(loop, limiter.acquire, limiter.interval, [[0.0] * 300] * 8)
         assert len(grants) == 2400
         assert most_in_window(grants, 1.0) <= per_second
-        # The margin is 1 % of any window: in a short one a letter a little late may be one over.
+        # The margin is a share of any window: in a short one a letter a little late may be one over.
         assert most_in_window(grants, 0.1) <= allowed(rate, 0.1) + 1
 
     run_virtual(main)
