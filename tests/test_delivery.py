@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -116,3 +117,19 @@ def test_a_campaign_larger_than_the_bound_arrives_once_each_in_order(
     assert [message_id for _, message_id in sink.arrivals] == expected
     assert len(set(expected)) == LETTERS
     assert log.counts()[State.SENT] == LETTERS
+
+
+def test_garbage_collection_leaves_what_was_alive_before_sending_alone_during_the_run(
+    config: Config, log: DeliveryLog
+) -> None:
+    run = Run(Campaign(config), log, SendOptions())
+    run.plan()
+    frozen: list[int] = []
+    result = send_letters(
+        Sender(config.smtp, config.sending, log),
+        run.letters(),
+        on_outcome=lambda letter, outcome: frozen.append(gc.get_freeze_count()),
+    )
+    assert result.summary.sent == LETTERS
+    assert len(frozen) == LETTERS and min(frozen) > 0
+    assert gc.get_freeze_count() == 0
