@@ -71,6 +71,12 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except MailactionError as exc:
             errors.print(f"Error: {exc}", markup=False)
             sys.exit(exc.exit_status)
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            # A file or folder named on the command line cannot be written (or read).
+            errors.print(f"Error: {exc.filename}: {exc.strerror}", markup=False)
+            sys.exit(ExitStatus.INVALID)
         except KeyboardInterrupt:
             errors.print("Interrupted.")
             sys.exit(ExitStatus.INTERRUPTED)

@@ -166,6 +166,28 @@ def test_after_send_limit_the_report_counts_the_rest_as_pending(project: Path, s
     assert sink.count == 1
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["preview", "--out", "{file}/preview"], ["report", "--format", "html", "-o", "{file}/report.html"]],
+)
+def test_an_output_path_that_cannot_be_written_is_one_line(project: Path, sink: Sink, args: list[str]) -> None:
+    assert run(project, "send", "--yes").exit_code == 0
+    blocker = project / "notes.txt"
+    blocker.write_text("a file, not a folder", encoding="utf-8")
+    result = run(project, *(arg.format(file=blocker) for arg in args))
+    assert result.exit_code == 2
+    assert f"{blocker}/" in result.output and "Not a directory" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_sink_into_a_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder", encoding="utf-8")
+    result = CliRunner().invoke(main, ["sink", "--port", "0", "--maildir", str(blocker / "mail")])
+    assert result.exit_code == 2
+    assert "Not a directory" in result.output
+
+
 def test_send_needs_yes_without_a_terminal(project: Path, sink: Sink) -> None:
     result = run(project, "send")
     assert result.exit_code == 2
