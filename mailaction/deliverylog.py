@@ -157,7 +157,7 @@ class DeliveryLog:
     ) -> None:
         self.path = Path(path)
         self.campaign = campaign
-        if not create and not self.path.exists():
+        if not create and (not self.path.is_file() or self.path.stat().st_size == 0):
             raise DeliveryLogError(f"{self.path}: no delivery log yet; run `mailaction send` first")
         self._lock = _LockFile(self.path) if lock else None
         try:

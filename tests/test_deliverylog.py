@@ -301,6 +301,13 @@ def test_create_false_refuses_a_missing_log(path: Path) -> None:
     assert not path.exists()
 
 
+def test_create_false_leaves_an_empty_file_alone(path: Path) -> None:
+    path.touch()
+    with pytest.raises(DeliveryLogError, match="no delivery log yet"):
+        DeliveryLog(path, "spring", create=False)
+    assert path.stat().st_size == 0
+
+
 def test_a_file_that_is_not_a_database_is_refused(path: Path) -> None:
     path.write_text("email,name\nana@example.org,Ana\n" * 200)
     with pytest.raises(DeliveryLogError) as refused:
