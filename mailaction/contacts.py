@@ -67,11 +67,21 @@ class ContactList:
 
     def __iter__(self) -> Iterator[Contact]:
         """Each non-blank row after the header, in order; ContactsError at a row that cannot fit."""
-        columns, source = self.columns, self.source
+        columns, source, width = self.columns, self.source, len(self.columns)
         for row, cells in self._table.records():
             values = [cell.strip() for cell in cells]
             if any(values):
+                if len(values) > width and any(values[width:]):
+                    raise self._unnamed_value(row, values)
                 yield Contact(row, dict(zip(columns, values)), source)
+
+
+    def _unnamed_value(self, row: int, values: list[str]) -> ContactsError:
+        """A row with a value in a column the header left without a name."""
+        width = len(self.columns)
+        index = next(i for i in range(width, len(values)) if values[i])
+        label = self._table.column_label(index)
+        return ContactsError(f"{self.source}:{row}: {label} has a value but no name in the header")
 
 
 class DuplicateFinder:
@@ -139,8 +149,11 @@ class _FirstRows:
 
 
 def _column_names(table: _TextTable | _XlsxTable, source: str) -> list[str]:
-    """The trimmed header; every column needs a name, and names must differ."""
+    """The trimmed header without unnamed columns at its end (a common spreadsheet leftover);
+    every column before them needs a name, and names must differ."""
     names = [cell.strip() for cell in table.header]
+    while names and not names[-1]:
+        names.pop()
     place = f"{source}:{table.header_row}"
     for index, name in enumerate(names):
         if not name:

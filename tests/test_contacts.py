@@ -253,11 +253,24 @@ def test_bad_row_past_the_first_chunk_is_refused_with_its_row(
     assert str(caught.value).startswith(expected)
 
 
+def test_unnamed_columns_at_the_end_of_the_header_are_ignored_while_empty(tmp_path: Path) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text("email,name,,\r\nana@example.org,Ana,,\r\nbo@example.org,Bo, ,\r\n", encoding="utf-8")
+    contacts = ContactList(path)
+    assert contacts.columns == ["email", "name"]
+    assert [c.values for c in contacts] == [
+        {"email": "ana@example.org", "name": "Ana"}, {"email": "bo@example.org", "name": "Bo"}
+    ]
+    path.write_text("email,name,,\nana@example.org,Ana,,\nbo@example.org,Bo,,x\n", encoding="utf-8")
+    with pytest.raises(ContactsError) as caught:
+        list(ContactList(path))
+    assert str(caught.value) == "contacts.csv:3: column 4 has a value but no name in the header"
+
+
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
         ("email,,name", "contacts.csv:1: column 2 of the header has no name"),
-        ("email,name,", "contacts.csv:1: column 3 of the header has no name"),
         ("email,name, email ",
          "contacts.csv:1: column 3 of the header repeats the name 'email' of column 1"),
     ],
