@@ -128,30 +128,51 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 
 def _rate(value: Any) -> Rate:
-    return parse_rate(_typed(str)(value))
+    if not isinstance(value, str):
+        raise ValueError(  # noqa: TRY004 - load_config turns ValueError into the one-line message
+            f'must be text like "10/s", "600/min" or "2000/hour", not {value!r}'
+        )
+    return parse_rate(value)
 
 
-def _non_negative_int(value: Any) -> int:
+def _non_negative(kind: type) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        value = _typed(kind)(value)
+        if value < 0:
+            raise ValueError(f"must be 0 or more, not {value!r}")
+        return value
+
+    return check
+
+
+def _text(value: Any) -> str:
+    value = _typed(str)(value)
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _port(value: Any) -> int:
     value = _typed(int)(value)
-    if value < 0:
-        raise ValueError(f"must be 0 or more, not {value!r}")
+    if not 1 <= value <= 65535:
+        raise ValueError(f"must be a port number from 1 to 65535, not {value!r}")
     return value
 
 
 _str, _pos_int, _pos_float, _bool = _typed(str), _typed(int, positive=True), _typed(float, positive=True), _typed(bool)
 _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "smtp": (SMTPConfig, {
-        "host": _str, "port": _pos_int, "security": _choice("starttls", "ssl", "none"),
+        "host": _text, "port": _port, "security": _choice("starttls", "ssl", "none"),
         "username": _str, "password_env": _str, "verify_certificates": _bool,
     }),
     "sending": (SendingConfig, {
         "rate": _rate, "per_domain_rate": _rate, "concurrency": _pos_int,
-        "max_retries": _non_negative_int, "retry_delay": _typed(float), "timeout": _pos_float,
-        "max_messages_per_connection": _pos_int, "daily_limit": _pos_int,
-        "pause_after_failures": _non_negative_int,
+        "max_retries": _non_negative(int), "retry_delay": _non_negative(float),
+        "timeout": _pos_float, "max_messages_per_connection": _pos_int, "daily_limit": _pos_int,
+        "pause_after_failures": _non_negative(int),
     }),
     "campaign": (CampaignConfig, {
-        "name": _str, "template": _str, "contacts": _str, "log": _str, "id_column": _str,
+        "name": _text, "template": _text, "contacts": _text, "log": _text, "id_column": _text,
         "max_message_size": _pos_int, "check_deliverability": _bool,
     }),
 }  # fmt: skip
