@@ -255,6 +255,8 @@ def send(
         run = Run(campaign, delivery_log, options)
         plan = _checked_plan(run)
         _print_plan(config, plan, recovered_count=len(recovered), test_to=test_to)
+        if not dry_run:
+            delivery_log.forget_untried(plan.gone)
         if plan.to_send == 0:
             console.print("Nothing to send.")
             return
@@ -327,6 +329,8 @@ def _print_plan(config: Config, plan: SendPlan, *, recovered_count: int, test_to
         (plan.held_uncertain, "uncertain (may have arrived); not sent again without --resend-uncertain"),
         (plan.held_failed, "refused permanently before; not retried without --retry-failed"),
         (0 if test_to else plan.left_for_later, "left for a later run (--limit or sending.daily_limit)"),
+        (len(plan.gone), "left for later by an earlier run but gone from the contact list; never sent, "
+         + "so taken off the delivery log"),
         (len(plan.changed_after_send), "changed since they were sent or tried; not re-sent (rows "
          + ", ".join(map(str, plan.changed_after_send[:10])) + ")"),
     ]  # fmt: skip

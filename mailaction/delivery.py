@@ -53,6 +53,8 @@ class SendPlan:
     held_failed: int = 0
     left_for_later: int = 0  # beyond --limit or the daily limit
     changed_after_send: list[int] = field(default_factory=list)  # rows, letter edited since sent
+    # Logged as pending (never tried) by an earlier run, but no longer in the contact list.
+    gone: set[str] = field(default_factory=set)
     sample: list[Letter] = field(default_factory=list)  # the first letters, to show before sending
 
     @property
@@ -125,11 +127,13 @@ class Run:
     def plan(self) -> SendPlan:
         """Validate every row and count what would happen, without writing to the log."""
         plan = SendPlan()
+        plan.gone = set() if self.options.test_to else self.log.untried()
         self._kept, self._kept_bytes, self._kept_all = [], 0, True
         for prepared in self.campaign.rows():
             plan.validation.add(prepared)
             if prepared.letter is None:
                 continue
+            plan.gone.discard(prepared.letter.contact_id)
             letter, entry, decision = self._decide(prepared.letter)
             if decision is Decision.SEND:
                 self._keep(letter, entry)

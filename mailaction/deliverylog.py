@@ -327,6 +327,24 @@ class DeliveryLog:
         counts.update((State(state), n) for state, n in rows)
         return counts
 
+    def untried(self) -> set[str]:
+        """The contacts whose letter is logged as pending and was never tried."""
+        rows = self._db.execute(
+            "SELECT contact_id FROM letters WHERE campaign = ? AND state = ? AND attempts = 0",
+            (self.campaign, State.PENDING),
+        )
+        return {contact_id for (contact_id,) in rows}
+
+    def forget_untried(self, contact_ids: Iterable[str]) -> None:
+        """Remove these contacts' letters, committed, if they are still pending and never tried."""
+        for contact_id in contact_ids:
+            self._write(
+                "DELETE FROM letters WHERE campaign = ? AND contact_id = ? AND state = ?"
+                " AND attempts = 0",
+                (self.campaign, contact_id, State.PENDING),
+            )
+        self.flush()
+
     def sent_since(self, since: float) -> int:
         """How many of the campaign's letters were sent at or after ``since`` (a unix time)."""
         return self._db.execute(

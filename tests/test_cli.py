@@ -188,6 +188,20 @@ def test_sink_into_a_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> N
     assert "Not a directory" in result.output
 
 
+def test_letters_left_for_later_of_removed_contacts_leave_the_log(project: Path, sink: Sink) -> None:
+    assert run(project, "send", "--yes", "--limit", "1").exit_code == 0
+    without_chen = "\n".join(line for line in CONTACTS.splitlines() if "chen" not in line) + "\n"
+    (project / "contacts.csv").write_text(without_chen, encoding="utf-8")
+    dry = run(project, "send", "--dry-run")
+    assert "1 left for later by an earlier run but gone from the contact list" in dry.output
+    assert len(log_states(project)) == 3
+    result = run(project, "send", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "All 2 letters were sent." in result.output
+    assert log_states(project) == {"ana@example.org": State.SENT, "bo@example.com": State.SENT}
+    assert sink.count == 2
+
+
 def test_send_needs_yes_without_a_terminal(project: Path, sink: Sink) -> None:
     result = run(project, "send")
     assert result.exit_code == 2

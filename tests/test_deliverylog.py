@@ -373,3 +373,19 @@ def test_twenty_thousand_state_changes_per_second(log: DeliveryLog) -> None:
     assert log.counts()[State.SENT] == 2000
     # The target is 20,000/s; half of it here leaves room for a busy test machine.
     assert pairs_per_second > 10_000
+
+
+def test_forget_untried_removes_only_letters_never_tried(path: Path) -> None:
+    a, b, c = (letter(row) for row in (2, 3, 4))
+    with DeliveryLog(path, "spring") as log:
+        for each in (a, b, c):
+            log.register(each)
+        log.mark_sending(b.contact_id)
+        log.mark_outcome(b.contact_id, Outcome(State.SENT, 250, "ok"))
+        log.mark_sending(c.contact_id)
+        log.mark_outcome(c.contact_id, Outcome(State.DEFERRED, 451, "later"))
+        assert log.untried() == {a.contact_id}
+        log.forget_untried([a.contact_id, b.contact_id, c.contact_id])
+        assert [entry.contact_id for entry in log.entries()] == [b.contact_id, c.contact_id]
+    with DeliveryLog(path, "spring") as again:
+        assert again.get(a.contact_id) is None
