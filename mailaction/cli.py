@@ -442,6 +442,8 @@ def report(
     config = read_config(config_path, template, contacts, log)
     assert config.campaign.log is not None
     with DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log:
+        if config.source is None:  # only --log: the campaign is the one the file holds
+            delivery_log.campaign = _only_campaign(delivery_log)
         data = load_report(delivery_log, [State(s) for s in states] or None)
     if output is None:
         if fmt == "table":
@@ -455,6 +457,18 @@ def report(
         else:
             REPORT_WRITERS[fmt](data, out)
     console.print(f"Wrote {output}")
+
+
+def _only_campaign(delivery_log: DeliveryLog) -> str:
+    """The one campaign of a delivery log read without a config (proof runs aside)."""
+    found = delivery_log.campaigns()
+    real = [name for name in found if not name.endswith(" [test]")] or found
+    if len(real) > 1:
+        raise ConfigError(
+            f"{delivery_log.path} holds several campaigns ({', '.join(real)}); "
+            "pass --config with the campaign's name"
+        )
+    return real[0] if real else delivery_log.campaign
 
 
 @main.command()

@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 
 from mailaction.cli import main
 from mailaction.deliverylog import DeliveryLog, State
+from mailaction.message import Letter
 from mailaction.sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,6 +201,26 @@ def test_letters_left_for_later_of_removed_contacts_leave_the_log(project: Path,
     assert "All 2 letters were sent." in result.output
     assert log_states(project) == {"ana@example.org": State.SENT, "bo@example.com": State.SENT}
     assert sink.count == 2
+
+
+def test_report_of_a_log_without_its_config_shows_the_campaign_it_holds(
+    project: Path, sink: Sink, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(project, "send", "--yes").exit_code == 0
+    assert run(project, "send", "--yes", "--test-to", "me@example.org").exit_code == 0
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    log = project / "test-action.sqlite"
+    result = CliRunner().invoke(main, ["report", "--log", str(log), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["campaign"], report["summary"]["sent"]) == ("Test action", 3)
+    with DeliveryLog(log, "Other action") as other:
+        address = "dee@example.org"
+        other.register(Letter(2, address, "campaign@example.org", (address,), "Hello",
+                              "<dee.other@example.org>", "f", b""))  # fmt: skip
+    several = CliRunner().invoke(main, ["report", "--log", str(log)])
+    assert several.exit_code == 2
+    assert "holds several campaigns (Other action, Test action)" in several.output
 
 
 def test_send_needs_yes_without_a_terminal(project: Path, sink: Sink) -> None:
