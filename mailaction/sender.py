@@ -217,7 +217,13 @@ def _open_failure(exc: Exception, config: SMTPConfig, step: str, timeout: float)
             " smtp.verify_certificates = false only for a server you trust"
         )
     if isinstance(tls, ssl.SSLError):
-        return SMTPSetupError(f"{where}: TLS failed: {tls.reason or tls}")
+        hint = ""
+        if tls.reason == "WRONG_VERSION_NUMBER" and config.security == "ssl":
+            hint = (
+                "; the server does not speak TLS from the start on this port: use"
+                ' smtp.security = "starttls" (usually port 587), or port 465 for "ssl"'
+            )
+        return SMTPSetupError(f"{where}: TLS failed: {tls.reason or tls}{hint}")
     if isinstance(exc, SMTPResponseException):
         reply = f"{exc.code} {_text(exc.message)}"
         if _temporary(exc.code):

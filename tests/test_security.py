@@ -132,3 +132,13 @@ def test_turning_verification_off_warns(tmp_path: Path, certificate: Certificate
     assert result.exit_code == 0, result.output
     assert "Warning: smtp.verify_certificates = false" in result.output
     assert len(server.messages) == 2
+
+
+def test_ssl_against_a_plain_server_says_which_setting_to_use(tmp_path: Path) -> None:
+    with FaultServer() as server:
+        config = write_project(tmp_path, server.port, 'security = "ssl"')
+        result = run(config, "send", "--yes")
+    assert result.exit_code == 1
+    assert "TLS failed: WRONG_VERSION_NUMBER" in result.output
+    assert 'smtp.security = "starttls"' in result.output
+    assert not server.messages
