@@ -9,8 +9,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jinja2 import StrictUndefined, Template
-from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2 import FileSystemLoader, StrictUndefined, Template
+from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import Problem, TemplateError
@@ -19,10 +19,7 @@ if TYPE_CHECKING:
     from .contacts import Contact
 
 BODY = "body"
-_ENV = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-)
-_GLOBALS = dict(_ENV.globals)  # range, cycler, joiner, namespace, ...
+_GLOBALS = dict(ImmutableSandboxedEnvironment().globals)  # range, cycler, joiner, namespace, ...
 # RFC 5322 section 3.6.8: a field name is printable US-ASCII except ":" (no spaces).
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _UNDEFINED_NAME = re.compile(r"'(.+)' is undefined")
@@ -105,12 +102,13 @@ class LetterTemplate:
                 f"{name}: no blank line after the headers; "
                 "put one blank line between the header lines and the body"
             )
+        env = _environment(base_dir)
         headers = [
-            _make_part(field, value, name, lineno, f"the {field} header of {name}")
+            _make_part(env, field, value, name, lineno, f"the {field} header of {name}")
             for field, value, lineno in _parse_headers(lines[:blank], name)
         ]
         body_source = "\n".join(lines[blank + 1 :])
-        body = _make_part(BODY, body_source, name, blank + 2, f"the body of {name}")
+        body = _make_part(env, BODY, body_source, name, blank + 2, f"the body of {name}")
         return cls(headers, body, path, base_dir)
 
     def render(self, contact: Contact) -> RenderedLetter:
@@ -135,12 +133,15 @@ class LetterTemplate:
             # One shared namespace per row instead of Template.render()'s copy per part: the
             # sandbox keeps templates from changing it, and rendering is the hot path. The context
             # is made directly: new_context() would also collect the globals, already in namespace.
-            context = _ENV.context_class(_ENV, namespace, template.name, template.blocks)
+            env = template.environment
+            context = env.context_class(env, namespace, template.name, template.blocks)
             return "".join(template.root_render_func(context))
         except UndefinedError as exc:
             message = _undefined_message(exc, contact, part.place)
         except SecurityError as exc:
             message = f"template tried an unsafe operation: {exc} (in {part.place})"
+        except TemplateNotFound as exc:
+            message = f"cannot include {exc.name!r}: no such file in the template's folder (in {part.place})"
         # The template's own expressions can raise anything ({{ 1/0 }}, {{ "a" + 1 }}); that is
         # a problem with this letter, not a crash of the program.
         except Exception as exc:  # noqa: BLE001
@@ -194,17 +195,33 @@ def _parse_headers(lines: list[str], name: str) -> list[tuple[str, str, int]]:
     return headers
 
 
-def _make_part(field: str, source: str, name: str, first_line: int, place: str) -> _Part:
+@lru_cache(maxsize=16)
+def _environment(base_dir: Path) -> ImmutableSandboxedEnvironment:
+    """The sandbox templates are compiled in; {% include %} finds files in ``base_dir`` (as in
+    mailmerge), never outside it."""
+    return ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(base_dir),
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+
+
+def _make_part(
+    env: ImmutableSandboxedEnvironment, field: str, source: str, name: str, first_line: int, place: str
+) -> _Part:
     """One compiled part; a part without Jinja syntax is rendered once, here."""
-    template = _compile_part(source, name, first_line)
+    template = _compile_part(env, source, name, first_line)
     literal = not any(mark in source for mark in _JINJA_MARKS)
     return _Part(field, template, place, template.render() if literal else None)
 
 
-def _compile_part(source: str, name: str, first_line: int) -> Template:
+def _compile_part(
+    env: ImmutableSandboxedEnvironment, source: str, name: str, first_line: int
+) -> Template:
     """Compile one part; syntax errors name the line in the template file."""
     try:
-        return _ENV.from_string(source)
+        return env.from_string(source)
     except TemplateSyntaxError as exc:
         line = first_line + (exc.lineno or 1) - 1
         raise TemplateError(f"{name}:{line}: {exc.message}") from None

@@ -254,6 +254,23 @@ def test_runtime_error_in_a_template_expression_is_a_problem() -> None:
     )
 
 
+def test_include_reads_files_beside_the_template_and_nowhere_else(tmp_path: Path) -> None:
+    (tmp_path / "footer.txt").write_text("Yours, {{ name }}\n", encoding="utf-8")
+    (tmp_path / "escape.txt").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}", encoding="utf-8")
+    (tmp_path.parent / "outside.txt").write_text("secret", encoding="utf-8")
+    letter_file = tmp_path / "letter.txt"
+    letter_file.write_text("Subject: Hi\n\nDear {{ name }}\n{% include 'footer.txt' %}", encoding="utf-8")
+    assert LetterTemplate.from_file(letter_file).render(contact(name="Ana")).body == "Dear Ana\nYours, Ana\n"
+    for included, message in [
+        ("../outside.txt", "cannot include '../outside.txt': no such file in the template's folder"),
+        ("escape.txt", "template tried an unsafe operation"),
+    ]:
+        letter_file.write_text(f"Subject: Hi\n\n{{% include '{included}' %}}", encoding="utf-8")
+        letter = LetterTemplate.from_file(letter_file).render(contact(name="Ana"))
+        assert letter.body == ""
+        assert letter.problems[0].message.startswith(message)
+
+
 def test_assignments_do_not_leak_between_parts_or_rows() -> None:
     letter_template = template("Subject: {% set name = 'X' %}{{ name }}\n\n{{ name }}")
     assert letter_template.render(contact(name="Ana")).body == "Ana"
