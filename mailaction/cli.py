@@ -33,7 +33,7 @@ from rich.text import Text
 from . import __version__
 from .campaign import Campaign
 from .config import Config, find_config, load_config
-from .delivery import Run, SendOptions, SendPlan, campaign_key, send_letters
+from .delivery import Run, SendOptions, SendPlan, campaign_key, real_campaigns, send_letters
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
 from .message import Letter
@@ -461,8 +461,7 @@ def report(
 
 def _only_campaign(delivery_log: DeliveryLog) -> str:
     """The one campaign of a delivery log read without a config (proof runs aside)."""
-    found = delivery_log.campaigns()
-    real = [name for name in found if not name.endswith(" [test]")] or found
+    real = real_campaigns(delivery_log.campaigns())
     if len(real) > 1:
         raise ConfigError(
             f"{delivery_log.path} holds several campaigns ({', '.join(real)}); "

@@ -75,11 +75,9 @@ class ContactList:
                     raise self._unnamed_value(row, values)
                 yield Contact(row, dict(zip(columns, values)), source)
 
-
     def _unnamed_value(self, row: int, values: list[str]) -> ContactsError:
         """A row with a value in a column the header left without a name."""
-        width = len(self.columns)
-        index = next(i for i in range(width, len(values)) if values[i])
+        index = next(i for i in range(len(self.columns), len(values)) if values[i])
         label = self._table.column_label(index)
         return ContactsError(f"{self.source}:{row}: {label} has a value but no name in the header")
 

@@ -62,9 +62,17 @@ class SendPlan:
         return self.held_uncertain + self.held_failed
 
 
+PROOF_SUFFIX = " [test]"
+
+
 def campaign_key(name: str, test_to: str | None) -> str:
     """The log key: proof copies are recorded apart from the real campaign."""
-    return f"{name} [test]" if test_to else name
+    return f"{name}{PROOF_SUFFIX}" if test_to else name
+
+
+def real_campaigns(keys: list[str]) -> list[str]:
+    """A log's campaign keys without the proof runs (all of them if there are only proofs)."""
+    return [key for key in keys if not key.endswith(PROOF_SUFFIX)] or keys
 
 
 def decide(entry: Entry | None, letter: Letter, options: SendOptions) -> Decision:
@@ -94,7 +102,7 @@ class Run:
         self.allowed = self._allowed()
         self._kept: list[tuple[Letter, Entry | None]] = []  # the first letters to send or log
         self._kept_bytes = 0
-        self._kept_all = False  # the plan kept every letter it chose to send
+        self._kept_all = False  # the plan kept every letter it chose to send or leave for later
 
     def _keep(self, letter: Letter, entry: Entry | None) -> None:
         size = self._kept_bytes + len(letter.data)

@@ -49,9 +49,9 @@ _PLAIN_MAILBOX = re.compile(
     r'(?:[^"<>@,;:\\()\[\].]*<([^<>"]*)>|([^\s"<>@,;:\\()\[\]]+@[^\s"<>,;:\\()\[\]]+))'
 )
 _DISPLAY_SPECIALS = frozenset('"\\@,;:()[]<>')
-# Commas separate mailboxes except inside a quoted display name or angle brackets.
 # "Doe, John <jd@example.org>": one mailbox whose unquoted name holds a character that splits it.
 _UNQUOTED_NAME = re.compile(r'\s*[^"<\s][^"<]*[,;:()@][^"<]*<[^<>]*>\s*')
+# Commas separate mailboxes except inside a quoted display name or angle brackets.
 _QUOTED = re.compile(r'"(?:\\.|[^"\\])*"')
 _LIST_PART = re.compile(r'"(?:\\.|[^"\\])*"?|<[^>]*>?|[^,"<]+|,')
 
