@@ -194,7 +194,7 @@ def test_letters_left_for_later_of_removed_contacts_leave_the_log(project: Path,
     without_chen = "\n".join(line for line in CONTACTS.splitlines() if "chen" not in line) + "\n"
     (project / "contacts.csv").write_text(without_chen, encoding="utf-8")
     dry = run(project, "send", "--dry-run")
-    assert "1 left for later by an earlier run but gone from the contact list" in dry.output
+    assert "1 queued earlier but gone from the contact list" in dry.output
     assert len(log_states(project)) == 3
     result = run(project, "send", "--yes")
     assert result.exit_code == 0, result.output
@@ -309,8 +309,9 @@ def test_letters_edited_after_a_crash_are_reported_not_resent(project: Path, sin
     template = project / "letter.txt"
     template.write_text(template.read_text(encoding="utf-8").replace("Thank you", "Thanks again"), encoding="utf-8")
     result = run(project, "send", "--yes")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a letter is left uncertain
     assert "1 were in flight when an earlier run stopped" in result.output
+    assert "1 queued earlier and changed since" in result.output
     assert "2 changed since they were sent or tried; not re-sent (rows 2, 3)" in result.output
     assert sink.count == 3
     states = log_states(project)
