@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -592,10 +593,18 @@ _LETTER_COLUMNS = (
 
 
 def _event(state: State, code: int | None, reply: str, moment: float | None = None) -> str:
-    """One line of a letter's history."""
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment or time.time()))
-    text = " ".join(reply.split())[:200]
-    return " ".join(part for part in (when, str(state), str(code or ""), text) if part) + "\n"
+    """One line of a letter's history: "2026-12-01 10:00:00 UTC sent 250 2.0.0 Ok"."""
+    line = f"{_utc(int(moment or time.time()))} {state}"
+    if code:
+        line += f" {code}"
+    if reply:
+        line += " " + " ".join(reply.split())[:200]
+    return line + "\n"
+
+
+@lru_cache(maxsize=2)
+def _utc(second: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(second))
 
 
 def _connect(path: Path) -> sqlite3.Connection:
