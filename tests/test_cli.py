@@ -13,51 +13,9 @@ from mailaction.cli import main
 from mailaction.deliverylog import DeliveryLog, State
 from mailaction.message import Letter
 from mailaction.sink import Sink
+from tests.campaigns import CONTACTS, TEMPLATE
 
 ROOT = Path(__file__).resolve().parent.parent
-
-TEMPLATE = """\
-To: {{ first_name }} {{ last_name }} <{{ email }}>
-From: Campaign Team <campaign@example.org>
-Subject: Hello {{ first_name }}
-
-Dear {{ first_name }},
-
-Thank you for joining{% if town %} from {{ town }}{% endif %}.
-"""
-
-CONTACTS = """\
-email,first_name,last_name,town
-ana@example.org,Ana,Silva,Porto
-bo@example.com,Bo,NA,
-chen@example.net,Chen,Wei,Taipei
-"""
-
-
-@pytest.fixture
-def project(tmp_path: Path, sink: Sink) -> Path:
-    """A campaign folder with a template, contacts and a config pointing at the sink."""
-    (tmp_path / "letter.txt").write_text(TEMPLATE, encoding="utf-8")
-    (tmp_path / "contacts.csv").write_text(CONTACTS, encoding="utf-8")
-    (tmp_path / "mailaction.toml").write_text(
-        f"""
-[campaign]
-name = "Test action"
-template = "letter.txt"
-contacts = "contacts.csv"
-
-[smtp]
-host = "127.0.0.1"
-port = {sink.port}
-
-[sending]
-concurrency = 2
-retry_delay = 0.01
-""",
-        encoding="utf-8",
-    )
-    return tmp_path
-
 
 def run(project: Path, *args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(main, [*args[:1], "--config", str(project / "mailaction.toml"), *args[1:]], input=input)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from mailaction.deliverylog import DeliveryLog, State
-from tests.campaigns import RecordingSink, numbered_campaign
-from tests.test_cli import CONTACTS, log_states, project, run  # noqa: F401 - project is a fixture
+from tests.campaigns import CONTACTS, RecordingSink, numbered_campaign
+from tests.test_cli import log_states, run
 
 REPORT_KEYS = ("total", "sent", "pending")
 
