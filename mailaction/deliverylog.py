@@ -25,7 +25,6 @@ import json
 import os
 import sqlite3
 import time
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -45,21 +44,28 @@ _V2_COLUMN_LIST = (
     "sender TEXT NOT NULL DEFAULT ''",  # envelope MAIL FROM
     "smtputf8 INTEGER NOT NULL DEFAULT 0",
     "identity TEXT NOT NULL DEFAULT ''",  # recipients + content: finds a letter under another key
-    "content BLOB",  # zlib of the message without its attachment parts; NULL once expired
-    "parts TEXT",  # JSON [[offset, sha256], ...]: where the attachment parts go back
     "history TEXT NOT NULL DEFAULT ''",  # one line per state change: "time state code reply"
 )
 _V2_COLUMNS = ",\n    ".join(_V2_COLUMN_LIST)
 _V2_TABLES = """
 CREATE INDEX IF NOT EXISTS letters_identity ON letters (identity);
+CREATE TABLE IF NOT EXISTS messages (
+    letter INTEGER PRIMARY KEY,  -- the letters row's rowid
+    content BLOB NOT NULL,       -- the message without its large attachment parts
+    parts TEXT                   -- JSON [[offset, sha256], ...]: where those parts go back
+);
+CREATE TRIGGER IF NOT EXISTS letters_gone AFTER DELETE ON letters BEGIN
+    DELETE FROM messages WHERE letter = old.rowid;
+END;
 CREATE TABLE IF NOT EXISTS blobs (
     digest TEXT PRIMARY KEY,
     data BLOB NOT NULL
 );"""
 
-# The letters table keeps, beside each letter's state, what is needed to send it without the
-# contact list, the template or the attachments: the message bytes (zlib) with each attachment
-# part cut out and kept once in `blobs` by its sha256, at the offsets `parts` lists.
+# Beside each letter's state, `messages` keeps what is needed to send it without the contact
+# list, the template or the attachments: the message bytes with each large attachment part cut
+# out and kept once in `blobs` by its sha256. Messages live in their own table so that the state
+# changes, which rewrite a whole row, never rewrite a message.
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -289,28 +295,30 @@ class DeliveryLog:
 
         The letter's message is stored with it, so sending needs no other file.
         """
-        content, parts = self._pack(letter)
         identity = letter_identity(letter.recipients, letter.fingerprint)
         values = (
             letter.row, json.dumps(letter.recipients), letter.subject, State.PENDING,
             letter.message_id, letter.fingerprint, letter.sender, int(letter.smtputf8), identity,
-            content, parts,
         )  # fmt: skip
         if entry is None:
-            self._write(
+            cursor = self._write(
                 "INSERT INTO letters (row, recipients, subject, state, message_id, fingerprint,"
-                " sender, smtputf8, identity, content, parts, campaign, contact_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sender, smtputf8, identity, campaign, contact_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*values, self.campaign, letter.contact_id, time.time()),
             )
+            self._store_message(cursor.lastrowid, letter)
             return
-        self._update(
-            letter.contact_id,
+        cursor = self._write(
             "UPDATE letters SET row = ?, recipients = ?, subject = ?, state = ?, message_id = ?,"
-            " fingerprint = ?, sender = ?, smtputf8 = ?, identity = ?, content = ?, parts = ?"
-            " WHERE campaign = ? AND contact_id = ?",
-            values,
+            " fingerprint = ?, sender = ?, smtputf8 = ?, identity = ?"
+            " WHERE campaign = ? AND contact_id = ? RETURNING rowid",
+            (*values, self.campaign, letter.contact_id),
         )
+        found = cursor.fetchone()
+        if found is None:
+            raise KeyError(f"{self.campaign}/{letter.contact_id} is not in the delivery log")
+        self._store_message(found[0], letter)
 
     def update_letter(self, letter: Letter) -> None:
         """Store a letter again (its row, recipients, message) and queue it as pending."""
@@ -333,10 +341,11 @@ class DeliveryLog:
     def has_message(self, contact_id: str) -> bool:
         """Whether the letter's message is stored (not expired, not from an older log)."""
         found = self._run(
-            "SELECT content IS NOT NULL FROM letters WHERE campaign = ? AND contact_id = ?",
+            "SELECT 1 FROM letters JOIN messages ON letter = letters.rowid"
+            " WHERE campaign = ? AND contact_id = ?",
             (self.campaign, contact_id),
         ).fetchone()
-        return bool(found and found[0])
+        return found is not None
 
     def get(self, contact_id: str) -> Entry | None:
         """The entry for one contact, or None when the log has never seen it."""
@@ -398,8 +407,9 @@ class DeliveryLog:
         left = limit
         while left is None or left > 0:
             rows = self._run(
-                f"SELECT {_LETTER_COLUMNS} FROM letters WHERE campaign = ? AND state = ?"
-                " AND (row, contact_id) > (?, ?) ORDER BY row, contact_id LIMIT ?",
+                f"SELECT {_LETTER_COLUMNS} FROM letters LEFT JOIN messages ON letter = letters.rowid"
+                " WHERE campaign = ? AND state = ? AND (row, contact_id) > (?, ?)"
+                " ORDER BY row, contact_id LIMIT ?",
                 (self.campaign, State.PENDING, *after, batch if left is None else min(batch, left)),
             ).fetchall()
             if not rows:
@@ -413,7 +423,8 @@ class DeliveryLog:
     def message(self, contact_id: str) -> bytes | None:
         """The stored message of a letter (as queued, before its Date was set), or None."""
         found = self._run(
-            f"SELECT {_LETTER_COLUMNS} FROM letters WHERE campaign = ? AND contact_id = ?",
+            f"SELECT {_LETTER_COLUMNS} FROM letters LEFT JOIN messages ON letter = letters.rowid"
+            " WHERE campaign = ? AND contact_id = ?",
             (self.campaign, contact_id),
         ).fetchone()
         if found is None or found[-2] is None:
@@ -446,14 +457,13 @@ class DeliveryLog:
     def expire_messages(self, before: float) -> int:
         """Delete the stored messages of letters settled before ``before``; keep their states."""
         cursor = self._write(
-            "UPDATE letters SET content = NULL, parts = NULL WHERE campaign = ?"
-            " AND content IS NOT NULL AND state NOT IN (?, ?, ?)"
-            " AND coalesce(last_attempt_at, created_at) < ?",
+            "DELETE FROM messages WHERE letter IN (SELECT rowid FROM letters WHERE campaign = ?"
+            " AND state NOT IN (?, ?, ?) AND coalesce(last_attempt_at, created_at) < ?)",
             (self.campaign, State.PENDING, State.DEFERRED, State.SENDING, before),
         )
         self._write(
             "DELETE FROM blobs WHERE digest NOT IN (SELECT json_extract(part.value, '$[1]')"
-            " FROM letters, json_each(letters.parts) AS part WHERE letters.parts IS NOT NULL)",
+            " FROM messages, json_each(messages.parts) AS part WHERE messages.parts IS NOT NULL)",
             (),
         )
         self.flush()
@@ -517,8 +527,8 @@ class DeliveryLog:
         )
         return int(found.fetchone()[0])
 
-    def _pack(self, letter: Letter) -> tuple[bytes, str | None]:
-        """The message without its large attachment parts (zlib), and where they go back."""
+    def _store_message(self, letter_row: int | None, letter: Letter) -> None:
+        """Store the message without its large attachment parts, and where they go back."""
         data = letter.data
         pieces: list[bytes] = []
         parts: list[tuple[int, str]] = []
@@ -539,25 +549,23 @@ class DeliveryLog:
                     (attachment.digest, attachment.part),
                 )
                 self._blobs_written.add(attachment.digest)
-        pieces.append(data[start:])
-        content = zlib.compress(b"".join(pieces), 1)
-        return content, json.dumps(parts) if parts else None
+        content = b"".join((*pieces, data[start:])) if pieces else data
+        self._write(
+            "INSERT OR REPLACE INTO messages (letter, content, parts) VALUES (?, ?, ?)",
+            (letter_row, content, json.dumps(parts) if parts else None),
+        )
 
     def _letter(self, values: tuple[Any, ...]) -> Letter:
         """A Letter from a row of `_LETTER_COLUMNS`."""
         from .message import Letter
 
         row, contact_id, sender, recipients, subject, message_id, fingerprint, utf8 = values[:8]
-        content, parts = values[8:]
-        if content is None:
+        data, parts = values[8:]
+        if data is None:
             raise DeliveryLogError(
                 f"{self.path}: the message of row {row} ({contact_id}) is no longer stored;"
                 " run `mailaction send` again to queue it anew"
             )
-        try:
-            data = zlib.decompress(content)
-        except zlib.error as exc:
-            raise DeliveryLogError(f"{self.path}: the delivery log is damaged: {exc}") from None
         if parts is not None:
             pieces, start = [], 0
             for offset, digest in json.loads(parts):
