@@ -150,7 +150,8 @@ class Run:
         plan = SendPlan()
         counts = self.log.counts()
         plan.had_letters = sum(counts.values()) > 0
-        proof = self.options.test_to is not None
+        proof_to = self.options.test_to
+        proof = proof_to is not None
         tally = not proof and counts[State.PENDING] + counts[State.DEFERRED] > 0
         if tally:
             self.log.start_tally()
@@ -160,8 +161,8 @@ class Run:
             if prepared.letter is None:
                 continue
             letter = prepared.letter
-            if proof:
-                letter = replace(letter, recipients=(self.options.test_to,))
+            if proof_to is not None:
+                letter = replace(letter, recipients=(proof_to,))
             entry = self.log.get(letter.contact_id) if plan.had_letters else None
             if tally:
                 self.log.note(letter.contact_id)
@@ -210,8 +211,8 @@ class Run:
             self._queue(letter, entry, changed)
 
     def _queue(self, letter: Letter, entry: Entry | None, changed: bool) -> None:
-        fresh = entry is None or changed or self.options.test_to
-        if fresh or not self.log.has_message(letter.contact_id):
+        stale = changed or bool(self.options.test_to)
+        if entry is None or stale or not self.log.has_message(letter.contact_id):
             self.log.enqueue(letter, entry)
         elif entry.state is not State.PENDING or entry.row != letter.row:
             self.log.requeue(letter.contact_id, letter.row)

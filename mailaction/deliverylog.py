@@ -441,6 +441,7 @@ class DeliveryLog:
 
     def find(self, query: str) -> list[Entry]:
         """The campaign's letters for a spreadsheet row number, a contact id or an address."""
+        params: list[Any]
         if query.isdigit():
             sql, params = "row = ?", [int(query)]
         else:
@@ -567,7 +568,8 @@ class DeliveryLog:
                 " run `mailaction send` again to queue it anew"
             )
         if parts is not None:
-            pieces, start = [], 0
+            pieces: list[bytes] = []
+            start = 0
             for offset, digest in json.loads(parts):
                 pieces += (data[start:offset], self._blob(digest))
                 start = offset
