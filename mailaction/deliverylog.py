@@ -594,6 +594,7 @@ class DeliveryLog:
         return blob
 
 
+WAL_SIZE_LIMIT = 64 * 2**20  # bytes
 SHARED_PART_SIZE = 2048  # attachment parts this large are stored once, not in every letter
 BLOB_CACHE = 8  # attachment parts kept in memory while reading the queue
 _LETTER_COLUMNS = (
@@ -629,6 +630,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA page_size = 2048")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
+        # Queueing a large campaign is one transaction, which grows the WAL to its size; once it
+        # is checkpointed, the WAL file is cut back to this.
+        db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         if not _has_schema(db):
             db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()

@@ -231,3 +231,19 @@ def test_after_ctrl_c_every_report_counts_the_whole_campaign(tmp_path: Path, sin
     )  # fmt: skip
     counts = json.loads(report.stdout)["summary"]
     assert (counts["total"], counts["sent"], counts["pending"]) == (letters, sent, letters - sent)
+
+
+def test_a_log_that_cannot_be_written_part_way_ends_with_1(tmp_path: Path, sink: RecordingSink) -> None:
+    config = numbered_campaign(tmp_path, sink.port, 60, "blocked", 'rate = "20/s"\nconcurrency = 1')
+    process = start_send(config)
+    wait_for(sink, 5, process)
+    with sqlite3.connect(tmp_path / "blocked.sqlite", isolation_level=None) as other:
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock past the sender's 5 s wait
+        _, stderr = process.communicate(timeout=30)
+        other.execute("ROLLBACK")
+    assert process.returncode == 1, stderr.decode()
+    lines = stderr.decode().strip().splitlines()
+    assert lines[-1].startswith("Error: ") and "blocked.sqlite: cannot write the delivery log" in lines[-1]
+    assert "some letters may have gone out" in lines[-1]
+    assert "Traceback" not in stderr.decode()
+    assert 0 < sink.count < 60
