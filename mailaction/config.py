@@ -86,7 +86,7 @@ class CampaignConfig:
     name: str = "campaign"
     template: Path | None = None
     contacts: Path | None = None
-    log: Path | None = None
+    log: Path | str | None = None  # a SQLite file, or a "postgresql://..." database URL
     id_column: str = "email"
     max_message_size: int = 10_000_000
     check_deliverability: bool = False
@@ -225,7 +225,7 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
                 values[key] = checks[key](value)
             except ValueError as exc:
                 raise ConfigError(f"{where}: {section}.{key} {exc}") from None
-            if section == "campaign" and key in _PATH_KEYS:
+            if section == "campaign" and key in _PATH_KEYS and not _is_url(values[key]):
                 values[key] = base / values[key]
         sections[section] = cls(**values)
     campaign = sections["campaign"]
@@ -233,6 +233,11 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     if campaign.log is None:
         campaign = replace(campaign, log=base / f"{_slug(campaign.name)}.sqlite")
     return Config(sections["smtp"], sections["sending"], campaign, path)
+
+
+def _is_url(value: str) -> bool:
+    """A PostgreSQL log is named by a URL, kept as written."""
+    return value.startswith(("postgresql://", "postgres://"))
 
 
 def _slug(name: str) -> str:

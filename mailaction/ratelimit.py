@@ -10,6 +10,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 from .config import Rate
 
@@ -21,6 +22,12 @@ Sleep = Callable[[float], Awaitable[None]]
 # would crowd letters together after an event-loop stall. 5 ms is a third of the 1.5 % margin
 # the sender leaves in every second; the rest covers the way from slot to server.
 LATE = 0.005
+
+
+class Limiter(Protocol):
+    """What the sender waits on before each letter."""
+
+    async def acquire(self, domains: Iterable[str]) -> None: ...
 
 
 class RateLimiter:

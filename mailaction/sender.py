@@ -39,7 +39,7 @@ from aiosmtplib.protocol import MAX_RESPONSE_LENGTH, SMTPProtocol
 from .config import Rate, SendingConfig, SMTPConfig
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import SMTPSetupError
-from .ratelimit import CampaignLimiter
+from .ratelimit import CampaignLimiter, Limiter
 
 if TYPE_CHECKING:
     from .message import Letter
@@ -88,11 +88,13 @@ class Sender:
         log: DeliveryLog,
         *,
         password: str | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.smtp = smtp
         self.sending = sending
         self.log = log
         self._password = password
+        self.limiter = limiter  # None: the rates of ``sending``, kept in this process
 
     async def send(
         self,
@@ -378,7 +380,7 @@ class _Run:
         self.connect = functools.partial(_open, sender.smtp, sending.timeout, sender._password)
         self.summary = SendSummary(started=time.time())
         self.error: Exception | None = None
-        self._limiter = (
+        self._limiter: Limiter | None = sender.limiter or (
             CampaignLimiter(_with_margin(sending.rate), _with_margin(sending.per_domain_rate))
             if sending.rate or sending.per_domain_rate
             else None
