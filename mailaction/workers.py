@@ -335,8 +335,7 @@ class _Supervisor:
                 continue
             process.join()
             del self.running[worker]
-            reported = receiver.recv() if receiver.poll() else None
-            receiver.close()
+            reported = _report(receiver)
             if isinstance(reported, SendSummary):
                 self.summary.stopped_reason = self.summary.stopped_reason or reported.stopped_reason
                 continue
@@ -378,6 +377,16 @@ class _Supervisor:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _report(receiver: Connection) -> SendSummary | MailactionError | None:
+    """What a worker that ended reported; None when it was killed before it could."""
+    try:
+        return receiver.recv() if receiver.poll() else None  # type: ignore[no-any-return]
+    except EOFError:
+        return None
+    finally:
+        receiver.close()
 
 
 def _work(job: WorkerJob, reporter: Connection, parent: int) -> None:
