@@ -47,6 +47,7 @@ from .report import (
 )
 from .sender import SendSummary
 from .sink import Sink, StoredMessage
+from .workers import LEASE
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -224,10 +225,11 @@ def _first(items: Iterator[Any], count: int) -> Iterator[Any]:
 @click.option("--resend-uncertain", is_flag=True, help="Also send letters whose earlier attempt may or may not have arrived.")
 @click.option("--retry-failed", is_flag=True, help="Also retry letters the server refused permanently before.")
 @click.option("--workers", default="1", metavar="N|auto", callback=lambda ctx, param, value: _workers(value), help="Processes sending from the queue (auto: one per core). Default 1.")
+@click.option("--lease", type=click.FloatRange(min=1), default=LEASE, show_default=True, metavar="SECONDS", help="A worker silent this long is taken for dead; its letters go to the others.")
 def send(
     config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
     dry_run: bool, limit: int | None, test_to: str | None, yes: bool,
-    resend_uncertain: bool, retry_failed: bool, workers: int,
+    resend_uncertain: bool, retry_failed: bool, workers: int, lease: float,
 ) -> None:  # fmt: skip
     """Validate every letter, then send them through the SMTP server of the config.
 
@@ -248,7 +250,7 @@ def send(
     if test_to is not None:
         test_to = _check_address(test_to)
         limit = limit or 1
-    options = SendOptions(dry_run, limit, test_to, resend_uncertain, retry_failed, workers)
+    options = SendOptions(dry_run, limit, test_to, resend_uncertain, retry_failed, workers, lease)
     hooks = Hooks(
         plan=functools.partial(_print_plan, config, test_to=test_to),
         confirm=functools.partial(_confirm, config=config, yes=yes),
@@ -476,7 +478,7 @@ def show(
     with _campaign_log(config) as delivery_log:
         entries = delivery_log.find(who)
         if not entries:
-            raise ContactsError(f"{delivery_log.path}: no letter of {delivery_log.campaign!r} for {who!r}")
+            raise ContactsError(f"{delivery_log.where}: no letter of {delivery_log.campaign!r} for {who!r}")
         for entry in entries:
             console.print(Text(f"Row {entry.row} · {', '.join(entry.recipients)} · {entry.state}", style="bold"))
             for line in delivery_log.history(entry.contact_id):

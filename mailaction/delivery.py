@@ -159,6 +159,7 @@ class Run:
         The caller commits (`DeliveryLog.flush`) once the run is confirmed, or rolls back.
         """
         plan = SendPlan()
+        self.log.plan_lock()
         counts = self.log.counts()
         plan.had_letters = sum(counts.values()) > 0
         proof_to = self.options.test_to

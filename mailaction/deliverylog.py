@@ -225,21 +225,26 @@ class DeliveryLog:
         self, path: Path, campaign: str, *, lock: bool = False, create: bool = True
     ) -> None:
         self.path = Path(path)
-        self.location: Path | str = self.path  # what `open_log` opens it by
-        self.campaign = campaign_key(campaign)
         if not create and (not self.path.is_file() or self.path.stat().st_size == 0):
             raise DeliveryLogError(f"{self.path}: no delivery log yet; run `mailaction send` first")
         self._lock = _LockFile(self.path) if lock else None
-        self._blobs_written: set[str] = set()
-        self._blob_cache: dict[str, bytes] = {}
-        self._outcomes: list[tuple[Any, ...]] = []  # written with the next statement
-        self.worker: str | None = None  # set by `join`: the worker this log claims letters for
         try:
-            self._db = self._open()
+            self._start(self.path, str(self.path), campaign)
         except DeliveryLogError:
             if self._lock is not None:
                 self._lock.release()
             raise
+
+    def _start(self, location: Path | str, where: str, campaign: str) -> None:
+        """Set up what every backend keeps, then connect."""
+        self.location = location  # what `open_log` opens it by
+        self.where = where  # how messages name it (a URL without its password)
+        self.campaign = campaign_key(campaign)
+        self._blobs_written: set[str] = set()
+        self._blob_cache: dict[str, bytes] = {}
+        self._outcomes: list[tuple[Any, ...]] = []  # written with the next statement
+        self.worker: str | None = None  # set by `join`: the worker this log claims letters for
+        self._db = self._open()
 
     def close(self) -> None:
         """Give back unsettled claims, commit what is pending, close, release the lock."""
@@ -262,13 +267,13 @@ class DeliveryLog:
         """Commit every change written so far."""
         self._write_outcomes()
         if self._in_transaction():
-            self._execute("COMMIT", ())
+            self._commit()
 
     def rollback(self) -> None:
         """Undo every change written since the last commit."""
         self._outcomes.clear()
         if self._in_transaction():
-            self._execute("ROLLBACK", ())
+            self._rollback()
         self._blobs_written.clear()
 
     def _write(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Cursor:
@@ -312,12 +317,22 @@ class DeliveryLog:
 
     def _claim_lost(self) -> DeliveryLogError:
         return DeliveryLogError(
-            f"{self.path}: this worker's letters were given to others (it was silent longer than"
+            f"{self.where}: this worker's letters were given to others (it was silent longer than"
             " its lease); it stops"
         )
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> Any:
         return _connect(self.path)
+
+    def _commit(self) -> None:
+        self._execute("COMMIT", ())
+
+    def _rollback(self) -> None:
+        self._execute("ROLLBACK", ())
+
+    def plan_lock(self) -> None:
+        """Hold off other plans of the campaign until this transaction ends (the file's lock
+        already does for SQLite)."""
 
     def _in_transaction(self) -> bool:
         return self._db.in_transaction
@@ -331,16 +346,16 @@ class DeliveryLog:
         try:
             return self._db.execute(sql, params)
         except sqlite3.OperationalError as exc:
-            raise DeliveryLogError(f"{self.path}: cannot write the delivery log: {exc}") from None
+            raise DeliveryLogError(f"{self.where}: cannot write the delivery log: {exc}") from None
         except sqlite3.DatabaseError as exc:
-            raise DeliveryLogError(f"{self.path}: the delivery log is damaged: {exc}") from None
+            raise DeliveryLogError(f"{self.where}: the delivery log is damaged: {exc}") from None
 
     def _execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
         """Run one statement for each of ``rows``; how many rows of the table it changed."""
         try:
             return self._db.executemany(sql, rows).rowcount
         except sqlite3.OperationalError as exc:
-            raise DeliveryLogError(f"{self.path}: cannot write the delivery log: {exc}") from None
+            raise DeliveryLogError(f"{self.where}: cannot write the delivery log: {exc}") from None
 
     def _entries(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Iterator[Entry]:
         for values in self._run(sql, params):
@@ -348,7 +363,7 @@ class DeliveryLog:
                 yield _entry(values)
             except (ValueError, TypeError) as exc:
                 raise DeliveryLogError(
-                    f"{self.path}: the delivery log is damaged: {exc}"
+                    f"{self.where}: the delivery log is damaged: {exc}"
                 ) from None
 
     def _update(
@@ -746,7 +761,7 @@ class DeliveryLog:
         try:
             counts.update((State(state), n) for state, n in rows)
         except ValueError as exc:
-            raise DeliveryLogError(f"{self.path}: the delivery log is damaged: {exc}") from None
+            raise DeliveryLogError(f"{self.where}: the delivery log is damaged: {exc}") from None
         return counts
 
     def sent_since(self, since: float) -> int:
@@ -794,7 +809,7 @@ class DeliveryLog:
         data, parts = values[8:]
         if data is None:
             raise DeliveryLogError(
-                f"{self.path}: the message of row {row} ({contact_id}) is no longer stored;"
+                f"{self.where}: the message of row {row} ({contact_id}) is no longer stored;"
                 " run `mailaction send` again to queue it anew"
             )
         if parts is not None:
@@ -817,7 +832,7 @@ class DeliveryLog:
         if blob is None:
             found = self._run("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()
             if found is None:
-                raise DeliveryLogError(f"{self.path}: the delivery log is damaged: no part {digest}")
+                raise DeliveryLogError(f"{self.where}: the delivery log is damaged: no part {digest}")
             if len(self._blob_cache) >= BLOB_CACHE:
                 self._blob_cache.pop(next(iter(self._blob_cache)))
             blob = self._blob_cache[digest] = found[0]

@@ -41,7 +41,7 @@ class Report:
     """What the delivery log says about one campaign, ready to print or write."""
 
     campaign: str
-    log_path: Path
+    log_path: Path | str  # a file, or a database URL without its password
     generated_at: float  # unix time
     counts: dict[State, int]  # the whole campaign, every state present
     total: int
@@ -56,12 +56,13 @@ class Report:
 
 def load_report(log: DeliveryLog, states: Collection[State] | None = None) -> Report:
     """Read a campaign's delivery log in one pass; list only letters in `states` when given."""
-    return build_report(log.campaign, log.path, log.entries(), states)
+    where = log.location if isinstance(log.location, Path) else log.where
+    return build_report(log.campaign, where, log.entries(), states)
 
 
 def build_report(
     campaign: str,
-    log_path: Path,
+    log_path: Path | str,
     entries: Iterable[Entry],
     states: Collection[State] | None = None,
     *,
@@ -83,7 +84,7 @@ def build_report(
     sent_times.sort()
     return Report(
         campaign=campaign,
-        log_path=Path(log_path),
+        log_path=log_path,
         generated_at=time.time() if generated_at is None else generated_at,
         counts=counts,
         total=sum(counts.values()),
@@ -171,6 +172,11 @@ def _refused_lines(entry: Entry) -> list[str]:
 
 
 # Terminal
+
+
+def _log_name(log_path: Path | str) -> str:
+    """A log file's name, or a database's URL."""
+    return log_path.name if isinstance(log_path, Path) else log_path
 
 
 def _plain(value: object, style: str = "") -> Text:
@@ -400,7 +406,7 @@ def write_html(report: Report, out: TextIO) -> None:
         '<header>\n<p class="eyebrow">Delivery report</p>\n'
         f"<h1>{escape(report.campaign)}</h1>\n"
         f'<p class="meta">Generated {_human_time(report.generated_at, "%Y-%m-%d %H:%M UTC")}'
-        f" from the delivery log {escape(report.log_path.name)}</p>\n</header>\n"
+        f" from the delivery log {escape(_log_name(report.log_path))}</p>\n</header>\n"
         f'<p class="verdict{" problems" if problems else ""}">{escape(_verdict(report))}</p>\n'
     )
     out.write(_cards(report))

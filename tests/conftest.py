@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.campaigns import RecordingSink, cli_project
+from tests.postgres import PostgresServer, find_initdb
 
 
 @pytest.fixture
@@ -30,3 +31,19 @@ def sink(tmp_path: Path) -> Iterator[RecordingSink]:
 def project(tmp_path: Path, sink: RecordingSink) -> Path:
     """A campaign folder (template, contacts, mailaction.toml) sending to ``sink``."""
     return cli_project(tmp_path, sink.port)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (skipped when PostgreSQL is not installed)."""
+    initdb = find_initdb()
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs it)")
+    with PostgresServer(initdb) as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a fresh database on the session's PostgreSQL server."""
+    return postgres.new_database()
