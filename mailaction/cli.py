@@ -557,7 +557,7 @@ def demo() -> None:
         config_path = REPO_ROOT / "config.example.toml"
     base = load_config(config_path)
     log_path = base.campaign.log
-    assert log_path is not None
+    assert isinstance(log_path, Path)  # the example's log is a file
     maildir = log_path.parent / "demo-maildir"
     shutil.rmtree(maildir, ignore_errors=True)
     for suffix in ("", "-wal", "-shm"):

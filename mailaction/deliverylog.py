@@ -335,7 +335,7 @@ class DeliveryLog:
         already does for SQLite)."""
 
     def _in_transaction(self) -> bool:
-        return self._db.in_transaction
+        return bool(self._db.in_transaction)
 
     def _begin(self) -> None:
         # IMMEDIATE: take the write lock now, so a worker waits for it (busy timeout) instead of
@@ -353,7 +353,7 @@ class DeliveryLog:
     def _execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
         """Run one statement for each of ``rows``; how many rows of the table it changed."""
         try:
-            return self._db.executemany(sql, rows).rowcount
+            return int(self._db.executemany(sql, rows).rowcount)
         except sqlite3.OperationalError as exc:
             raise DeliveryLogError(f"{self.where}: cannot write the delivery log: {exc}") from None
 
@@ -400,6 +400,7 @@ class DeliveryLog:
 
     def _bury(self, silent_for: float | None, worker: str | None = None) -> None:
         """Unregister ``worker``, or the workers silent for ``silent_for`` s (None: every one)."""
+        params: tuple[Any, ...]
         if worker is not None:
             where, params = "id = ?", (worker,)
         elif silent_for is not None:
@@ -541,7 +542,7 @@ class DeliveryLog:
             [(slot + interval, self.campaign, name) for name, interval in limits],
         )
         self.flush()
-        return slot - now
+        return float(slot - now)
 
     def register(self, letter: Letter) -> Entry:
         """Queue a letter as pending unless already logged; return what the log holds."""
@@ -658,7 +659,7 @@ class DeliveryLog:
         params = (self.campaign, State.PENDING, State.DEFERRED)
         if count_only:
             return int(self._run("SELECT count(*)" + where, params).fetchone()[0])
-        return self._write("DELETE" + where, params).rowcount
+        return int(self._write("DELETE" + where, params).rowcount)
 
     def message(self, contact_id: str) -> bytes | None:
         """The stored message of a letter (as queued, before its Date was set), or None."""
@@ -705,7 +706,7 @@ class DeliveryLog:
         )
         self._write(f"DELETE FROM blobs WHERE digest NOT IN ({self._PART_DIGESTS})", ())
         self.flush()
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
     def mark_sending(self, contact_id: str) -> None:
         """Record, committed, that the letter's data is about to be written to the server.

@@ -95,7 +95,7 @@ class PostgresLog(DeliveryLog):
 
     def _open(self) -> psycopg.Connection[Any]:
         try:
-            db = psycopg.connect(self.location, connect_timeout=10)
+            db = psycopg.connect(str(self.location), connect_timeout=10)
         except psycopg.Error as exc:
             raise DeliveryLogError(f"{self.where}: cannot connect: {_first_line(exc)}") from None
         try:
@@ -150,7 +150,7 @@ class PostgresLog(DeliveryLog):
         try:
             with self._db.cursor() as cursor:
                 cursor.executemany(_dialect(sql), rows)
-                return cursor.rowcount
+                return int(cursor.rowcount)
         except psycopg.Error as exc:
             raise DeliveryLogError(f"{self.where}: cannot write the delivery log: {exc}") from None
 

@@ -382,11 +382,12 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def _report(receiver: Connection) -> SendSummary | MailactionError | None:
     """What a worker that ended reported; None when it was killed before it could."""
     try:
-        return receiver.recv() if receiver.poll() else None  # type: ignore[no-any-return]
+        reported = receiver.recv() if receiver.poll() else None
     except EOFError:
         return None
     finally:
         receiver.close()
+    return reported if isinstance(reported, SendSummary | MailactionError) else None
 
 
 def _work(job: WorkerJob, reporter: Connection, parent: int) -> None:
