@@ -85,7 +85,10 @@ class Campaign:
         self.template = self.checks.template
         self.rules = self.checks.rules
         self.builder = self.checks.builder
-        self.contacts = ContactList(settings.contacts)
+        self.contacts = ContactList(
+            settings.contacts, sheet=settings.contacts_sheet,
+            header_row=settings.contacts_header_row, id_column=settings.id_column,
+        )  # fmt: skip
         self.id_column = _id_column(settings.id_column, self.contacts)
 
     def rows(self) -> Iterator[PreparedRow]:
