@@ -51,7 +51,7 @@ def write_workbook(path: Path, count: int) -> Path:
 def load(path: Path) -> float:
     """Seconds to open ``path`` and read every contact."""
     start = time.perf_counter()
-    count = sum(1 for _ in ContactList(path))
+    count = sum(1 for _ in ContactList(path, id_column="email"))
     elapsed = time.perf_counter() - start
     assert count > 0
     return elapsed

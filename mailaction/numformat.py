@@ -56,12 +56,10 @@ class _Section:
     is_text: bool  # holds "@": the section for text cells
 
 
+@lru_cache(maxsize=8192)  # a list repeats its dates, shares and amounts
 def format_number(value: float, code: str, date1904: bool = False) -> str:
     """``value`` shown in number format ``code``; General shows up to 15 significant digits."""
-    if code.lower() in ("general", ""):
-        return general(value)
-    sections = _parse(code)
-    numeric = [section for section in sections if not section.is_text]
+    numeric = _numeric_sections(code)
     if not numeric:
         return general(value)
     section, minus = _choose(numeric, value)
@@ -95,6 +93,14 @@ def general(value: float) -> str:
 def is_date_format(code: str) -> bool:
     """Whether ``code`` shows numbers as dates or times."""
     return code.lower() not in ("general", "") and any(s.is_date for s in _parse(code))
+
+
+@lru_cache(maxsize=256)
+def _numeric_sections(code: str) -> tuple[_Section, ...]:
+    """The sections of ``code`` that show numbers; none for General."""
+    if code.lower() in ("general", ""):
+        return ()
+    return tuple(section for section in _parse(code) if not section.is_text)
 
 
 @lru_cache(maxsize=256)
@@ -150,7 +156,7 @@ def _section(condition: tuple[str, float] | None, tokens: list[tuple[str, str]])
     return _Section(condition, tuple(tokens), is_date, "@" in kinds)
 
 
-def _choose(sections: list[_Section], value: float) -> tuple[_Section, bool]:
+def _choose(sections: tuple[_Section, ...], value: float) -> tuple[_Section, bool]:
     """The section that shows ``value``, and whether it shows the minus sign itself."""
     if any(section.condition for section in sections):
         for section in sections:
@@ -176,36 +182,60 @@ def _literals(tokens: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
     return [(kind, text) for kind, text in tokens if kind in ("literal", "char", "@")]
 
 
-def _format_plain(value: float, section: _Section) -> str:
-    """A number through a section of digit placeholders and literal text."""
+@dataclass(frozen=True)
+class _Layout:
+    """Where a number section puts its digits: worked out once per section."""
+
+    chars: list[tuple[str, str]]  # the tokens that show something
+    pattern: str  # one character per token: the character itself, or NUL for literal text
+    kind: str  # "text" (no digit placeholder), "fraction", "scientific" or "decimal"
+    percent: int  # how many % signs: each multiplies by 100
+    scaling: int  # commas right after the last digit placeholder: each divides by 1,000
+    point: int  # where the decimal point is, -1 without one
+    decimals: int
+    end: int  # just after the last placeholder and its scaling commas
+
+
+@lru_cache(maxsize=256)
+def _layout(section: _Section) -> _Layout:
     chars = [(kind, text) for kind, text in section.tokens if kind != "@"]
     pattern = "".join(text if kind == "char" else "\0" for kind, text in chars)
-    if not any(c in pattern for c in _DIGITS):
-        return "".join(text for _, text in chars) if chars else ""
-    if "/" in pattern and re.search(r"[0#?]\s*/\s*[0-9#?]", pattern):
-        return _format_fraction(value, chars)
     percent = pattern.count("%")
+    if not any(c in pattern for c in _DIGITS):
+        return _Layout(chars, pattern, "text", percent, 0, -1, 0, 0)
+    if "/" in pattern and re.search(r"[0#?]\s*/\s*[0-9#?]", pattern):
+        return _Layout(chars, pattern, "fraction", percent, 0, -1, 0, 0)
     exponent = re.search(r"[eE][-+]", pattern)
-    number = Decimal(repr(float(value))) * (100**percent)
     if exponent:
-        return _format_scientific(number, chars, exponent.start())
-    # Commas right after the last digit placeholder divide by 1,000 each.
+        return _Layout(chars, pattern, "scientific", percent, 0, exponent.start(), 0, 0)
     last_digit = max(pattern.rfind(c) for c in _DIGITS)
-    scaling = len(pattern[last_digit + 1 :]) - len(pattern[last_digit + 1 :].lstrip(","))
-    number /= Decimal(1000) ** scaling
+    after = pattern[last_digit + 1 :]
+    scaling = len(after) - len(after.lstrip(","))
     point = pattern.find(".", 0, last_digit + 1)
     decimals = sum(pattern.count(c, point) for c in _DIGITS) if point >= 0 else 0
-    rounded = abs(number).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    return _Layout(chars, pattern, "decimal", percent, scaling, point, decimals, last_digit + 1 + scaling)
+
+
+def _format_plain(value: float, section: _Section) -> str:
+    """A number through a section of digit placeholders and literal text."""
+    layout = _layout(section)
+    if layout.kind == "text":
+        return "".join(text for _, text in layout.chars)
+    if layout.kind == "fraction":
+        return _format_fraction(value, layout.chars)
+    number = Decimal(repr(float(value))) * (100**layout.percent)
+    if layout.kind == "scientific":
+        return _format_scientific(number, layout.chars, layout.point)
+    number /= Decimal(1000) ** layout.scaling
+    rounded = abs(number).quantize(Decimal(1).scaleb(-layout.decimals), rounding=ROUND_HALF_UP)
     whole, _, fraction = f"{rounded:f}".partition(".")
     sign = "-" if number < 0 and rounded != 0 else ""
-    return sign + _place_digits(chars, whole, fraction, point, last_digit + 1 + scaling)
+    return sign + _place_digits(layout, whole, fraction)
 
 
-def _place_digits(
-    chars: list[tuple[str, str]], whole: str, fraction: str, point: int, end: int
-) -> str:
+def _place_digits(layout: _Layout, whole: str, fraction: str) -> str:
     """Fills the placeholders: the integer digits right to left, the decimals left to right."""
-    pattern = "".join(text if kind == "char" else "\0" for kind, text in chars)  # one per token
+    chars, pattern, point, end = layout.chars, layout.pattern, layout.point, layout.end
     split = point if point >= 0 else end
     head = [i for i in range(split) if pattern[i] in _DIGITS]
     grouping = bool(head) and "," in pattern[head[0] : split]
