@@ -209,6 +209,16 @@ def test_chunk_size_does_not_change_what_is_read(tmp_path: Path) -> None:
     assert rows(path, chunk_size=1) == whole
 
 
+def test_values_stay_text_in_the_chunks_after_the_first_ten_thousand_rows(tmp_path: Path) -> None:
+    # The second chunk holds only digits: read without dtype=str, 05678 would become 5678.
+    lines = "".join(f"p{i}@example.org,0{i % 10_000:04d}\n" for i in range(10_003))
+    path = write(tmp_path, "email,postcode\n" + lines.replace("p10002@example.org,00002", "p10002@example.org,05678"))
+    contacts = list(ContactList(path))
+    assert [(c.row, c.values["postcode"]) for c in contacts[-3:]] == [
+        (10_002, "00000"), (10_003, "00001"), (10_004, "05678"),
+    ]  # fmt: skip
+
+
 def test_a_list_can_be_read_twice(tmp_path: Path) -> None:
     contacts = ContactList(write(tmp_path, "email\nana@example.org\n"), chunk_size=1)
     assert list(contacts) == list(contacts) != []

@@ -75,3 +75,21 @@ def test_worker_processes_report_the_same_once(tmp_path: Path) -> None:
         "the columns are: email, First Name, file")
     ]
     assert (alone.problem_count, alone.invalid_rows) == (1, 300)
+
+
+def test_a_list_20000_columns_wide_is_validated(tmp_path: Path) -> None:
+    # Column names are handled in linear time (benchmarks/wide_columns.py measures it).
+    names = ["email", *(f"Column {n}" for n in range(20_000))]
+    values = ",".join(str(n) for n in range(20_000))
+    (tmp_path / "contacts.csv").write_text(
+        ",".join(names) + f"\np1@example.org,{values}\np2@example.org,{values}\n", encoding="utf-8"
+    )
+    (tmp_path / "letter.txt").write_text(HEADERS + "\n{{ column_19999 }} {{ town }}\n", encoding="utf-8")
+    config = tmp_path / "mailaction.toml"
+    config.write_text('[campaign]\ntemplate = "letter.txt"\ncontacts = "contacts.csv"\n', encoding="utf-8")
+    result = Campaign(load_config(config)).validate(workers=0)
+    assert [str(problem) for problem in result.problems] == [
+        "letter.txt:5 (body): uses {{ town }}, which is not a column (all 2 rows); the columns are: "
+        + ", ".join(names[:100])
+        + ", … (20,001 in all)"
+    ]
