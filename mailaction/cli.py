@@ -143,6 +143,7 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
     """
     config = read_config(config_path, template, contacts, log)
     campaign = Campaign(config)
+    console.print(campaign.contacts.description, markup=False)
     result = campaign.validate()
     for problem in result.problems:
         console.print(str(problem), markup=False)
