@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser, BytesParser
+from email.parser import BytesParser, HeaderParser
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -61,7 +61,9 @@ def letter_parts(letter: Letter) -> LetterView:
     """Decode a letter's headers, bodies and attachment list."""
     message = BytesParser(policy=email.policy.default).parsebytes(letter.data)
     assert isinstance(message, EmailMessage)
-    raw = BytesHeaderParser(policy=email.policy.compat32).parsebytes(letter.data)
+    # Header fields as text: raw UTF-8 (SMTPUTF8 letters) decoded here, not by the email package.
+    head = letter.data.partition(b"\r\n\r\n")[0].decode("utf-8", "replace")
+    raw = HeaderParser(policy=email.policy.compat32).parsestr(head)
     headers = [(name, _decoded(value)) for name in SHOWN_HEADERS for value in raw.get_all(name, [])]
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",))
@@ -79,13 +81,12 @@ def letter_parts(letter: Letter) -> LetterView:
     )
 
 
-def _decoded(raw: str) -> str:
+def _decoded(text: str) -> str:
     """A header as a mail reader shows it: UTF-8 kept, RFC 2047 encoded words decoded and joined.
 
     The email package's default policy puts a space between adjacent encoded words inside an
     address's display name ("M aryia"); RFC 2047 says to drop whitespace there.
     """
-    text = raw.encode("ascii", "surrogateescape").decode("utf-8", "replace")
     try:
         return str(make_header(decode_header(text)))
     except (ValueError, LookupError):  # a malformed encoded word: show it as it is

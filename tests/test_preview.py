@@ -361,3 +361,20 @@ def test_long_encoded_display_names_show_as_written(tmp_path: Path, name: str) -
     headers = dict(letter_parts(letter).headers)
     assert headers["From"] == f"{name} <letters@example.org>"
     assert headers["Subject"] == name
+
+
+def test_non_ascii_local_part_previews_in_terminal_file_and_index(tmp_path: Path) -> None:
+    rendered = RenderedLetter(
+        [("From", "Jörg <jörg@example.org>"), ("To", "jörg@example.org"), ("Subject", "Grüße")],
+        "Liebe Jörg,\n",
+        [],
+    )
+    letter = LetterBuilder("campaign", tmp_path).build(rendered, "jörg@example.org", 2)
+    assert letter.smtputf8
+    assert dict(letter_parts(letter).headers)["To"] == "jörg@example.org"
+    console = Console(file=io.StringIO(), width=100)
+    print_letter(letter, console)
+    assert "jörg@example.org" in console.file.getvalue()
+    result = write_preview([PreparedRow(2, letter.contact_id, letter, [])], tmp_path / "out")
+    assert result.written == 1
+    assert "Grüße" in result.index.read_text(encoding="utf-8")
