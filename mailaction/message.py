@@ -31,8 +31,8 @@ BUILDER_HEADERS = frozenset(
     {"attachment", "bcc", "content-type", "content-transfer-encoding", "date", "message-id",
      "mime-version"}
 )  # fmt: skip
-MARKDOWN_EXTENSIONS = ("extra", "sane_lists")
-_BODY_TYPES = {"text/markdown": "markdown", "text/html": "html"}
+# nl2br: a single line break stays a line break, as in mailmerge ("Yours,⏎Ann" is two lines).
+MARKDOWN_EXTENSIONS = ("extra", "sane_lists", "nl2br")
 _NO_DOMAIN = "mailaction.invalid"  # Message-ID domain when From has no ASCII-encodable domain
 HTML_DOCUMENT = (
     '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n</head>\n<body>\n{}\n</body>\n'
@@ -156,6 +156,8 @@ def letter_fingerprint(rendered: RenderedLetter, body: str, attachments: list[At
     head = json.dumps([rendered.headers, [attachment.digest for attachment in attachments]])
     digest = hashlib.sha256(head.encode("ascii"))
     digest.update(body.encode())  # after the JSON array, which cannot end any earlier
+    if rendered.markup_body is not None:  # the HTML part can differ where the text does not
+        digest.update(b"\0" + rendered.markup_body.encode())
     return digest.hexdigest()
 
 
@@ -164,12 +166,6 @@ def normalise_body(body: str) -> str:
     if "\r" not in body:
         return body
     return body.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def body_type(rendered: RenderedLetter) -> str:
-    """The body kind from the template's Content-Type header: "markdown", "html" or "plain"."""
-    value = (rendered.header("Content-Type") or "").partition(";")[0].strip().lower()
-    return _BODY_TYPES.get(value, "plain")
 
 
 def read_attachment(base_dir: Path, written: str) -> Attachment:
@@ -243,7 +239,7 @@ class LetterBuilder:
         """The whole message: header fields, then the body part and the attachment parts."""
         stem = message_id[1:33]  # the hex of the id: boundaries derive from it
         head = self._header_block(rendered, message_id, smtputf8)
-        content = self._content(body_type(rendered), body, stem)
+        content = self._content(rendered, body, stem)
         if not attachments:
             return (head + content).encode()
         boundary = f"=_{stem}_m"
@@ -270,12 +266,14 @@ class LetterBuilder:
         lines += (f"Date: {self._now()}", f"Message-ID: {message_id}", "MIME-Version: 1.0")
         return "\r\n".join(lines) + "\r\n"
 
-    def _content(self, kind: str, body: str, stem: str) -> str:
+    def _content(self, rendered: RenderedLetter, body: str, stem: str) -> str:
         """The body as one text part, or text and HTML alternatives for markdown."""
+        kind = rendered.kind
         if kind != "markdown":
             return _text_part(kind, body, stem)
         boundary = f"=_{stem}_a"
-        html = HTML_DOCUMENT.format(self._markdown(body))
+        source = body if rendered.markup_body is None else normalise_body(rendered.markup_body)
+        html = HTML_DOCUMENT.format(self._markdown(source))
         return (
             f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
             f"--{boundary}\r\n{_text_part('plain', body, stem)}\r\n"
@@ -307,7 +305,7 @@ class MarkdownRenderer:
         if _linking(block):
             return None
         if _PLAIN_PARAGRAPH.fullmatch(block):
-            return f"<p>{block.rstrip(chr(10))}</p>"
+            return f"<p>{block.rstrip(chr(10)).replace(chr(10), '<br />' + chr(10))}</p>"
         return self._convert(block)
 
     def _convert(self, text: str) -> str:

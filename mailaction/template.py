@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template
+from jinja2 import FileSystemLoader, StrictUndefined, Template, Undefined
 from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -26,6 +28,10 @@ _UNDEFINED_NAME = re.compile(r"'(.+)' is undefined")
 _NEWLINE = re.compile(r"\r\n?")
 _MAX_LISTED_COLUMNS = 20
 _JINJA_MARKS = ("{{", "{%", "{#")  # the environment sets no line statement or comment prefix
+_BODY_TYPES = {"text/markdown": "markdown", "text/html": "html"}
+# Markdown syntax is ASCII punctuation (and indentation at a line start); written as numeric
+# character references it shows as itself in the HTML and starts no markup.
+_MARKDOWN_SYNTAX = re.compile(r"[!-/:-@\[-`{-~]|(?:^|(?<=\n))[ \t]")
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,12 @@ class RenderedLetter:
     """One contact's letter: rendered headers in template order, body, and rendering problems."""
 
     headers: list[tuple[str, str]]
-    body: str
+    body: str  # as sent in the text part (in text/html letters: values escaped for HTML)
     problems: list[Problem]
+    # Markdown letters: the body with every printed value escaped, converted to the HTML part.
+    markup_body: str | None = None
+    # Positions in ``headers`` of values printed by template expressions (may hold contact data).
+    templated: frozenset[int] = frozenset()
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or None."""
@@ -45,6 +55,55 @@ class RenderedLetter:
         """Every value of header ``name`` (case-insensitive), in template order."""
         wanted = name.lower()
         return [value for key, value in self.headers if key.lower() == wanted]
+
+    def attachments(self) -> list[tuple[str, bool]]:
+        """(path as rendered, True when the template author wrote it without expressions)."""
+        return [
+            (value, index not in self.templated)
+            for index, (key, value) in enumerate(self.headers)
+            if key.lower() == "attachment"
+        ]
+
+    @property
+    def kind(self) -> str:
+        """The body kind from the Content-Type header: "markdown", "html" or "plain"."""
+        return body_type(self.header("Content-Type") or "")
+
+
+def body_type(content_type: str) -> str:
+    """"markdown", "html" or "plain" for a Content-Type header value."""
+    return _BODY_TYPES.get(content_type.partition(";")[0].strip().lower(), "plain")
+
+
+class Trusted(str):
+    """A value the template marks as trusted markup (``{{ bio | trusted }}``): never escaped."""
+
+
+def _trusted(value: object) -> Trusted:
+    return Trusted(value)
+
+
+def markdown_text(value: str) -> str:
+    """``value`` as Markdown that shows it literally: no markup, no HTML, no links."""
+    return _MARKDOWN_SYNTAX.sub(lambda match: f"&#{ord(match[0])};", value)
+
+
+def _html_text(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+_ESCAPES: dict[str, Callable[[str], str]] = {"markdown": markdown_text, "html": _html_text}
+
+
+def _finalizer(escape: Callable[[str], str]) -> Callable[[object], object]:
+    """Finalize for body expressions: every printed value escaped, unless marked trusted."""
+
+    def finalize(value: object) -> object:
+        if isinstance(value, (Trusted, Undefined)):  # str() of an Undefined raises, as it should
+            return value
+        return escape(str(value))
+
+    return finalize
 
 
 @dataclass(frozen=True)
@@ -60,11 +119,20 @@ class _Part:
 class LetterTemplate:
     """A letter template, compiled once and rendered for each contact."""
 
-    def __init__(self, headers: list[_Part], body: _Part, path: Path, base_dir: Path) -> None:
+    def __init__(
+        self,
+        headers: list[_Part],
+        body: _Part,
+        path: Path,
+        base_dir: Path,
+        escaped_bodies: dict[str, _Part] | None = None,
+    ) -> None:
         self.headers = headers
         self.body = body
         self.path = path
         self.base_dir = base_dir
+        # The body compiled again per kind ("markdown", "html"), printing values escaped.
+        self.escaped_bodies = escaped_bodies or {}
 
     @classmethod
     def from_file(cls, path: Path) -> LetterTemplate:
@@ -102,14 +170,19 @@ class LetterTemplate:
                 f"{name}: no blank line after the headers; "
                 "put one blank line between the header lines and the body"
             )
-        env = _environment(base_dir)
+        env = _environment(base_dir, "")
         headers = [
             _make_part(env, field, value, name, lineno, f"the {field} header of {name}")
             for field, value, lineno in _parse_headers(lines[:blank], name)
         ]
         body_source = "\n".join(lines[blank + 1 :])
-        body = _make_part(env, BODY, body_source, name, blank + 2, f"the body of {name}")
-        return cls(headers, body, path, base_dir)
+        place = f"the body of {name}"
+        body = _make_part(env, BODY, body_source, name, blank + 2, place)
+        escaped = {
+            kind: _make_part(_environment(base_dir, kind), BODY, body_source, name, blank + 2, place)
+            for kind in _ESCAPES
+        }
+        return cls(headers, body, path, base_dir, escaped)
 
     def render(self, contact: Contact) -> RenderedLetter:
         """Render every header and the body for ``contact``, collecting problems instead of raising."""
@@ -119,8 +192,17 @@ class LetterTemplate:
             (part.name, self._render_part(part, namespace, contact, problems).strip(" \t"))
             for part in self.headers
         ]
-        body = self._render_part(self.body, namespace, contact, problems)
-        return RenderedLetter(headers, body, problems)
+        templated = frozenset(i for i, part in enumerate(self.headers) if part.constant is None)
+        kind = body_type(next((v for k, v in headers if k.lower() == "content-type"), ""))
+        escaped = self.escaped_bodies.get(kind)
+        markup_body = None
+        if kind == "html" and escaped is not None:
+            body = self._render_part(escaped, namespace, contact, problems)
+        else:
+            body = self._render_part(self.body, namespace, contact, problems)
+            if escaped is not None and escaped.constant is None and not problems:
+                markup_body = self._render_part(escaped, namespace, contact, problems)
+        return RenderedLetter(headers, body, problems, markup_body, templated)
 
     def _render_part(
         self, part: _Part, namespace: dict[str, object], contact: Contact, problems: list[Problem]
@@ -196,15 +278,18 @@ def _parse_headers(lines: list[str], name: str) -> list[tuple[str, str, int]]:
 
 
 @lru_cache(maxsize=16)
-def _environment(base_dir: Path) -> ImmutableSandboxedEnvironment:
+def _environment(base_dir: Path, escape: str) -> ImmutableSandboxedEnvironment:
     """The sandbox templates are compiled in; {% include %} finds files in ``base_dir`` (as in
-    mailmerge), never outside it."""
-    return ImmutableSandboxedEnvironment(
+    mailmerge), never outside it. ``escape``: "markdown" or "html" escapes printed values."""
+    env = ImmutableSandboxedEnvironment(
         loader=FileSystemLoader(base_dir),
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
+        finalize=_finalizer(_ESCAPES[escape]) if escape else None,
     )
+    env.filters["trusted"] = _trusted
+    return env
 
 
 def _make_part(

@@ -27,7 +27,6 @@ from mailaction.message import (
     Letter,
     LetterBuilder,
     MarkdownRenderer,
-    body_type,
     make_message_id,
     markdown_blocks,
     parse_addresses,
@@ -503,7 +502,7 @@ class ReferenceBuilder(LetterBuilder):
                 message[name] = value
         message["Date"] = email.utils.formatdate(localtime=True)
         message["Message-ID"] = message_id
-        kind = body_type(rendered)
+        kind = rendered.kind
         if kind == "markdown":
             message.set_content(body)
             html = markdown.markdown(body, extensions=list(MARKDOWN_EXTENSIONS))
@@ -533,7 +532,7 @@ def expected_fields(letter: RenderedLetter) -> list[str]:
     """The header names a built letter must have, and no others, in any order."""
     names = [name.lower() for name, _ in letter.headers if name.lower() not in BUILDER_HEADERS]
     own = ["date", "message-id", "mime-version", "content-type"]
-    if body_type(letter) != "markdown" and not letter.all("Attachment"):
+    if letter.kind != "markdown" and not letter.all("Attachment"):
         own.append("content-transfer-encoding")
     return sorted(names + own)
 
