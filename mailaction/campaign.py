@@ -61,8 +61,10 @@ class LetterChecks:
     def __init__(self, settings: CampaignConfig, key: str) -> None:
         assert settings.template is not None
         self.template = LetterTemplate.from_file(settings.template)
-        self.rules = LetterRules(settings.max_message_size, settings.check_deliverability)
-        self.builder = LetterBuilder(key, self.template.base_dir)
+        self.rules = LetterRules(
+            settings.max_message_size, settings.check_deliverability, settings.attachments
+        )
+        self.builder = LetterBuilder(key, self.template.base_dir, settings.attachments)
 
     def prepare(self, contact: Contact, contact_id: str) -> tuple[Letter | None, list[Problem]]:
         """The contact's checked Letter, or None and every problem found in it."""

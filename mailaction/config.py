@@ -88,6 +88,7 @@ class CampaignConfig:
     contacts: Path | None = None
     log: Path | None = None
     id_column: str = "email"
+    attachments: Path | None = None  # a folder contact values may name attachments in
     max_message_size: int = 10_000_000
     check_deliverability: bool = False
 
@@ -173,10 +174,10 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     }),
     "campaign": (CampaignConfig, {
         "name": _text, "template": _text, "contacts": _text, "log": _text, "id_column": _text,
-        "max_message_size": _pos_int, "check_deliverability": _bool,
+        "attachments": _text, "max_message_size": _pos_int, "check_deliverability": _bool,
     }),
 }  # fmt: skip
-_PATH_KEYS = ("template", "contacts", "log")
+_PATH_KEYS = ("template", "contacts", "log", "attachments")
 
 
 def find_config(cwd: Path | None = None) -> Path | None:

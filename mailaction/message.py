@@ -19,7 +19,8 @@ from urllib.parse import quote
 import idna
 import markdown
 
-from .errors import TemplateError
+from .attachments import find_attachment
+from .errors import AttachmentError
 
 if TYPE_CHECKING:
     from .template import RenderedLetter
@@ -168,14 +169,13 @@ def normalise_body(body: str) -> str:
     return body.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def read_attachment(base_dir: Path, written: str) -> Attachment:
-    """The file named by an Attachment header; TemplateError when it cannot be read."""
-    path = base_dir / written
+def read_attachment(path: Path) -> Attachment:
+    """The file at ``path`` as an attachment part; AttachmentError when it cannot be read."""
     try:
         data = path.read_bytes()
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise TemplateError(f"attachment {written!r} ({path}) cannot be read: {reason}") from None
+        raise AttachmentError(f"attachment {path} cannot be read: {reason}") from None
     content_type, compression = mimetypes.guess_type(path.name)
     if content_type is None or compression is not None:  # "a.tar.gz" is gzip data, not a tar
         content_type = "application/octet-stream"
@@ -196,17 +196,18 @@ def _filename_parameter(filename: str) -> str:
 class LetterBuilder:
     """Builds Letters for one campaign; caches what is the same for every letter (attachments)."""
 
-    def __init__(self, campaign: str, base_dir: Path) -> None:
+    def __init__(self, campaign: str, base_dir: Path, attachments: Path | None = None) -> None:
         self.campaign = campaign
         self.base_dir = base_dir
-        self._attachments: dict[str, Attachment] = {}
+        self.attachments_folder = attachments  # where contact values may name attachments
+        self._attachments: dict[tuple[str, bool], Attachment] = {}
         self._markdown = MarkdownRenderer()
 
     def build(self, rendered: RenderedLetter, contact_id: str, row: int) -> Letter:
         """The letter for one contact, from its rendered (and validated) template."""
         envelope = letter_envelope(rendered)
         message_id = make_message_id(self.campaign, contact_id, envelope.domain)
-        attachments = [self.attachment(written) for written in rendered.all("Attachment")]
+        attachments = [self.attachment(*named) for named in rendered.attachments()]
         body = normalise_body(rendered.body)
         data = self.message_bytes(rendered, body, attachments, message_id, envelope.smtputf8)
         return Letter(
@@ -221,11 +222,13 @@ class LetterBuilder:
             smtputf8=envelope.smtputf8,
         )
 
-    def attachment(self, written: str) -> Attachment:
-        """The attachment named ``written`` (relative to the template's folder), read once."""
-        attachment = self._attachments.get(written)
+    def attachment(self, written: str, literal: bool = True) -> Attachment:
+        """The attachment an Attachment header names (see `find_attachment`), read once."""
+        key = (written, literal)
+        attachment = self._attachments.get(key)
         if attachment is None:
-            attachment = self._attachments[written] = read_attachment(self.base_dir, written)
+            path = find_attachment(written, literal, self.base_dir, self.attachments_folder)
+            attachment = self._attachments[key] = read_attachment(path)
         return attachment
 
     def message_bytes(

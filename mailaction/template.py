@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, Undefined
 from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError, UndefinedError
+from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import Problem, TemplateError
@@ -222,6 +223,8 @@ class LetterTemplate:
             message = _undefined_message(exc, contact, part.place)
         except SecurityError as exc:
             message = f"template tried an unsafe operation: {exc} (in {part.place})"
+        except IncludeRefused as exc:
+            message = f"cannot include {exc.name!r}: {exc.message} (in {part.place})"
         except TemplateNotFound as exc:
             message = f"cannot include {exc.name!r}: no such file in the template's folder (in {part.place})"
         # The template's own expressions can raise anything ({{ 1/0 }}, {{ "a" + 1 }}); that is
@@ -277,12 +280,38 @@ def _parse_headers(lines: list[str], name: str) -> list[tuple[str, str, int]]:
     return headers
 
 
+class IncludeRefused(TemplateNotFound):
+    """An {% include %} names something other than a regular file inside the template's folder."""
+
+
+class _FolderLoader(FileSystemLoader):
+    """Loads included files from one folder: symlinks followed must stay inside, files only."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.folder = folder
+
+    def get_source(
+        self, environment: object, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        path = self.folder.joinpath(*split_template_path(template))
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError, ValueError):
+            raise IncludeRefused(template, "the path cannot be resolved") from None
+        if not real.is_relative_to(self.folder.resolve()):
+            raise IncludeRefused(template, "it leads outside the template's folder")
+        if real.exists() and not real.is_file():
+            raise IncludeRefused(template, "not a regular file")
+        return super().get_source(environment, template)  # type: ignore[arg-type]
+
+
 @lru_cache(maxsize=16)
 def _environment(base_dir: Path, escape: str) -> ImmutableSandboxedEnvironment:
     """The sandbox templates are compiled in; {% include %} finds files in ``base_dir`` (as in
     mailmerge), never outside it. ``escape``: "markdown" or "html" escapes printed values."""
     env = ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(base_dir),
+        loader=_FolderLoader(base_dir),
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
-import stat
 from collections import Counter
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -17,7 +15,8 @@ from typing import TYPE_CHECKING
 import email_validator
 from email_validator import EmailNotValidError, validate_email
 
-from .errors import MailactionError, Problem
+from .attachments import find_attachment
+from .errors import AttachmentError, MailactionError, Problem, shown
 
 if TYPE_CHECKING:
     from .contacts import Contact
@@ -30,7 +29,6 @@ RECIPIENT_HEADERS = frozenset({"to", "cc", "bcc"})
 SINGLE_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc", "subject"})
 CONTENT_TYPES = frozenset({"text/plain", "text/markdown", "text/html"})
 MAX_LINE_OCTETS = 998  # RFC 5321 section 4.5.3.1.6, without the CRLF
-_SHOWN_CHARS = 60
 _CACHE_SIZE = 4096
 
 _LINE_BREAK = re.compile(r"[\r\n\0]")
@@ -62,6 +60,7 @@ class LetterRules:
 
     max_message_size: int = 10_000_000
     check_deliverability: bool = False  # email-validator's DNS check; needs the network
+    attachments: Path | None = None  # a folder contact values may name attachments in
 
 
 def check_rendered(
@@ -75,7 +74,7 @@ def check_rendered(
 
     keys = [name.lower() for name, _ in rendered.headers]
     filled: set[str] = set()  # keys of headers with a non-blank value
-    for key, (name, value) in zip(keys, rendered.headers):
+    for index, (key, (name, value)) in enumerate(zip(keys, rendered.headers)):
         if value.strip():
             filled.add(key)
         injection = _header_injection(value)
@@ -85,11 +84,12 @@ def check_rendered(
             for message in _address_list_problems(value, rules.check_deliverability):
                 add(name, message)
         elif key == "attachment":
-            message = _attachment_problem(value, base_dir, rules.max_message_size)
+            literal = index not in rendered.templated
+            message = _attachment_problem(value, literal, base_dir, rules)
             if message:
-                add(name, message)
+                add(name, message if literal else message + _columns_in(value, contact))
         elif key == "content-type" and _media_type(value) not in CONTENT_TYPES:
-            add(name, f"{_shown(value)} is not supported; use {', '.join(sorted(CONTENT_TYPES))}")
+            add(name, f"{shown(value)} is not supported; use {', '.join(sorted(CONTENT_TYPES))}")
     if len(set(keys)) < len(keys):
         for name, count in _repeated_headers(rendered.headers):
             add(name, f"appears {count} times; a message may have only one {name} header")
@@ -149,11 +149,11 @@ def prepare_letter(
 def _header_injection(value: str) -> str | None:
     """Why a header value could smuggle in another header line, or None when it cannot."""
     if _LINE_BREAK.search(value):
-        return f"header injection: {_shown(value)} contains a line break or NUL character"
+        return f"header injection: {shown(value)} contains a line break or NUL character"
     if "=?" in value and any(
         _LINE_BREAK.search(_decode_word(*m.groups())) for m in _ENCODED_WORD.finditer(value)
     ):
-        return f"header injection: {_shown(value)} hides a line break in an encoded word"
+        return f"header injection: {shown(value)} hides a line break in an encoded word"
     return None
 
 
@@ -163,7 +163,7 @@ def _address_list_problems(value: str, check_deliverability: bool) -> tuple[str,
     items = [item.strip() for item in _list_items(value)]
     messages: list[str] = []
     if "" in items:
-        messages.append(f"{_shown(value)} has an empty item between commas")
+        messages.append(f"{shown(value)} has an empty item between commas")
     for item in filter(None, items):
         address = _mailbox_address(item)
         reason = _address_problem(
@@ -172,7 +172,7 @@ def _address_list_problems(value: str, check_deliverability: bool) -> tuple[str,
         if reason is None and address is None:
             reason = "it cannot be read as one mailbox like 'Name <name@example.org>'"
         if reason is not None:
-            messages.append(f"{_shown(item)} is not a valid address: {reason}")
+            messages.append(f"{shown(item)} is not a valid address: {reason}")
     if messages and _UNQUOTED_NAME.fullmatch(value):
         messages[-1] += (
             ' (a name holding a comma, parentheses, @, ; or : must be in double quotes'
@@ -252,29 +252,26 @@ def _bare(item: str) -> str:
     return item[start + 1 : end] if -1 < start < end else item
 
 
-def _attachment_problem(value: str, base_dir: Path, max_size: int) -> str | None:
+def _attachment_problem(value: str, literal: bool, base_dir: Path, rules: LetterRules) -> str | None:
     """Why the file an Attachment header names cannot be attached, or None when it can."""
-    if not value.strip():
-        return "the Attachment header is empty; name a file or remove the header"
-    path = base_dir / value
     try:
-        info = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return f"attachment {_shown(value)} not found (looked for {path})"
-    except OSError as exc:
-        return f"attachment {_shown(value)} cannot be read: {exc.strerror}"
-    if stat.S_ISDIR(info.st_mode):
-        return f"attachment {_shown(value)} is a folder, not a file"
-    if not stat.S_ISREG(info.st_mode):
-        return f"attachment {_shown(value)} is not a regular file"
-    if not os.access(path, os.R_OK):
-        return f"attachment {_shown(value)} cannot be read: permission denied"
-    if info.st_size > max_size:
+        size = find_attachment(value, literal, base_dir, rules.attachments).stat().st_size
+    except AttachmentError as exc:
+        return str(exc)
+    except OSError as exc:  # gone since it was found
+        return f"attachment {shown(value)} cannot be read: {exc.strerror}"
+    if size > rules.max_message_size:
         return (
-            f"attachment {_shown(value)} is {_size(info.st_size)}, "
-            f"over the message size limit of {_size(max_size)}"
+            f"attachment {shown(value)} is {_size(size)}, "
+            f"over the message size limit of {_size(rules.max_message_size)}"
         )
     return None
+
+
+def _columns_in(value: str, contact: Contact) -> str:
+    """" (from column doc)": the columns whose values the rendered path holds, for messages."""
+    columns = [column for column, cell in contact.values.items() if cell and cell in value]
+    return f" (from column {', '.join(columns)})" if columns else ""
 
 
 def _media_type(value: str) -> str:
@@ -320,13 +317,6 @@ def _decode_word(charset: str, encoding: str, text: str) -> str:
         return data.decode(charset.partition("*")[0] or "ascii", "replace")
     except (UnicodeError, binascii.Error, LookupError):
         return ""
-
-
-def _shown(value: str) -> str:
-    """A value for a one-line message: repr, truncated."""
-    if len(value) <= _SHOWN_CHARS:
-        return repr(value)
-    return repr(value[:_SHOWN_CHARS]) + "..."
 
 
 def _size(octets: int) -> str:

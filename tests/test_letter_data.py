@@ -119,3 +119,31 @@ def test_payloads_arrive_as_text_at_the_server(tmp_path: Path) -> None:
             parsed = _Html(html.get_content())
             assert "".join(parsed.text).count(payload) == 2
             assert not {"script", "img", "a", "style"} & set(parsed.tags)
+
+
+def test_validate_refuses_files_chosen_by_contacts(tmp_path: Path) -> None:
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "north.pdf").write_bytes(b"%PDF-1.4")
+    (tmp_path.parent / "outside.txt").write_text("secret", encoding="utf-8")
+    (tmp_path / "letter.txt").write_text(
+        "To: {{ email }}\nFrom: campaign@example.org\nSubject: Hi\nAttachment: shared/{{ doc }}\n\nHi\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "contacts.csv").write_text(
+        "email,doc\nann@example.org,north.pdf\nbo@example.org,../../../../proc/self/environ\n"
+        "cy@example.org,../../outside.txt\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "mailaction.toml"
+    config.write_text(
+        '[campaign]\ntemplate = "letter.txt"\ncontacts = "contacts.csv"\nattachments = "shared"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["validate", "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "contacts.csv:2" not in result.output
+    for row, doc in [(3, "../../../../proc/self/environ"), (4, "../../outside.txt")]:
+        assert (
+            f"contacts.csv:{row} (Attachment): attachment 'shared/{doc}' comes from the contact list"
+        ) in result.output
+    assert result.output.count("(from column doc)") == 2

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailaction.errors import TemplateError
+from mailaction.errors import AttachmentError
 from mailaction.message import (
     ADDRESS_HEADERS,
     BUILDER_HEADERS,
@@ -308,12 +308,12 @@ def test_attachment_is_read_once_per_builder(tmp_path: Path) -> None:
     assert second.fingerprint == first.fingerprint
 
 
-def test_unreadable_attachment_is_a_template_error(tmp_path: Path) -> None:
+def test_unreadable_attachment_is_an_attachment_error(tmp_path: Path) -> None:
     (tmp_path / "folder.pdf").mkdir()
     for written in ["missing.pdf", "folder.pdf", "nul\0.pdf"]:
-        with pytest.raises(TemplateError) as caught:
+        with pytest.raises(AttachmentError) as caught:
             build(rendered(("Attachment", written)), tmp_path)
-        assert written in str(caught.value)
+        assert repr(written) in str(caught.value)
         assert "\n" not in str(caught.value)
 
 

@@ -271,6 +271,29 @@ def test_include_reads_files_beside_the_template_and_nowhere_else(tmp_path: Path
         assert letter.problems[0].message.startswith(message)
 
 
+def test_include_named_by_a_contact_stays_in_the_template_folder(tmp_path: Path) -> None:
+    (tmp_path / "letter.txt").write_text("Subject: Hi\n\n{% include part %}", encoding="utf-8")
+    (tmp_path / "intro.txt").write_text("Hello\n", encoding="utf-8")
+    (tmp_path.parent / "secret.txt").write_text("secret", encoding="utf-8")
+    (tmp_path / "out.txt").symlink_to(tmp_path.parent / "secret.txt")
+    (tmp_path / "null.txt").symlink_to("/dev/null")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "intro.txt")
+    letter_template = LetterTemplate.from_file(tmp_path / "letter.txt")
+    assert letter_template.render(contact(part="intro.txt")).body == "Hello\n"
+    assert letter_template.render(contact(part="link.txt")).body == "Hello\n"  # a link inside
+    for part, reason in [
+        ("out.txt", "it leads outside the template's folder"),
+        ("null.txt", "it leads outside the template's folder"),
+        ("/proc/self/environ", "no such file in the template's folder"),  # looked for inside
+        ("../secret.txt", "no such file in the template's folder"),
+    ]:
+        letter = letter_template.render(contact(part=part))
+        assert letter.body == ""
+        assert letter.problems[0].message.startswith(f"cannot include {part!r}: {reason}")
+    (tmp_path / "folder").mkdir()
+    assert "not a regular file" in letter_template.render(contact(part="folder")).problems[0].message
+
+
 def test_assignments_do_not_leak_between_parts_or_rows() -> None:
     letter_template = template("Subject: {% set name = 'X' %}{{ name }}\n\n{{ name }}")
     assert letter_template.render(contact(name="Ana")).body == "Ana"

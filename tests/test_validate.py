@@ -50,9 +50,9 @@ class CountingBuilder(LetterBuilder):
 class VanishingAttachmentBuilder(CountingBuilder):
     """A builder whose attachments disappear between the checks and the build."""
 
-    def attachment(self, written: str) -> Attachment:
+    def attachment(self, written: str, literal: bool = True) -> Attachment:
         (self.base_dir / written).unlink()
-        return super().attachment(written)
+        return super().attachment(written, literal)
 
 
 def contact(row: int = 12, **values: str) -> Contact:
@@ -444,6 +444,57 @@ def test_an_empty_attachment_header_is_a_problem(tmp_path: Path) -> None:
             "name a file or remove the header"
         )
     ]
+
+
+def test_attachment_paths_from_contact_values_stay_in_the_template_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "campaign"
+    (folder / "docs").mkdir(parents=True)
+    (folder / "docs" / "a.pdf").write_bytes(b"%PDF")
+    (tmp_path / "secret.txt").write_text("secret", encoding="utf-8")
+    (folder / "docs" / "out.pdf").symlink_to(tmp_path / "secret.txt")
+    (folder / "docs" / "null.pdf").symlink_to("/dev/null")
+    header = HEADERS + "Attachment: docs/{{ doc }}\n"
+    assert problems(header, base_dir=folder, doc="a.pdf") == []
+    assert problems(header, base_dir=folder, doc="../docs/a.pdf") == []  # still inside
+    outside = "is outside the template's folder; only files there can be attached by a value"
+    for doc in ["../../secret.txt", "out.pdf", "null.pdf", "../../../../proc/self/environ"]:
+        assert problems(header, base_dir=folder, doc=doc) == [
+            (
+                f"contacts.csv:12 (Attachment): attachment 'docs/{doc}' comes from the contact list "
+                f"and {outside} (from column doc)"
+            )
+        ]
+    whole = HEADERS + "Attachment: {{ doc }}\n"
+    for doc in ["/etc/passwd", "/proc/self/environ", str(folder / "docs" / "a.pdf")]:
+        (found,) = problems(whole, base_dir=folder, doc=doc)
+        assert found.startswith("contacts.csv:12 (Attachment): attachment '")
+        assert "comes from the contact list and is an absolute path" in found
+        assert found.endswith("(from column doc)")
+
+
+def test_an_attachments_folder_lets_values_name_files_there(tmp_path: Path) -> None:
+    (tmp_path / "letter").mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "b.pdf").write_bytes(b"%PDF")
+    header = HEADERS + "Attachment: ../shared/{{ doc }}\n"
+    rules = LetterRules(attachments=tmp_path / "shared")
+    assert problems(header, base_dir=tmp_path / "letter", rules=rules, doc="b.pdf") == []
+    (found,) = problems(header, base_dir=tmp_path / "letter", doc="b.pdf")
+    assert "is outside the template's folder;" in found
+    (found,) = problems(header, base_dir=tmp_path / "letter", rules=rules, doc="../letter/../../x")
+    assert "outside the template's folder or the attachments folder" in found
+
+
+def test_the_authors_own_paths_expand_home_and_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "brief.pdf").write_bytes(b"%PDF")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("BRIEFS", str(tmp_path))
+    assert attach(tmp_path / "elsewhere", "~/brief.pdf", "$BRIEFS/brief.pdf", "${BRIEFS}/brief.pdf") == []
+    header = HEADERS + "Attachment: {{ doc }}\n"
+    (found,) = problems(header, base_dir=tmp_path / "elsewhere", doc="$BRIEFS/brief.pdf")
+    assert "not found" in found  # a contact's value is never expanded
 
 
 # Built messages
