@@ -146,6 +146,8 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
     """
     config = read_config(config_path, template, contacts, log)
     campaign = Campaign(config)
+    for warning in campaign.template.warnings:
+        console.print(f"Warning: {warning}", markup=False)
     result = campaign.validate()
     for problem in result.problems:
         console.print(str(problem), markup=False)

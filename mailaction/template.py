@@ -127,6 +127,7 @@ class LetterTemplate:
         path: Path,
         base_dir: Path,
         escaped_bodies: dict[str, _Part] | None = None,
+        warnings: list[str] | None = None,
     ) -> None:
         self.headers = headers
         self.body = body
@@ -134,6 +135,7 @@ class LetterTemplate:
         self.base_dir = base_dir
         # The body compiled again per kind ("markdown", "html"), printing values escaped.
         self.escaped_bodies = escaped_bodies or {}
+        self.warnings = warnings or []  # what mailmerge accepts and the author may not mean
 
     @classmethod
     def from_file(cls, path: Path) -> LetterTemplate:
@@ -166,11 +168,9 @@ class LetterTemplate:
         lines = _NEWLINE.sub("\n", text.removeprefix("\ufeff")).split("\n")
         # The last item follows the final newline, so it cannot be the separating blank line.
         blank = next((i for i in range(len(lines) - 1) if not lines[i].strip()), None)
-        if blank is None:
-            raise TemplateError(
-                f"{name}: no blank line after the headers; "
-                "put one blank line between the header lines and the body"
-            )
+        if blank is None:  # headers only, as mailmerge allows: every line must be a header
+            lines = [*(lines[:-1] if not lines[-1].strip() else lines), ""]
+            blank = len(lines) - 1
         env = _environment(base_dir, "")
         headers = [
             _make_part(env, field, value, name, lineno, f"the {field} header of {name}")
@@ -183,7 +183,12 @@ class LetterTemplate:
             kind: _make_part(_environment(base_dir, kind), BODY, body_source, name, blank + 2, place)
             for kind in _ESCAPES
         }
-        return cls(headers, body, path, base_dir, escaped)
+        warnings = []
+        if not any(part.name.lower() == "subject" for part in headers):
+            warnings.append(f"{name}: no Subject header; the letters go without a subject")
+        if not body_source.strip():
+            warnings.append(f"{name}: the body is empty; the letters have headers only")
+        return cls(headers, body, path, base_dir, escaped, warnings)
 
     def render(self, contact: Contact) -> RenderedLetter:
         """Render every header and the body for ``contact``, collecting problems instead of raising."""

@@ -97,10 +97,8 @@ def check_rendered(
         add("From", "no sender: the From header is missing or empty")
     if filled.isdisjoint(RECIPIENT_HEADERS):
         add("To", "no recipient: To, Cc and Bcc are all missing or empty")
-    if "subject" not in filled:
-        add("Subject", "the subject is missing or empty")
-    if not rendered.body.strip():
-        add("body", "the letter body is empty")
+    if "subject" in keys and "subject" not in filled:  # no Subject at all: a template warning
+        add("Subject", "the subject is empty")
     return problems
 
 

@@ -134,3 +134,16 @@ def test_init_without_a_source_says_what_to_give() -> None:
     result = CliRunner().invoke(main, ["init"])
     assert result.exit_code == 2
     assert "--from-mailmerge" in result.output
+
+
+def test_a_letter_without_subject_validates_with_a_warning(tmp_path: Path) -> None:
+    folder = sample_folder(tmp_path, "host = 127.0.0.1\nport = 25\n")
+    template = folder / "mailmerge_template.txt"
+    template.write_text(SAMPLE_TEMPLATE.replace("SUBJECT: Testing mailmerge\n", ""), encoding="utf-8")
+    config = convert_mailmerge(folder)
+    result = CliRunner().invoke(main, ["validate", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        "Warning: mailmerge_template.txt: no Subject header; the letters go without a subject\n"
+    )
+    assert "2 letters ready" in result.output

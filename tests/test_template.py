@@ -85,8 +85,16 @@ def test_repeated_headers_are_all_kept_in_order() -> None:
     assert [name for name, _ in letter.headers] == ["Attachment", "Subject", "attachment"]
 
 
-def test_template_without_a_blank_line_is_an_error() -> None:
-    assert "letter.txt: no blank line" in compile_error("To: x@example.org\nSubject: Hi\n")
+@pytest.mark.parametrize("text", ["To: {{ email }}\nSubject: Hi\n", "To: {{ email }}\nSubject: Hi"])
+def test_a_template_of_headers_only_has_an_empty_body(text: str) -> None:
+    letter = template(text).render(contact(email="ann@example.org"))
+    assert letter.headers == [("To", "ann@example.org"), ("Subject", "Hi")]
+    assert letter.body == ""
+
+
+def test_body_lines_without_a_blank_line_before_them_are_an_error() -> None:
+    message = compile_error("To: x@example.org\nDear Minister,\n")
+    assert message == "letter.txt:2: expected a header line like 'Subject: ...' before the blank line"
 
 
 def test_first_line_must_be_a_header() -> None:
