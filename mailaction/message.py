@@ -12,15 +12,17 @@ import re
 import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from html import unescape
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import idna
 import markdown
 
 from .attachments import find_attachment
 from .errors import AttachmentError
+from .template import mime_parts
 
 if TYPE_CHECKING:
     from .template import RenderedLetter
@@ -65,6 +67,17 @@ class Attachment:
     data: bytes
     digest: str  # sha256 hex of ``data``
     part: bytes  # the MIME part: its headers, a blank line and the base64 lines
+    path: Path  # where it was read, symlinks resolved: images in the HTML are matched to it
+    encoded: bytes  # ``data`` as base64 lines with CRLF
+
+    def inline_part(self, content_id: str) -> bytes:
+        """The part shown inside the HTML (an image it names by ``cid:``)."""
+        head = (
+            f"Content-Type: {self.content_type}\r\nContent-Transfer-Encoding: base64\r\n"
+            f"Content-ID: <{content_id}>\r\n"
+            f"{_fold('Content-Disposition', f'inline; {_filename_parameter(self.filename)}')}\r\n\r\n"
+        )
+        return head.encode("ascii") + self.encoded
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,8 @@ def make_message_id(campaign: str, contact_id: str, domain: str) -> str:
 # "Name <address>" or "address" in a form getaddresses reads the same way, only faster.
 _SIMPLE_ADDRESS = re.compile(r"(?:(\w+(?: \w+)*) <)?(\w+(?:[.+-]\w+)*@\w+(?:[.-]\w+)*)(?(1)>)")
 _DATE_FIELD = re.compile(rb"^Date: [^\r\n]*", re.MULTILINE)
+_IMAGE_SOURCE = re.compile(r"""(<img\b[^>]*?\ssrc=)(["'])([^"'>]*)\2""", re.IGNORECASE)
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never part of an address; CR or LF would end the field
 
 
@@ -179,11 +194,13 @@ def read_attachment(path: Path) -> Attachment:
     content_type, compression = mimetypes.guess_type(path.name)
     if content_type is None or compression is not None:  # "a.tar.gz" is gzip data, not a tar
         content_type = "application/octet-stream"
+    encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
     part = (
         f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n"
         f"{_fold('Content-Disposition', f'attachment; {_filename_parameter(path.name)}')}\r\n\r\n"
-    ).encode("ascii") + base64.encodebytes(data).replace(b"\n", b"\r\n")
-    return Attachment(path.name, content_type, data, hashlib.sha256(data).hexdigest(), part)
+    ).encode("ascii") + encoded
+    digest = hashlib.sha256(data).hexdigest()
+    return Attachment(path.name, content_type, data, digest, part, path.resolve(), encoded)
 
 
 def _filename_parameter(filename: str) -> str:
@@ -242,15 +259,23 @@ class LetterBuilder:
         """The whole message: header fields, then the body part and the attachment parts."""
         stem = message_id[1:33]  # the hex of the id: boundaries derive from it
         head = self._header_block(rendered, message_id, smtputf8)
-        content = self._content(rendered, body, stem)
-        if not attachments:
-            return (head + content).encode()
+        shown: dict[str, Attachment] = {}  # content id -> an attachment the HTML shows
+        content = self._content(rendered, body, stem, attachments, shown)
+        parts = [content.encode()]
+        if shown:
+            boundary = f"=_{stem}_r"
+            parts = [f'Content-Type: multipart/related; boundary="{boundary}"\r\n\r\n'
+                     f"--{boundary}\r\n".encode(), *parts]  # fmt: skip
+            for content_id, attachment in shown.items():
+                parts += (f"\r\n--{boundary}\r\n".encode(), attachment.inline_part(content_id))
+            parts.append(f"\r\n--{boundary}--\r\n".encode())
+        attached = [item for item in attachments if item not in shown.values()]
+        if not attached:
+            return head.encode() + b"".join(parts)
         boundary = f"=_{stem}_m"
-        parts = [
-            f'{head}Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
-            f"--{boundary}\r\n{content}".encode()
-        ]
-        for attachment in attachments:
+        parts = [f'{head}Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+                 f"--{boundary}\r\n".encode(), *parts]  # fmt: skip
+        for attachment in attached:
             parts += (f"\r\n--{boundary}\r\n".encode(), attachment.part)
         parts.append(f"\r\n--{boundary}--\r\n".encode())
         return b"".join(parts)
@@ -269,20 +294,69 @@ class LetterBuilder:
         lines += (f"Date: {self._now()}", f"Message-ID: {message_id}", "MIME-Version: 1.0")
         return "\r\n".join(lines) + "\r\n"
 
-    def _content(self, rendered: RenderedLetter, body: str, stem: str) -> str:
-        """The body as one text part, or text and HTML alternatives for markdown."""
+    def _content(
+        self,
+        rendered: RenderedLetter,
+        body: str,
+        stem: str,
+        attachments: list[Attachment],
+        shown: dict[str, Attachment],
+    ) -> str:
+        """The body as one text part, or alternatives: text and HTML from markdown, or the parts
+        the template wrote. Images naming an attachment are pointed at it and added to ``shown``."""
         kind = rendered.kind
-        if kind != "markdown":
-            return _text_part(kind, body, stem)
+        if kind == "markdown":
+            source = body if rendered.markup_body is None else normalise_body(rendered.markup_body)
+            html = HTML_DOCUMENT.format(self._markdown(source))
+            alternatives = [("plain", body), ("html", html)]
+        elif kind == "multipart":
+            content_type = rendered.header("Content-Type") or ""
+            markup = mime_parts(content_type, normalise_body(rendered.markup_body or body))
+            alternatives = [
+                (subtype, markup[index][1] if subtype == "html" else text)
+                for index, (subtype, text) in enumerate(mime_parts(content_type, body))
+            ]
+        else:
+            alternatives = [(kind, body)]
+        alternatives = [
+            (subtype, self._show_images(text, attachments, shown) if subtype == "html" else text)
+            for subtype, text in alternatives
+        ]
+        if len(alternatives) == 1:
+            return _text_part(*alternatives[0], stem)
         boundary = f"=_{stem}_a"
-        source = body if rendered.markup_body is None else normalise_body(rendered.markup_body)
-        html = HTML_DOCUMENT.format(self._markdown(source))
+        parts = "".join(
+            f"--{boundary}\r\n{_text_part(subtype, text, stem)}\r\n" for subtype, text in alternatives
+        )
         return (
             f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
-            f"--{boundary}\r\n{_text_part('plain', body, stem)}\r\n"
-            f"--{boundary}\r\n{_text_part('html', html, stem)}\r\n"
-            f"--{boundary}--\r\n"
+            f"{parts}--{boundary}--\r\n"
         )
+
+    def _show_images(
+        self, html: str, attachments: list[Attachment], shown: dict[str, Attachment]
+    ) -> str:
+        """``html`` with every image that names an attached file pointing at it (``cid:``)."""
+        if not attachments or "<img" not in html:
+            return html
+        by_path = {attachment.path: attachment for attachment in attachments}
+
+        def point(match: re.Match[str]) -> str:
+            source = unescape(match[3])
+            if _URL_SCHEME.match(source):
+                return match[0]
+            try:
+                path = (self.base_dir / unquote(source)).resolve()
+            except (OSError, RuntimeError, ValueError):
+                return match[0]
+            attachment = by_path.get(path)
+            if attachment is None:
+                return match[0]
+            content_id = f"{attachment.digest[:32]}@mailaction.invalid"
+            shown[content_id] = attachment
+            return f"{match[1]}{match[2]}cid:{content_id}{match[2]}"
+
+        return _IMAGE_SOURCE.sub(point, html)
 
     def _now(self) -> str:
         """The Date header value, formatted once per second."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import email
 import html
 import re
 from collections.abc import Callable
@@ -42,7 +43,8 @@ class RenderedLetter:
     headers: list[tuple[str, str]]
     body: str  # as sent in the text part (in text/html letters: values escaped for HTML)
     problems: list[Problem]
-    # Markdown letters: the body with every printed value escaped, converted to the HTML part.
+    # Markdown and written multipart letters: the body with every printed value escaped, the
+    # source of the HTML part.
     markup_body: str | None = None
     # Positions in ``headers`` of values printed by template expressions (may hold contact data).
     templated: frozenset[int] = frozenset()
@@ -72,8 +74,34 @@ class RenderedLetter:
 
 
 def body_type(content_type: str) -> str:
-    """"markdown", "html" or "plain" for a Content-Type header value."""
-    return _BODY_TYPES.get(content_type.partition(";")[0].strip().lower(), "plain")
+    """"markdown", "html", "multipart" (parts the template writes) or "plain" for a Content-Type."""
+    media = content_type.partition(";")[0].strip().lower()
+    return "multipart" if media.startswith("multipart/") else _BODY_TYPES.get(media, "plain")
+
+
+def mime_parts(content_type: str, body: str) -> list[tuple[str, str]]:
+    """(subtype, text) of each part a multipart body writes, as mailmerge reads them.
+
+    ValueError saying what is wrong when the body holds no part, or a part that is not text.
+    """
+    message = email.message_from_string(f"Content-Type: {content_type}\n\n{body}")
+    boundary = message.get_boundary()
+    if boundary is None:
+        raise ValueError("a multipart body needs a boundary= parameter in its Content-Type")
+    parts = []
+    for part in message.walk() if message.is_multipart() else ():
+        if part.is_multipart():
+            continue
+        if part.get_content_maintype() != "text":
+            raise ValueError(f"a written part is {part.get_content_type()}; parts must be text")
+        text = part.get_payload()
+        if str(part.get("Content-Transfer-Encoding", "")).lower() in ("base64", "quoted-printable"):
+            data = part.get_payload(decode=True)
+            text = data.decode(part.get_content_charset() or "utf-8", "replace")
+        parts.append((part.get_content_subtype(), str(text)))
+    if not parts:
+        raise ValueError(f"no part starts with the boundary line '--{boundary}'")
+    return parts
 
 
 class Trusted(str):
@@ -93,7 +121,10 @@ def _html_text(value: str) -> str:
     return html.escape(value, quote=True)
 
 
-_ESCAPES: dict[str, Callable[[str], str]] = {"markdown": markdown_text, "html": _html_text}
+# In written multipart bodies values are escaped for HTML; their text parts keep them as they are.
+_ESCAPES: dict[str, Callable[[str], str]] = {
+    "markdown": markdown_text, "html": _html_text, "multipart": _html_text
+}
 
 
 def _finalizer(escape: Callable[[str], str]) -> Callable[[object], object]:

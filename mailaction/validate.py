@@ -17,6 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from .attachments import find_attachment
 from .errors import AttachmentError, MailactionError, Problem, shown
+from .template import mime_parts
 
 if TYPE_CHECKING:
     from .contacts import Contact
@@ -27,7 +28,7 @@ ADDRESS_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc"})
 RECIPIENT_HEADERS = frozenset({"to", "cc", "bcc"})
 # RFC 5322 section 3.6: these fields may appear at most once in a message.
 SINGLE_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc", "subject"})
-CONTENT_TYPES = frozenset({"text/plain", "text/markdown", "text/html"})
+CONTENT_TYPES = frozenset({"text/plain", "text/markdown", "text/html", "multipart/alternative"})
 MAX_LINE_OCTETS = 998  # RFC 5321 section 4.5.3.1.6, without the CRLF
 _CACHE_SIZE = 4096
 
@@ -90,6 +91,11 @@ def check_rendered(
                 add(name, message if literal else message + _columns_in(value, contact))
         elif key == "content-type" and _media_type(value) not in CONTENT_TYPES:
             add(name, f"{shown(value)} is not supported; use {', '.join(sorted(CONTENT_TYPES))}")
+        elif key == "content-type" and rendered.kind == "multipart":
+            try:
+                mime_parts(value, rendered.body)
+            except ValueError as exc:
+                add("body", str(exc))
     if len(set(keys)) < len(keys):
         for name, count in _repeated_headers(rendered.headers):
             add(name, f"appears {count} times; a message may have only one {name} header")

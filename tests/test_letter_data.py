@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import email.policy
+from email.parser import BytesParser
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -147,3 +149,77 @@ def test_validate_refuses_files_chosen_by_contacts(tmp_path: Path) -> None:
             f"contacts.csv:{row} (Attachment): attachment 'shared/{doc}' comes from the contact list"
         ) in result.output
     assert result.output.count("(from column doc)") == 2
+
+
+def test_images_naming_an_attachment_show_inline_and_other_files_stay_attached(tmp_path: Path) -> None:
+    (tmp_path / "chart.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (tmp_path / "brief.pdf").write_bytes(b"%PDF-1.4\n")
+    template = (
+        "To: {{ email }}\nFrom: campaign@example.org\nSubject: Hi\nContent-Type: text/markdown\n"
+        "Attachment: chart.png\nAttachment: brief.pdf\n\n"
+        '![Chart](./chart.png)\n\n<img src="chart.png" alt="again">\n\n![](http://example.org/x.png)\n'
+    )
+    rendered = LetterTemplate.from_string(template, base_dir=tmp_path).render(
+        Contact(2, {"email": "ana@example.org"}, "contacts.csv")
+    )
+    letter = LetterBuilder("data", tmp_path).build(rendered, "ana@example.org", 2)
+    message = BytesParser(policy=email.policy.default).parsebytes(letter.data)
+    assert [part.get_content_type() for part in message.walk()] == [
+        "multipart/mixed", "multipart/related", "multipart/alternative", "text/plain", "text/html",
+        "image/png", "application/pdf",
+    ]  # fmt: skip
+    image = next(part for part in message.walk() if part.get_content_type() == "image/png")
+    content_id = image["Content-ID"][1:-1]
+    assert image.get_content_disposition() == "inline"
+    html = message.get_body(preferencelist=("html",)).get_content()
+    assert html.count(f'src="cid:{content_id}"') == 2
+    assert 'src="http://example.org/x.png"' in html
+    assert [part.get_filename() for part in message.iter_attachments()] == ["brief.pdf"]
+
+
+def test_written_alternatives_escape_values_in_the_html_part_only(tmp_path: Path) -> None:
+    template = (
+        "To: {{ email }}\nFrom: campaign@example.org\nSubject: Hi\n"
+        'Content-Type: multipart/alternative; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nDear {{ name }}\n--b\nContent-Type: text/html\n\n"
+        "<p>Dear <b>{{ name }}</b></p>\n--b--\n"
+    )
+    text, html = build(template, PAYLOADS[0], tmp_path)
+    assert text == f"Dear {PAYLOADS[0]}\n"
+    parsed = _Html(html)
+    assert parsed.tags == ["p", "b"]
+    assert "".join(parsed.text).strip() == f"Dear {PAYLOADS[0]}"
+
+
+def test_a_written_multipart_body_without_parts_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "letter.txt").write_text(
+        "To: {{ email }}\nFrom: campaign@example.org\nSubject: Hi\n"
+        "Content-Type: multipart/alternative; boundary=b\n\nno parts here\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "contacts.csv").write_text("email\nann@example.org\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["validate", "--template", str(tmp_path / "letter.txt"), "--contacts", str(tmp_path / "contacts.csv")]
+    )
+    assert result.exit_code == 2
+    assert "contacts.csv:2 (body): no part starts with the boundary line '--b'" in result.output
+
+
+def test_a_written_multipart_body_needs_a_boundary(tmp_path: Path) -> None:
+    (tmp_path / "letter.txt").write_text(
+        "To: {{ email }}\nFrom: campaign@example.org\nSubject: Hi\n"
+        "Content-Type: multipart/alternative\n\n--b\nContent-Type: image/png\n\nx\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "contacts.csv").write_text("email\nann@example.org\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["validate", "--template", str(tmp_path / "letter.txt"), "--contacts", str(tmp_path / "contacts.csv")]
+    )
+    assert result.exit_code == 2
+    assert "contacts.csv:2 (body): a multipart body needs a boundary= parameter" in result.output
+    text = (tmp_path / "letter.txt").read_text(encoding="utf-8")
+    (tmp_path / "letter.txt").write_text(text.replace("alternative", "alternative; boundary=b"), encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["validate", "--template", str(tmp_path / "letter.txt"), "--contacts", str(tmp_path / "contacts.csv")]
+    )
+    assert "contacts.csv:2 (body): a written part is image/png; parts must be text" in result.output
