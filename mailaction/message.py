@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-import idna
 import markdown
 
+from .addresses import parse_addresses
 from .attachments import find_attachment
 from .errors import AttachmentError
 from .template import mime_parts
@@ -109,42 +109,9 @@ def make_message_id(campaign: str, contact_id: str, domain: str) -> str:
     return f"<{hashlib.sha256(key).hexdigest()[:32]}@{domain}>"
 
 
-# "Name <address>" or "address" in a form getaddresses reads the same way, only faster.
-_SIMPLE_ADDRESS = re.compile(r"(?:(\w+(?: \w+)*) <)?(\w+(?:[.+-]\w+)*@\w+(?:[.-]\w+)*)(?(1)>)")
 _DATE_FIELD = re.compile(rb"^Date: [^\r\n]*", re.MULTILINE)
 _IMAGE_SOURCE = re.compile(r"""(<img\b[^>]*?\ssrc=)(["'])([^"'>]*)\2""", re.IGNORECASE)
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never part of an address; CR or LF would end the field
-
-
-@lru_cache(maxsize=4096)
-def parse_addresses(value: str) -> tuple[tuple[str, str], ...]:
-    """(display name, address) pairs of an address header, domains IDNA-encoded where possible.
-
-    Addresses with control characters are left out: validation reports them.
-    """
-    simple = _SIMPLE_ADDRESS.fullmatch(value)
-    if simple:
-        return ((simple[1] or "", smtp_address(simple[2])),)
-    return tuple(
-        (name, smtp_address(address))
-        for name, address in email.utils.getaddresses([value])
-        if address and not _CONTROL.search(address)
-    )
-
-
-def smtp_address(address: str) -> str:
-    """The address with its domain IDNA-encoded (ASCII) when it can be; unchanged otherwise."""
-    if address.isascii():
-        return address
-    local, _, domain = address.rpartition("@")
-    if domain.isascii():
-        return address
-    try:
-        ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError):
-        return address
-    return f"{local}@{ascii_domain}"
 
 
 def letter_envelope(rendered: RenderedLetter) -> Envelope:

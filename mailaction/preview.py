@@ -21,6 +21,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .terminal import terminal_text
+
 if TYPE_CHECKING:
     from .campaign import PreparedRow
     from .message import Letter
@@ -29,7 +31,6 @@ SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date")
 INLINE_LIMIT = 500
 MAX_FILE_NAME = 80
 INDEX_NAME = "index.html"
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -122,21 +123,16 @@ def print_letter(letter: Letter, console: Console) -> None:
     headers.add_column(style="bold", no_wrap=True)
     headers.add_column()
     for name, value in view.headers:
-        headers.add_row(f"{name}:", _terminal_text(value))
-    parts = [headers, Text(""), _terminal_text(view.readable_text().rstrip("\n"))]
+        headers.add_row(f"{name}:", terminal_text(value))
+    parts = [headers, Text(""), terminal_text(view.readable_text().rstrip("\n"))]
     if view.attachments:
         parts.append(Text(""))
         parts.extend(
-            _terminal_text(_attachment_label(*attachment), style="dim")
+            terminal_text(_attachment_label(*attachment), style="dim")
             for attachment in view.attachments
         )
-    title = _terminal_text(_title(letter.row, ", ".join(letter.recipients)))
+    title = terminal_text(_title(letter.row, ", ".join(letter.recipients)))
     console.print(Panel(Group(*parts), title=title, title_align="left"), soft_wrap=False)
-
-
-def _terminal_text(text: str, style: str = "") -> Text:
-    # Letter text comes from contacts: an escape sequence in it must not reach the terminal.
-    return Text(CONTROL_CHARACTERS.sub("\N{REPLACEMENT CHARACTER}", text), style=style)
 
 
 def _attachment_label(name: str, kind: str, size: int) -> str:

@@ -7,7 +7,6 @@ import binascii
 import re
 from collections import Counter
 from dataclasses import dataclass
-from email.utils import getaddresses
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 import email_validator
 from email_validator import EmailNotValidError, validate_email
 
+from .addresses import list_items, read_mailbox
 from .attachments import find_attachment
 from .errors import AttachmentError, MailactionError, Problem, shown
 from .template import mime_parts
@@ -43,16 +43,8 @@ _PLAIN_ADDRESS = re.compile(
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
 _SPECIAL_USE_SUFFIXES = tuple("." + name for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
-# "addr" or "Display Name <addr>" without specials in the display name: getaddresses agrees.
-_PLAIN_MAILBOX = re.compile(
-    r'(?:[^"<>@,;:\\()\[\].]*<([^<>"]*)>|([^\s"<>@,;:\\()\[\]]+@[^\s"<>,;:\\()\[\]]+))'
-)
-_DISPLAY_SPECIALS = frozenset('"\\@,;:()[]<>')
 # "Doe, John <jd@example.org>": one mailbox whose unquoted name holds a character that splits it.
 _UNQUOTED_NAME = re.compile(r'\s*[^"<\s][^"<]*[,;:()@][^"<]*<[^<>]*>\s*')
-# Commas separate mailboxes except inside a quoted display name or angle brackets.
-_QUOTED = re.compile(r'"(?:\\.|[^"\\])*"')
-_LIST_PART = re.compile(r'"(?:\\.|[^"\\])*"?|<[^>]*>?|[^,"<]+|,')
 
 
 @dataclass(frozen=True)
@@ -164,12 +156,13 @@ def _header_injection(value: str) -> str | None:
 @lru_cache(maxsize=_CACHE_SIZE)
 def _address_list_problems(value: str, check_deliverability: bool) -> tuple[str, ...]:
     """One message per bad item of an address list like "Ann <ann@example.org>, bob@...."."""
-    items = [item.strip() for item in _list_items(value)]
+    items = [item.strip() for item in list_items(value)]
     messages: list[str] = []
     if "" in items:
         messages.append(f"{shown(value)} has an empty item between commas")
     for item in filter(None, items):
-        address = _mailbox_address(item)
+        mailbox = read_mailbox(item)
+        address = None if mailbox is None else mailbox[1]
         reason = _address_problem(
             address if address is not None else _bare(item), check_deliverability
         )
@@ -208,46 +201,6 @@ def _is_plain_address(address: str) -> bool:
         return False
     local, _, domain = address.rpartition("@")
     return len(local) <= 64 and not ("." + domain.lower()).endswith(_SPECIAL_USE_SUFFIXES)
-
-
-def _list_items(value: str) -> list[str]:
-    """The items of an address list, split at the commas that separate mailboxes."""
-    if '"' not in value:
-        return value.split(",")
-    items: list[str] = []
-    current: list[str] = []
-    for part in _LIST_PART.findall(value):
-        if part == ",":
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(part)
-    items.append("".join(current))
-    return items
-
-
-def _mailbox_address(item: str) -> str | None:
-    """The address of one mailbox, "addr" or "Name <addr>", or None when it is not one."""
-    plain = _PLAIN_MAILBOX.fullmatch(item)
-    if plain:
-        return plain.group(plain.lastindex or 0).strip()
-    outside_quotes = _QUOTED.sub("", item)
-    if "<" not in outside_quotes and ">" not in outside_quotes:
-        return item  # a bare address: email-validator judges every character of it
-    display, _, angle = outside_quotes.partition("<")
-    # The email package reads past stray brackets, specials in names, comments and groups
-    # ("team: a@..., b@...;"); refuse them, so what passes reads the same everywhere.
-    if (
-        "<" in angle
-        or not angle.endswith(">")
-        or not item.endswith(">")
-        or any(char in display for char in _DISPLAY_SPECIALS)
-    ):
-        return None
-    address = item[item.rindex("<") + 1 : -1].strip()
-    if [mailbox[1] for mailbox in getaddresses([item])] != [address]:
-        return None
-    return address
 
 
 def _bare(item: str) -> str:

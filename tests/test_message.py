@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailaction.addresses import parse_addresses, smtp_address
 from mailaction.errors import AttachmentError
 from mailaction.message import (
     ADDRESS_HEADERS,
@@ -29,9 +30,7 @@ from mailaction.message import (
     MarkdownRenderer,
     make_message_id,
     markdown_blocks,
-    parse_addresses,
     restamped,
-    smtp_address,
 )
 from mailaction.template import RenderedLetter
 

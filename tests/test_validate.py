@@ -16,6 +16,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailaction.addresses import list_items
 from mailaction.contacts import Contact
 from mailaction.message import Attachment, Letter, LetterBuilder
 from mailaction.template import LetterTemplate, RenderedLetter
@@ -24,7 +25,6 @@ from mailaction.validate import (
     _address_list_problems,
     _address_problem,
     _is_plain_address,
-    _list_items,
     check_built,
     check_rendered,
     prepare_letter,
@@ -314,7 +314,7 @@ MAILBOXES = st.one_of(
 def test_an_accepted_address_list_reads_the_same_with_the_email_package(value: str) -> None:
     if value.strip() and _address_list_problems(value, False) == ():
         addresses = [address for _, address in getaddresses([value])]
-        assert len(addresses) == len(_list_items(value))
+        assert len(addresses) == len(list_items(value))
         assert all(accepted_by_email_validator(address) for address in addresses)
 
 
