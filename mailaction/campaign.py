@@ -10,10 +10,10 @@ from itertools import islice
 from .config import CampaignConfig, Config
 from .contacts import Contact, ContactList, DuplicateFinder
 from .errors import ConfigError, ContactsError, Problem
-from .message import Letter, LetterBuilder
+from .message import Letter, LetterBuilder, prepare_letter
 from .parallel import ordered_map, pool_size
 from .template import LetterTemplate, column_aliases
-from .validate import LetterRules, prepare_letter
+from .validate import LetterRules
 
 
 @dataclass(frozen=True)

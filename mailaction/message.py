@@ -21,10 +21,12 @@ import markdown
 
 from .addresses import parse_addresses
 from .attachments import find_attachment
-from .errors import AttachmentError
+from .errors import AttachmentError, MailactionError, Problem
 from .template import mime_parts
+from .validate import LetterRules, check_built, check_rendered
 
 if TYPE_CHECKING:
+    from .contacts import Contact
     from .template import RenderedLetter
 
 # Headers whose values are address lists; Bcc only feeds the envelope.
@@ -328,6 +330,31 @@ class LetterBuilder:
     def _now(self) -> str:
         """The Date header value, formatted once per second."""
         return _date_header(int(time.time()))
+
+
+def prepare_letter(
+    rendered: RenderedLetter,
+    contact: Contact,
+    contact_id: str,
+    builder: LetterBuilder,
+    rules: LetterRules,
+) -> tuple[Letter | None, list[Problem]]:
+    """The checked Letter for one contact, or None and every problem found."""
+    problems = check_rendered(rendered, contact, builder.base_dir, rules)
+    if rendered.problems:
+        # A part that failed to render is empty; saying so again under the same field is noise.
+        failed = {problem.field.lower() for problem in rendered.problems}
+        problems = [*rendered.problems, *(p for p in problems if p.field.lower() not in failed)]
+    if problems:
+        return None, problems
+    try:
+        letter = builder.build(rendered, contact_id, contact.row)
+    # An attachment can vanish or a value can defeat the encoder after the checks above;
+    # that is a problem with this letter, not a crash of the whole run.
+    except (MailactionError, OSError, ValueError) as exc:
+        return None, [Problem(contact.source, contact.row, "", f"cannot build the message: {exc}")]
+    problems = check_built(letter.data, contact, rules)
+    return (None if problems else letter), problems
 
 
 class MarkdownRenderer:

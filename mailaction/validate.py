@@ -16,12 +16,11 @@ from email_validator import EmailNotValidError, validate_email
 
 from .addresses import list_items, read_mailbox
 from .attachments import find_attachment
-from .errors import AttachmentError, MailactionError, Problem, shown
+from .errors import AttachmentError, Problem, shown
 from .template import mime_parts
 
 if TYPE_CHECKING:
     from .contacts import Contact
-    from .message import Letter, LetterBuilder
     from .template import RenderedLetter
 
 ADDRESS_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc"})
@@ -100,14 +99,14 @@ def check_rendered(
     return problems
 
 
-def check_built(letter: Letter, contact: Contact, rules: LetterRules) -> list[Problem]:
-    """Problems with a built message: total size and SMTP line length."""
+def check_built(data: bytes, contact: Contact, rules: LetterRules) -> list[Problem]:
+    """Problems with a built message's bytes: total size and SMTP line length."""
     problems: list[Problem] = []
-    size = len(letter.data)
+    size = len(data)
     if size > rules.max_message_size:
         message = f"the message is {_size(size)}, over the limit of {_size(rules.max_message_size)}"
         problems.append(Problem(contact.source, contact.row, "", message))
-    long_line = _first_long_line(letter.data)
+    long_line = _first_long_line(data)
     if long_line:
         number, length = long_line
         message = (
@@ -115,31 +114,6 @@ def check_built(letter: Letter, contact: Contact, rules: LetterRules) -> list[Pr
         )
         problems.append(Problem(contact.source, contact.row, "", message))
     return problems
-
-
-def prepare_letter(
-    rendered: RenderedLetter,
-    contact: Contact,
-    contact_id: str,
-    builder: LetterBuilder,
-    rules: LetterRules,
-) -> tuple[Letter | None, list[Problem]]:
-    """The checked Letter for one contact, or None and every problem found."""
-    problems = check_rendered(rendered, contact, builder.base_dir, rules)
-    if rendered.problems:
-        # A part that failed to render is empty; saying so again under the same field is noise.
-        failed = {problem.field.lower() for problem in rendered.problems}
-        problems = [*rendered.problems, *(p for p in problems if p.field.lower() not in failed)]
-    if problems:
-        return None, problems
-    try:
-        letter = builder.build(rendered, contact_id, contact.row)
-    # An attachment can vanish or a value can defeat the encoder after the checks above;
-    # that is a problem with this letter, not a crash of the whole run.
-    except (MailactionError, OSError, ValueError) as exc:
-        return None, [Problem(contact.source, contact.row, "", f"cannot build the message: {exc}")]
-    problems = check_built(letter, contact, rules)
-    return (None if problems else letter), problems
 
 
 def _header_injection(value: str) -> str | None:

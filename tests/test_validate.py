@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from mailaction.addresses import list_items
 from mailaction.contacts import Contact
-from mailaction.message import Attachment, Letter, LetterBuilder
+from mailaction.message import Attachment, Letter, LetterBuilder, prepare_letter
 from mailaction.template import LetterTemplate, RenderedLetter
 from mailaction.validate import (
     LetterRules,
@@ -27,7 +27,6 @@ from mailaction.validate import (
     _is_plain_address,
     check_built,
     check_rendered,
-    prepare_letter,
 )
 
 HEADERS = "From: Campaign <campaign@example.org>\nTo: {{ email }}\nSubject: Free Maryia\n"
@@ -503,13 +502,9 @@ def test_the_authors_own_paths_expand_home_and_variables(
 # Built messages
 
 
-def built(data: bytes) -> Letter:
-    return Letter(12, "ann", "a@example.org", ("b@example.org",), "Hi", "<1@example.org>", "", data)
-
-
 def test_a_message_over_the_size_limit_names_both_sizes() -> None:
     found = check_built(
-        built(b"x\r\n" * 700_000), contact(), LetterRules(max_message_size=2_000_000)
+        b"x\r\n" * 700_000, contact(), LetterRules(max_message_size=2_000_000)
     )
     assert [str(problem) for problem in found] == [
         "contacts.csv:12: the message is 2.1 MB, over the limit of 2.0 MB"
@@ -518,11 +513,11 @@ def test_a_message_over_the_size_limit_names_both_sizes() -> None:
 
 def test_a_line_over_998_octets_is_a_problem() -> None:
     data = b"Subject: x\r\n\r\n" + b"a" * 998 + b"\r\n" + b"b" * 999 + b"\r\n"
-    found = check_built(built(data), contact(), RULES)
+    found = check_built(data, contact(), RULES)
     assert [str(problem) for problem in found] == [
         "contacts.csv:12: line 4 of the message is 999 octets long; SMTP allows 998"
     ]
-    assert check_built(built(data[:-1001]), contact(), RULES) == []
+    assert check_built(data[:-1001], contact(), RULES) == []
 
 
 # Preparing a letter
