@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, Undefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Undefined
 from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError, UndefinedError
 from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -94,11 +94,12 @@ def mime_parts(content_type: str, body: str) -> list[tuple[str, str]]:
             continue
         if part.get_content_maintype() != "text":
             raise ValueError(f"a written part is {part.get_content_type()}; parts must be text")
-        text = part.get_payload()
+        text = str(part.get_payload())
+        data = part.get_payload(decode=True)
         if str(part.get("Content-Transfer-Encoding", "")).lower() in ("base64", "quoted-printable"):
-            data = part.get_payload(decode=True)
+            assert isinstance(data, bytes)  # a leaf part decodes to bytes
             text = data.decode(part.get_content_charset() or "utf-8", "replace")
-        parts.append((part.get_content_subtype(), str(text)))
+        parts.append((part.get_content_subtype(), text))
     if not parts:
         raise ValueError(f"no part starts with the boundary line '--{boundary}'")
     return parts
@@ -328,8 +329,8 @@ class _FolderLoader(FileSystemLoader):
         self.folder = folder
 
     def get_source(
-        self, environment: object, template: str
-    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        self, environment: Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
         path = self.folder.joinpath(*split_template_path(template))
         try:
             real = path.resolve()
@@ -339,7 +340,7 @@ class _FolderLoader(FileSystemLoader):
             raise IncludeRefused(template, "it leads outside the template's folder")
         if real.exists() and not real.is_file():
             raise IncludeRefused(template, "not a regular file")
-        return super().get_source(environment, template)  # type: ignore[arg-type]
+        return super().get_source(environment, template)
 
 
 @lru_cache(maxsize=16)

@@ -77,9 +77,9 @@ def check_rendered(
                 add(name, message)
         elif key == "attachment":
             literal = index not in rendered.templated
-            message = _attachment_problem(value, literal, base_dir, rules)
-            if message:
-                add(name, message if literal else message + _columns_in(value, contact))
+            refusal = _attachment_problem(value, literal, base_dir, rules)
+            if refusal:
+                add(name, refusal if literal else refusal + _columns_in(value, contact))
         elif key == "content-type" and _media_type(value) not in CONTENT_TYPES:
             add(name, f"{shown(value)} is not supported; use {', '.join(sorted(CONTENT_TYPES))}")
         elif key == "content-type" and rendered.kind == "multipart":
