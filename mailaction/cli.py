@@ -445,18 +445,18 @@ def report(
         if config.source is None:  # only --log: the campaign is the one the file holds
             delivery_log.campaign = _only_campaign(delivery_log)
         data = load_report(delivery_log, [State(s) for s in states] or None)
-    if output is None:
-        if fmt == "table":
-            print_table(data, console)
-        else:
-            REPORT_WRITERS[fmt](data, sys.stdout)
-        return
-    with output.open("w", encoding="utf-8", newline="" if fmt == "csv" else None) as out:
-        if fmt == "table":
-            print_table(data, Console(file=out, width=120, highlight=False))
-        else:
-            REPORT_WRITERS[fmt](data, out)
-    console.print(f"Wrote {output}")
+        if output is None:
+            if fmt == "table":
+                print_table(data, console)
+            else:
+                REPORT_WRITERS[fmt](data, sys.stdout)
+            return
+        with output.open("w", encoding="utf-8", newline="" if fmt == "csv" else None) as out:
+            if fmt == "table":
+                print_table(data, Console(file=out, width=120, highlight=False))
+            else:
+                REPORT_WRITERS[fmt](data, out)
+    console.print(f"Wrote {output}", markup=False)
 
 
 def _only_campaign(delivery_log: DeliveryLog) -> str:

@@ -352,6 +352,35 @@ class DeliveryLog:
             (self.campaign, State.SENT, since),
         ).fetchone()[0]
 
+    def sent_span(self) -> tuple[int, float | None, float | None]:
+        """How many letters were sent, and the first and last send time (None when none)."""
+        count, first, last = self._db.execute(
+            "SELECT count(sent_at), min(sent_at), max(sent_at) FROM letters"
+            " WHERE campaign = ? AND state = ?",
+            (self.campaign, State.SENT),
+        ).fetchone()
+        return count, first, last
+
+    def sent_per_bin(self, start: float, width: float) -> dict[int, int]:
+        """Sent letters per time bin: bin n holds those sent in [start + n*width, + width)."""
+        rows = self._db.execute(
+            "SELECT CAST((sent_at - ?) / ? AS INTEGER) AS bin, count(*) FROM letters"
+            " WHERE campaign = ? AND state = ? AND sent_at IS NOT NULL GROUP BY bin",
+            (start, width, self.campaign, State.SENT),
+        )
+        return dict(rows.fetchall())
+
+    def refused_counts(self) -> dict[State, int]:
+        """How many letters in each state had some of their recipients refused."""
+        counts = dict.fromkeys(State, 0)
+        rows = self._db.execute(
+            "SELECT state, count(*) FROM letters WHERE campaign = ? AND refused != '{}'"
+            " GROUP BY state",
+            (self.campaign,),
+        )
+        counts.update((State(state), n) for state, n in rows)
+        return counts
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open the file in WAL mode, creating the tables on first use."""

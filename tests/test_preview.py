@@ -191,8 +191,8 @@ def test_rows_with_problems_are_listed_without_eml(tmp_path: Path, letters: list
     assert not list(tmp_path.glob("00009-*"))
     page = result.index.read_text(encoding="utf-8")
     assert "Rows with problems (1)" in page
-    assert "contacts.csv:9 (email): &#x27;bob@&#x27; is not a valid address" in page
-    assert "letter.txt:9: undefined variable &#x27;town&#x27;" in page
+    assert "contacts.csv:9 (email): &#39;bob@&#39; is not a valid address" in page
+    assert "letter.txt:9: undefined variable &#39;town&#39;" in page
 
 
 def test_contact_data_is_escaped_and_no_script_can_run(tmp_path: Path) -> None:
