@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import shutil
 import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from .config import Config, find_config, load_config
 from .delivery import Run, SendOptions, SendPlan, campaign_key, real_campaigns, send_letters
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
+from .example import DEMO_FOLDER, demo_config, reset_demo, write_example
 from .message import Letter
 from .preview import print_letter, write_preview
 from .report import (
@@ -53,7 +52,6 @@ from .sink import Sink, StoredMessage
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 REPORT_WRITERS = {"csv": write_csv, "json": write_json, "html": write_html}
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -503,25 +501,17 @@ def demo() -> None:
     """Send the example campaign to a built-in SMTP server, then show the report.
 
     Needs no configuration and no network: a local test server starts on a free
-    loopback port, receives every letter and stores it in a Maildir.
+    loopback port, receives every letter and stores it in a Maildir. The delivery
+    log and the received letters go to ./mailaction-demo/ (replaced on each run).
 
     \b
     Example:
       mailaction demo
-      mailaction report          the demo's delivery report, afterwards
+      mailaction report --log mailaction-demo/demo.sqlite     the demo's report, afterwards
     """
-    config_path = find_config(REPO_ROOT) or find_config()
-    if config_path is None or config_path.name != "config.example.toml":
-        config_path = REPO_ROOT / "config.example.toml"
-    base = load_config(config_path)
-    log_path = base.campaign.log
-    assert log_path is not None
-    maildir = log_path.parent / "demo-maildir"
-    shutil.rmtree(maildir, ignore_errors=True)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{log_path}{suffix}").unlink(missing_ok=True)
+    log_path, maildir = reset_demo(Path(DEMO_FOLDER))
     with Sink(maildir) as server:
-        config = replace(base, smtp=replace(base.smtp, host="127.0.0.1", port=server.port, security="none", username=None))
+        config = demo_config(log_path, server.port)
         console.print(f"Demo SMTP server listening on 127.0.0.1:{server.port}")
         campaign = Campaign(config)
         with DeliveryLog(log_path, campaign.key, lock=True) as delivery_log:
@@ -531,6 +521,27 @@ def demo() -> None:
             outcome = _with_progress(plan.to_send)(Sender(config.smtp, config.sending, delivery_log), run.letters())
             print_summary(load_report(delivery_log), console)
         console.print(f"The server received {server.count} messages; they are in {os.path.relpath(maildir)}/")
-    console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it with: mailaction report{_config_hint(config)}")
+    console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it with: mailaction report --log {os.path.relpath(log_path)}", markup=False)
     if outcome.summary.failed or outcome.summary.uncertain:
         sys.exit(ExitStatus.SOME_FAILED)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default=".")
+@handle_errors
+def init(folder: Path) -> None:
+    """Write a small working campaign to start from: mailaction.toml, a letter, contacts.
+
+    Writes nothing if any of those files exists already.
+
+    \b
+    Example:
+      mailaction init my-campaign
+      cd my-campaign && mailaction validate
+    """
+    written = write_example(folder)
+    console.print(f"Wrote {len(written)} files to {folder}/:", markup=False)
+    for path in written:
+        console.print(f"  {path.relative_to(folder)}", markup=False)
+    step = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
+    console.print(f"Next: edit mailaction.toml, then {step}mailaction validate", markup=False)
