@@ -122,7 +122,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
-        return value
+        return str(value)
 
     return check
 
@@ -146,17 +146,17 @@ def _non_negative(kind: type) -> Callable[[Any], Any]:
 
 
 def _text(value: Any) -> str:
-    value = _typed(str)(value)
-    if not value.strip():
+    text: str = _typed(str)(value)
+    if not text.strip():
         raise ValueError("must not be empty")
-    return value
+    return text
 
 
 def _port(value: Any) -> int:
-    value = _typed(int)(value)
-    if not 1 <= value <= 65535:
-        raise ValueError(f"must be a port number from 1 to 65535, not {value!r}")
-    return value
+    port: int = _typed(int)(value)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"must be a port number from 1 to 65535, not {port!r}")
+    return port
 
 
 _str, _pos_int, _pos_float, _bool = _typed(str), _typed(int, positive=True), _typed(float, positive=True), _typed(bool)

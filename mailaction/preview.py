@@ -8,13 +8,13 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.parser import BytesHeaderParser, BytesParser
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -92,7 +92,7 @@ def _decoded(raw: str) -> str:
         return " ".join(text.split())
 
 
-def _content(part: EmailMessage | None) -> str | None:
+def _content(part: MIMEPart | None) -> str | None:
     return None if part is None else part.get_content().replace("\r\n", "\n")
 
 
@@ -122,7 +122,7 @@ def print_letter(letter: Letter, console: Console) -> None:
     headers.add_column()
     for name, value in view.headers:
         headers.add_row(f"{name}:", plain_text(value))
-    parts = [headers, Text(""), plain_text(view.readable_text().rstrip("\n"))]
+    parts: list[RenderableType] = [headers, Text(""), plain_text(view.readable_text().rstrip("\n"))]
     if view.attachments:
         parts.append(Text(""))
         parts.extend(

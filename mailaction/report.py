@@ -499,7 +499,7 @@ def _nice_step(value: float) -> int:
     """The smallest of 1, 2, 5, 10, 20, 50, ... not below `value`."""
     if value <= 1:
         return 1
-    magnitude = 10 ** math.floor(math.log10(value))
+    magnitude = int(10 ** math.floor(math.log10(value)))
     return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= value)
 
 

@@ -1,7 +1,7 @@
 """The HTML report as a browser renders it: headless Chromium, offline, no scripts.
 
 Run this file directly to regenerate docs/report-example.png:
-    .venv/bin/python tests/test_report_browser.py
+    PYTHONPATH=. .venv/bin/python tests/test_report_browser.py
 """
 
 from __future__ import annotations
