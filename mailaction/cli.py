@@ -16,6 +16,7 @@ from typing import Any
 import click
 from email_validator import EmailNotValidError, validate_email
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -48,9 +49,11 @@ from .report import (
 )
 from .sender import Sender, check_server
 from .sink import Sink, StoredMessage
+from .terminal import plain_text
 
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: ":name:" in a contact or campaign name stays as written.
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 REPORT_WRITERS = {"csv": write_csv, "json": write_json, "html": write_html}
 
 
@@ -154,7 +157,7 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
             f"{result.problem_count} problem(s) in {result.invalid_rows} row(s) of {checked}; "
             f"{result.ready} letter(s) ready. Fix them and run validate again; nothing was sent.", []
         )
-    console.print(f"[green]✓[/] {letter_count(result.ready)} ready ({checked}). Nothing was sent.")
+    console.print(f"[green]✓[/] {letter_count(result.ready)} ready ({escape(checked)}). Nothing was sent.")
 
 
 @main.command()
@@ -191,7 +194,7 @@ def preview(
 
     if out is not None:
         result = write_preview(checked(), out)
-        console.print(f"Wrote {letter_count(result.written)} to {out}/. Open {result.index} in a browser to read them.")
+        console.print(f"Wrote {letter_count(result.written)} to {out}/. Open {result.index} in a browser to read them.", markup=False)
     else:
         for prepared in checked():
             if prepared.letter is not None:
@@ -260,7 +263,7 @@ def send(
             return
         if dry_run:
             _print_sample(plan.sample)
-            console.print(f"This was a dry run; nothing was sent. To send: mailaction send{_config_hint(config)}")
+            console.print(f"This was a dry run; nothing was sent. To send: mailaction send{_config_hint(config)}", markup=False)
             return
         _confirm(plan, config, yes)
         _warn_unverified(config)
@@ -270,7 +273,7 @@ def send(
         outcome = _with_progress(plan.to_send)(sender, run.letters())
         report = load_report(delivery_log)
         print_summary(report, console)
-    console.print(f"Full report: mailaction report{_config_hint(config)}")
+    console.print(f"Full report: mailaction report{_config_hint(config)}", markup=False)
     if outcome.interrupted:
         errors.print("Stopped by Ctrl-C. The delivery log is consistent; run send again to resume.")
         sys.exit(ExitStatus.INTERRUPTED)
@@ -320,7 +323,7 @@ def _print_plan(config: Config, plan: SendPlan, *, recovered_count: int, test_to
     target = letter_count(plan.to_send)
     if test_to:
         target = f"{plan.to_send} proof cop{'y' if plan.to_send == 1 else 'ies'} to {test_to}"
-    console.print(f"Campaign [bold]{config.campaign.name}[/]: {target} to send through {where}.")
+    console.print(f"Campaign [bold]{escape(config.campaign.name)}[/]: {escape(target)} to send through {escape(where)}.")
     notes = [
         (plan.already_sent, "already sent; they will not be sent again"),
         (recovered_count, "were in flight when an earlier run stopped; they are now 'uncertain'"),
@@ -340,7 +343,7 @@ def _print_plan(config: Config, plan: SendPlan, *, recovered_count: int, test_to
 def _print_sample(sample: list[Letter]) -> None:
     table = Table("row", "to", "subject", title="First letters")
     for letter in sample:
-        table.add_row(str(letter.row), ", ".join(letter.recipients), letter.subject)
+        table.add_row(str(letter.row), plain_text(", ".join(letter.recipients)), plain_text(letter.subject))
     console.print(table)
 
 
@@ -357,7 +360,12 @@ def _confirm(plan: SendPlan, config: Config, yes: bool) -> None:
     if not sys.stdin.isatty():
         raise click.UsageError("no terminal to ask for confirmation; pass --yes to send")
     question = f"Send {letter_count(plan.to_send)} through {config.smtp.host}:{config.smtp.port}?"
-    if not click.confirm(question, default=False):
+    try:
+        confirmed = click.confirm(question, default=False)
+    except click.Abort:  # Ctrl-D (or Ctrl-C) at the question: a no
+        console.print()
+        confirmed = False
+    if not confirmed:
         console.print("Nothing was sent.")
         sys.exit(ExitStatus.SUCCESS)
 
@@ -411,7 +419,8 @@ def _with_progress(total: int) -> Callable[[Sender, Iterator[Letter]], Any]:
 
         def on_interrupt(presses: int) -> None:
             message = "Stopping after the letters in flight (Ctrl-C again to stop at once)..."
-            errors.print(message if presses == 1 else "Stopping now.")
+            # On a terminal, through the bar's console: it prints above the bar, not glued to it.
+            (console if console.is_terminal else errors).print(message if presses == 1 else "Stopping now.")
 
         with progress:
             return send_letters(sender, letters, on_outcome=on_outcome, on_interrupt=on_interrupt)
@@ -484,11 +493,11 @@ def sink(host: str, port: int, maildir: Path) -> None:
       mailaction send --config config.example.toml     (in another terminal)
     """
     with Sink(maildir, host=host, port=port, on_message=_print_stored) as server:
-        console.print(f"Listening on {host}:{server.port}; storing messages in {maildir}/ (Ctrl-C to stop)")
+        console.print(f"Listening on {host}:{server.port}; storing messages in {maildir}/ (Ctrl-C to stop)", markup=False)
         try:
             signal.pause()
         except KeyboardInterrupt:
-            console.print(f"Stopped; {server.count} messages stored in {maildir}/")
+            console.print(f"Stopped; {server.count} messages stored in {maildir}/", markup=False)
 
 
 def _print_stored(message: StoredMessage) -> None:
@@ -520,7 +529,7 @@ def demo() -> None:
             _print_plan(config, plan, recovered_count=0, test_to=None)
             outcome = _with_progress(plan.to_send)(Sender(config.smtp, config.sending, delivery_log), run.letters())
             print_summary(load_report(delivery_log), console)
-        console.print(f"The server received {server.count} messages; they are in {os.path.relpath(maildir)}/")
+        console.print(f"The server received {server.count} messages; they are in {os.path.relpath(maildir)}/", markup=False)
     console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it with: mailaction report --log {os.path.relpath(log_path)}", markup=False)
     if outcome.summary.failed or outcome.summary.uncertain:
         sys.exit(ExitStatus.SOME_FAILED)

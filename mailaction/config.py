@@ -209,10 +209,10 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     where = str(path) if path else "config"
     sections: dict[str, Any] = {}
     for section, value in data.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {_misplaced(section)}")
         if section not in _SCHEMA:
             raise ConfigError(f"{where}: unknown section [{section}] (known: smtp, sending, campaign)")
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {section} must be a [{section}] table")
     for section, (cls, checks) in _SCHEMA.items():
         values: dict[str, Any] = {}
         for key, value in data.get(section, {}).items():
@@ -231,6 +231,16 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     if campaign.log is None:
         campaign = replace(campaign, log=base / f"{_slug(campaign.name)}.sqlite")
     return Config(sections["smtp"], sections["sending"], campaign, path)
+
+
+def _misplaced(key: str) -> str:
+    """What is wrong with a setting written above every [section] (TOML puts it in none)."""
+    owners = [section for section, (_, checks) in _SCHEMA.items() if key in checks]
+    if owners:
+        return f"{key} is above [{owners[0]}]; move it under [{owners[0]}]"
+    if key in _SCHEMA:
+        return f"{key} must be a [{key}] table"
+    return f"unknown key {key} above the sections (settings go under [smtp], [sending] or [campaign])"
 
 
 def _slug(name: str) -> str:

@@ -30,6 +30,8 @@ SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date")
 INLINE_LIMIT = 500
 MAX_FILE_NAME = 80
 INDEX_NAME = "index.html"
+MANIFEST_NAME = ".mailaction-preview"  # the .eml files a preview wrote there, one name a line
+EML_NAME = re.compile(r"[A-Za-z0-9._@+-]+\.eml")
 
 
 @dataclass(frozen=True)
@@ -246,26 +248,43 @@ class _Index:
 def write_preview(
     rows: Iterable[PreparedRow], out_dir: Path, *, inline_limit: int = INLINE_LIMIT
 ) -> PreviewResult:
-    """Write one .eml per letter and an index.html showing them; rows with problems get none."""
+    """Write one .eml per letter and an index.html showing them; rows with problems get none.
+
+    The .eml files an earlier preview wrote to `out_dir` (listed in its MANIFEST_NAME file) are
+    removed first; no other file there is touched.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_previous(out_dir)
     index = _Index(inline_limit=inline_limit)
     taken: set[str] = set()
-    for prepared in rows:
-        letter = prepared.letter
-        if letter is None or prepared.problems:
-            messages = [str(problem) for problem in prepared.problems]
-            index.problems.append((prepared.row, prepared.contact_id, messages))
-            continue
-        file_name = eml_file_name(letter.row, letter.recipients, taken)
-        (out_dir / file_name).write_bytes(letter.data)
-        entry = _IndexEntry(letter.row, ", ".join(letter.recipients), letter.subject, file_name)
-        if len(index.letters) < inline_limit:
-            entry.view = letter_parts(letter)
-        index.letters.append(entry)
+    with (out_dir / MANIFEST_NAME).open("w", encoding="utf-8") as manifest:
+        for prepared in rows:
+            letter = prepared.letter
+            if letter is None or prepared.problems:
+                messages = [str(problem) for problem in prepared.problems]
+                index.problems.append((prepared.row, prepared.contact_id, messages))
+                continue
+            file_name = eml_file_name(letter.row, letter.recipients, taken)
+            manifest.write(file_name + "\n")
+            (out_dir / file_name).write_bytes(letter.data)
+            entry = _IndexEntry(letter.row, ", ".join(letter.recipients), letter.subject, file_name)
+            if len(index.letters) < inline_limit:
+                entry.view = letter_parts(letter)
+            index.letters.append(entry)
     index_path = out_dir / INDEX_NAME
     with index_path.open("w", encoding="utf-8") as out:
         render_index(index, out)
     return PreviewResult(written=len(index.letters), skipped=len(index.problems), index=index_path)
+
+
+def _remove_previous(out_dir: Path) -> None:
+    """Remove the .eml files the last preview into `out_dir` wrote (as its manifest lists them)."""
+    manifest = out_dir / MANIFEST_NAME
+    if not manifest.is_file():
+        return
+    for name in manifest.read_text(encoding="utf-8").splitlines():
+        if EML_NAME.fullmatch(name):  # a plain name in this folder, as eml_file_name makes them
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def eml_file_name(row: int, recipients: tuple[str, ...], taken: set[str]) -> str:

@@ -428,3 +428,20 @@ def test_an_empty_log_renders_in_every_format(tmp_path: Path) -> None:
     assert data["first_sent"] is None and data["rate_per_second"] is None
     assert "No letters sent yet" in page and "<svg" in page
     assert page.rstrip().endswith("</html>")
+
+
+def test_listed_letters_take_one_line_each_in_80_columns(tmp_path: Path) -> None:
+    with fixture_log(tmp_path / "log.sqlite") as log:
+        refused = "550 5.1.1 <gil@example.org>: Recipient address rejected: User unknown in table"
+        outcome = Outcome(State.FAILED, 550, refused, {"gil@example.org": refused})
+        log_letter(log, 10, "gil@example.org", outcome)
+        failed = load_report(log, [State.FAILED])
+        console = Console(file=io.StringIO(), width=80, color_system=None)
+        print_table(failed, console)
+    lines = console.file.getvalue().splitlines()
+    assert max(map(len, lines)) <= 80
+    listed = [line for line in lines if line.startswith("│")]
+    assert len(listed) == 3
+    assert [re.search(r"\b(3|9|10)\b", line) is not None for line in listed] == [True] * 3
+    gil = next(line for line in listed if "gil@example.org" in line)
+    assert gil.count("550 5.1.1") == 1
