@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -24,7 +25,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from servers import run_timed
-from summary import Figure, Target, machine, markdown, print_table
+from summary import Figure, Target, cpu_reference, machine, markdown, print_table
 
 from mailaction.deliverylog import DeliveryLog, Outcome, State
 
@@ -77,6 +78,7 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where to write")
     args = parser.parse_args()
     figures: list[Figure] = []
+    load_before, reference_before = os.getloadavg()[0], cpu_reference()
     with TemporaryDirectory(prefix="mailaction-report-bench-") as scratch:
         log = Path(scratch) / "log.sqlite"
         started = time.perf_counter()
@@ -91,7 +93,10 @@ def main() -> int:
                 Figure(section, f"--format {fmt}: peak RSS", "MiB", [peak], target),
                 Figure(section, f"--format {fmt}: wall time", "s", [seconds]),
             ]
-    info = machine()
+    info = machine() | {
+        "load": (load_before, os.getloadavg()[0]),
+        "cpu_reference": (reference_before, cpu_reference()),
+    }
     host = re.sub(r"[^A-Za-z0-9_.-]+", "-", info["host"]).strip("-") or "machine"
     stem = args.results / f"{info['date'][:10]}-{host}-report"
     args.results.mkdir(parents=True, exist_ok=True)
