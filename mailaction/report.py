@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import textwrap
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -330,7 +329,7 @@ def write_json(report: Report, out: TextIO) -> None:
     written = 0
     for entry in report.entries():
         message = json.dumps(_message(entry), ensure_ascii=False, indent=2)
-        out.write(("," if written else "") + "\n" + textwrap.indent(message, "    "))
+        out.write(("," if written else "") + "\n    " + message.replace("\n", "\n    "))
         written += 1
     out.write("\n  ]\n}\n" if written else "]\n}\n")
 
