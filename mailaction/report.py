@@ -263,11 +263,11 @@ def _entries_table(title: str, entries: Iterable[Entry]) -> Table:
 
 
 def _reply_parts(entry: Entry) -> list[str]:
-    """The last reply, then each refused recipient's reply unless it only repeats the last one."""
+    """The last reply, then each refused recipient's reply that the last one does not already say."""
     parts = [entry.last_reply] if entry.last_reply else []
     for recipient, reply in entry.refused.items():
-        said = f"refused {recipient}" if reply in entry.last_reply else f"refused {recipient}: {reply}"
-        parts.append(said)
+        if f"{recipient}: {reply}" not in entry.last_reply:
+            parts.append(f"refused {recipient}: {reply}")
     return parts
 
 

@@ -432,8 +432,9 @@ def test_an_empty_log_renders_in_every_format(tmp_path: Path) -> None:
 
 def test_listed_letters_take_one_line_each_in_80_columns(tmp_path: Path) -> None:
     with fixture_log(tmp_path / "log.sqlite") as log:
-        refused = "550 5.1.1 <gil@example.org>: Recipient address rejected: User unknown in table"
-        outcome = Outcome(State.FAILED, 550, refused, {"gil@example.org": refused})
+        refused = "550 5.1.1 <gil@example.org>: Recipient address rejected: User unknown"
+        reply = f"every recipient refused: gil@example.org: {refused}"  # as the sender says it
+        outcome = Outcome(State.FAILED, 550, reply, {"gil@example.org": refused})
         log_letter(log, 10, "gil@example.org", outcome)
         failed = load_report(log, [State.FAILED])
         console = Console(file=io.StringIO(), width=80, color_system=None)
@@ -444,4 +445,8 @@ def test_listed_letters_take_one_line_each_in_80_columns(tmp_path: Path) -> None
     assert len(listed) == 3
     assert [re.search(r"\b(3|9|10)\b", line) is not None for line in listed] == [True] * 3
     gil = next(line for line in listed if "gil@example.org" in line)
-    assert gil.count("550 5.1.1") == 1
+    assert "every recipient refused" in gil
+    wide = Console(file=io.StringIO(), width=400, color_system=None)
+    with DeliveryLog(tmp_path / "log.sqlite", CAMPAIGN) as log:
+        print_table(load_report(log, [State.FAILED]), wide)
+    assert wide.file.getvalue().count("<gil@example.org>: Recipient address rejected") == 1
