@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -28,6 +27,7 @@ from servers import run_timed
 from summary import Figure, Target, cpu_reference, machine, markdown, print_table
 
 from mailaction.deliverylog import DeliveryLog, Outcome, State
+from mailaction.message import Letter
 
 HERE = Path(__file__).resolve().parent
 MAILACTION = Path(sys.executable).with_name("mailaction")
@@ -49,10 +49,12 @@ def fill_log(path: Path, letters: int) -> None:
     with DeliveryLog(path, CAMPAIGN) as log:
         for number in range(letters):
             address = f"supporter{number}@example.org"
-            letter = SimpleNamespace(  # the fields of message.Letter that the log records
-                row=number + 2, contact_id=address, recipients=(address, "press@example.net"),
+            letter = Letter(
+                row=number + 2, contact_id=address, sender="campaign@example.org",
+                recipients=(address, "press@example.net"),
                 subject=f"Release Maryia Kalesnikava — letter {number}",
                 message_id=f"<{number}.report-benchmark@example.org>", fingerprint=f"{number:x}",
+                data=b"Subject: Release Maryia Kalesnikava\r\n\r\nDear Minister,\r\n",
             )  # fmt: skip
             log.register(letter)
         log.flush()

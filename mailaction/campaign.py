@@ -10,6 +10,7 @@ from itertools import islice
 from .config import CampaignConfig, Config
 from .contacts import Contact, ContactList, DuplicateFinder
 from .errors import ConfigError, ContactsError, Problem
+from .keys import contact_key
 from .message import Letter, LetterBuilder
 from .parallel import ordered_map, pool_size
 from .template import LetterTemplate, column_aliases
@@ -127,7 +128,7 @@ class Campaign:
         duplicates = DuplicateFinder(self.id_column, self.contacts.source)
         contact = None
         for contact in self.contacts:
-            contact_id = contact.get(self.id_column)
+            contact_id = contact_key(contact.get(self.id_column))
             problems: list[Problem] = []
             if not contact_id:
                 problems.append(
@@ -209,7 +210,7 @@ def _letter_problems(contacts: list[_Sent]) -> list[tuple[int, list[Problem]]]:
     found = []
     for index, (row, values) in enumerate(contacts):
         contact = Contact(row, values, source)
-        _, problems = checks.prepare(contact, contact.get(id_column))
+        _, problems = checks.prepare(contact, contact_key(contact.get(id_column)))
         if problems:
             found.append((index, problems))
     return found

@@ -90,6 +90,7 @@ class CampaignConfig:
     id_column: str = "email"
     max_message_size: int = 10_000_000
     check_deliverability: bool = False
+    keep_letters_days: float | None = None  # delete stored letter texts after this many days
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "campaign": (CampaignConfig, {
         "name": _text, "template": _text, "contacts": _text, "log": _text, "id_column": _text,
         "max_message_size": _pos_int, "check_deliverability": _bool,
+        "keep_letters_days": _pos_float,
     }),
 }  # fmt: skip
 _PATH_KEYS = ("template", "contacts", "log")

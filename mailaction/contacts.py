@@ -7,7 +7,6 @@ import csv
 import datetime
 import hashlib
 import re
-import unicodedata
 from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from zipfile import BadZipFile
 
 from .errors import ContactsError, Problem
+from .keys import contact_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,9 +104,8 @@ class DuplicateFinder:
 
 
 def _id_key(value: str) -> int:
-    """A 64-bit digest of an id; addresses compare case-insensitively, in NFC form, trimmed."""
-    if "@" in value:
-        value = unicodedata.normalize("NFC", value.strip()).lower()
+    """A 64-bit digest of an id, compared as the delivery log compares it (`keys.contact_key`)."""
+    value = contact_key(value)
     digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little") or 1  # 0 marks an empty slot
 
