@@ -25,6 +25,7 @@ from mailaction.report import (
     MAX_BINS,
     Histogram,
     Report,
+    _indented,
     load_report,
     make_histogram,
     print_summary,
@@ -311,6 +312,18 @@ def test_json_values_keep_their_types(report: Report) -> None:
         report.first_sent, abs=0.001
     )
     assert data["rate_per_second"] is None or data["rate_per_second"] > 0
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(JSON_VALUES)
+def test_json_values_are_indented_as_json_dumps_does(value: object) -> None:
+    assert _indented(value, "") == json.dumps(value, ensure_ascii=False, indent=2)
 
 
 def test_json_is_written_as_one_indented_utf8_document(report: Report) -> None:
