@@ -593,6 +593,35 @@ class DeliveryLog:
             blob = self._blob_cache[digest] = found[0]
         return blob
 
+    def sent_span(self) -> tuple[int, float | None, float | None]:
+        """How many letters were sent, and the first and last send time (None when none)."""
+        count, first, last = self._run(
+            "SELECT count(sent_at), min(sent_at), max(sent_at) FROM letters"
+            " WHERE campaign = ? AND state = ?",
+            (self.campaign, State.SENT),
+        ).fetchone()
+        return count, first, last
+
+    def sent_per_bin(self, start: float, width: float) -> dict[int, int]:
+        """Sent letters per time bin: bin n holds those sent in [start + n*width, + width)."""
+        rows = self._run(
+            "SELECT CAST((sent_at - ?) / ? AS INTEGER) AS bin, count(*) FROM letters"
+            " WHERE campaign = ? AND state = ? AND sent_at IS NOT NULL GROUP BY bin",
+            (start, width, self.campaign, State.SENT),
+        )
+        return dict(rows.fetchall())
+
+    def refused_counts(self) -> dict[State, int]:
+        """How many letters in each state had some of their recipients refused."""
+        counts = dict.fromkeys(State, 0)
+        rows = self._run(
+            "SELECT state, count(*) FROM letters WHERE campaign = ? AND refused != '{}'"
+            " GROUP BY state",
+            (self.campaign,),
+        )
+        counts.update((State(state), n) for state, n in rows)
+        return counts
+
 
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes
 SHARED_PART_SIZE = 2048  # attachment parts this large are stored once, not in every letter
