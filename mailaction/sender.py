@@ -13,33 +13,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
-import ipaddress
 import itertools
-import os
 import random
 import re
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiosmtplib import (
-    SMTP,
-    SMTPConnectError,
-    SMTPException,
-    SMTPResponse,
-    SMTPResponseException,
-    SMTPServerDisconnected,
-    SMTPTimeoutError,
-)
-from aiosmtplib.protocol import MAX_RESPONSE_LENGTH, SMTPProtocol
-
 from .config import Rate, SendingConfig, SMTPConfig
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import SMTPSetupError
 from .ratelimit import CampaignLimiter
+from .transport import (
+    Connection,
+    Reply,
+    Unavailable,
+    Uncertain,
+    check_connection,
+    is_loopback,
+    open_connection,
+)
 
 if TYPE_CHECKING:
     from .message import Letter
@@ -52,9 +47,6 @@ MAX_RETRY_DELAY = 300.0
 # jitter alone can put one letter too many into a one-second window counted at the server.
 # Measured at a sink on a busy 2-core machine, 1 % still let a 201st letter into a second.
 RATE_MARGIN = 1.015
-QUIT_TIMEOUT = 5.0
-_LEADING_DOT = re.compile(rb"(?m)^\.")
-_CONNECTION_ERRORS = (SMTPServerDisconnected, SMTPTimeoutError, SMTPConnectError, OSError)
 _CONTROL = re.compile(rb"[\r\n\0]")
 _INTERRUPTED = Outcome(
     State.UNCERTAIN,
@@ -115,24 +107,13 @@ class Sender:
 async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: str | None) -> None:
     """Connect, secure, log in and quit, so a run does not start against a server it cannot use."""
     try:
-        client = await _open(smtp, sending.timeout, password, await _local_hostname())
-    except _Failed as failed:
-        raise SMTPSetupError(f"{smtp.address}: {failed.outcome.reply}") from None
-    await _quit(client)
+        await check_connection(smtp, sending.timeout, password, await _local_hostname())
+    except Unavailable as unavailable:
+        raise SMTPSetupError(f"{smtp.address}: {unavailable.reply}") from None
 
 
 def _with_margin(rate: Rate | None) -> Rate | None:
     return None if rate is None else Rate(rate.count, rate.seconds * RATE_MARGIN)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is this machine (localhost, 127.0.0.0/8, ::1)."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def retry_delay(base: float, attempt: int) -> float:
@@ -158,117 +139,6 @@ class _Failed(Exception):
         self.outcome = Outcome(state, code, reply, refused or {})
 
 
-async def _open(
-    config: SMTPConfig, timeout: float, password: str | None, local_hostname: str
-) -> SMTP:
-    """Connect, say EHLO, secure the connection and log in, as the config asks.
-
-    Raises SMTPSetupError when the settings or the server's policy rule sending out, and
-    `_Failed` when the server is unavailable for now.
-    """
-    where = config.address
-    if config.username and config.security == "none" and not is_loopback(config.host):
-        raise SMTPSetupError(
-            f"{where}: refusing to send the password for {config.username!r} over an unencrypted"
-            ' connection; set smtp.security to "starttls" or "ssl"'
-        )
-    client = SMTP(
-        hostname=config.host, port=config.port, timeout=timeout, local_hostname=local_hostname,
-        use_tls=config.security == "ssl", start_tls=False,
-        validate_certs=config.verify_certificates,
-    )  # fmt: skip
-    step = "connect"
-    try:
-        await client.connect()
-        assert client.protocol is not None
-        # aiosmtplib builds its protocol itself and offers no way to pass another class.
-        client.protocol.__class__ = _PipeliningProtocol
-        step = "EHLO"
-        await client.ehlo()
-        if config.security == "starttls":
-            if not client.supports_extension("starttls"):
-                raise SMTPSetupError(
-                    f"{where}: the server does not offer STARTTLS; refusing to send the password"
-                    " or letters in clear text"
-                )
-            step = "STARTTLS"
-            await client.starttls()
-            step = "EHLO"
-            await client.ehlo()
-        if config.username:
-            step = "login"
-            await client.login(config.username, password or "")
-    except (SMTPException, OSError) as exc:
-        client.close()
-        raise _open_failure(exc, config, step, timeout) from None
-    except BaseException:
-        client.close()
-        raise
-    return client
-
-
-def _open_failure(exc: Exception, config: SMTPConfig, step: str, timeout: float) -> Exception:
-    """SMTPSetupError for what waiting will not fix, `_Failed` for what it may."""
-    where = config.address
-    tls = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
-    if isinstance(tls, ssl.SSLCertVerificationError):
-        return SMTPSetupError(
-            f"{where}: the server's certificate cannot be verified ({tls.verify_message}); set"
-            " smtp.verify_certificates = false only for a server you trust"
-        )
-    if isinstance(tls, ssl.SSLError):
-        hint = ""
-        if tls.reason == "WRONG_VERSION_NUMBER" and config.security == "ssl":
-            hint = (
-                "; the server does not speak TLS from the start on this port: use"
-                ' smtp.security = "starttls" (usually port 587), or port 465 for "ssl"'
-            )
-        return SMTPSetupError(f"{where}: TLS failed: {tls.reason or tls}{hint}")
-    if isinstance(exc, SMTPResponseException):
-        reply = f"{exc.code} {_text(exc.message)}"
-        if _temporary(exc.code):
-            return _Failed(exc.code, f"{step} refused for now: {reply}")
-        if step == "login":
-            return SMTPSetupError(f"{where}: login refused for user {config.username!r}: {reply}")
-        return SMTPSetupError(f"{where}: the server refused {step}: {reply}")
-    if isinstance(exc, _CONNECTION_ERRORS):
-        return _lost(exc, step, timeout)
-    return SMTPSetupError(f"{where}: {step} failed: {exc}")
-
-
-def _lost(exc: Exception, step: str, timeout: float) -> _Failed:
-    """A lost or silent connection, described for the log; worth retrying."""
-    if isinstance(exc, SMTPConnectError) and isinstance(exc.__cause__, OSError):
-        exc = exc.__cause__  # the reason itself, e.g. "Connection refused"
-    if isinstance(exc, TimeoutError):
-        reply = f"no reply to {step} within {timeout:g} s"
-    elif isinstance(exc, SMTPServerDisconnected):
-        reply = f"the server closed the connection at {step}"
-    else:
-        reply = f"{step}: {_reason(exc)}"
-    return _Failed(None, reply, step=step)
-
-
-def _reason(exc: Exception) -> str:
-    """An OS error in words ("Connection refused"), without asyncio's decoration."""
-    if not isinstance(exc, OSError):
-        return str(exc)
-    if exc.errno and not isinstance(exc, socket.gaierror):
-        return os.strerror(exc.errno)
-    return exc.strerror or str(exc)
-
-
-async def _quit(client: SMTP) -> None:
-    """Say goodbye politely if the connection is still up, then close it."""
-    try:
-        if client.is_connected:
-            await client.quit(timeout=QUIT_TIMEOUT)
-    except (SMTPException, OSError):
-        pass
-    finally:
-        client.close()
-
-
 async def _local_hostname() -> str:
     """This machine's name for EHLO (looked up in a thread: it may take a DNS query)."""
     return await asyncio.to_thread(_fqdn)
@@ -279,83 +149,8 @@ def _fqdn() -> str:
     return socket.getfqdn()
 
 
-def _text(message: str) -> str:
-    """A server reply on one line."""
-    return message.replace("\n", " ") if "\n" in message else message
-
-
 def _temporary(code: int) -> bool:
     return 400 <= code < 500
-
-
-def _refusal(code: int) -> State:
-    """DEFERRED (to retry) for a 4xx refusal, FAILED for any other."""
-    return State.DEFERRED if _temporary(code) else State.FAILED
-
-
-def _dot_stuffed(data: bytes) -> bytes:
-    """The message as DATA sends it: leading dots doubled (RFC 5321 4.5.2), then CRLF "." CRLF."""
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
-
-
-async def _one_by_one(smtp: SMTP, commands: list[bytes], replies: list[SMTPResponse]) -> None:
-    """Send the commands in turn, each after the previous reply, into ``replies``."""
-    for command in commands:
-        if replies and not _worth_going_on(replies, len(commands) - 2):
-            return
-        replies.append(await smtp.execute_command(command))
-
-
-def _worth_going_on(replies: list[SMTPResponse], recipients: int) -> bool:
-    """Whether the next command of a transaction can still lead to the letter going out."""
-    if replies[0].code != 250 or replies[-1].code == 421:
-        return False
-    if len(replies) == recipients + 1:  # DATA is next: only with a recipient accepted
-        return any(response.code in (250, 251) for response in replies[1:])
-    return True
-
-
-async def _pipelined(
-    smtp: SMTP, commands: list[bytes], replies: list[SMTPResponse], timeout: float
-) -> None:
-    """Send the commands in one write (RFC 2920) and read their replies into ``replies``.
-
-    After a 421 the server closes the connection; no more replies will come.
-    """
-    protocol = smtp.protocol
-    if protocol is None or not protocol.is_connected:
-        raise SMTPServerDisconnected("Connection lost")
-    protocol.write(b"".join(command + b"\r\n" for command in commands))
-    while len(replies) < len(commands) and not (replies and replies[-1].code == 421):
-        replies.append(await protocol.read_response(timeout=timeout))
-
-
-class _PipeliningProtocol(SMTPProtocol):
-    """aiosmtplib's protocol, keeping the replies that arrive before the previous one was read.
-
-    aiosmtplib expects one reply per command and drops what comes while it is not waiting for
-    one; with PIPELINING several replies are on their way at once, and under load the next can
-    arrive before the task that waited for the previous one has run.
-    """
-
-    def data_received(self, data: bytes) -> None:
-        waiter = self._response_waiter
-        if waiter is not None and (waiter.done() or not self._response_pending):
-            self._buffer.extend(data)  # read by the next read_response
-            if len(self._buffer) > MAX_RESPONSE_LENGTH and self.transport is not None:
-                self.transport.close()  # a server sending this much unasked is not one to keep
-            return
-        super().data_received(data)
-
-    async def read_response(self, timeout: float | None = None) -> SMTPResponse:
-        waiter = self._response_waiter
-        if self._buffer and waiter is not None and not waiter.done():
-            response = self._read_response_from_buffer()
-            if response is not None:
-                waiter.set_result(response)
-        return await super().read_response(timeout)
 
 
 def _domains(letter: Letter) -> Iterator[str]:
@@ -375,7 +170,9 @@ class _Run:
         sending = sender.sending
         self.sending = sending
         self.log = sender.log
-        self.connect = functools.partial(_open, sender.smtp, sending.timeout, sender._password)
+        self.connect = functools.partial(
+            open_connection, sender.smtp, sending.timeout, sender._password
+        )
         self.summary = SendSummary(started=time.time())
         self.error: Exception | None = None
         self._limiter = (
@@ -524,14 +321,9 @@ class _Worker:
     def __init__(self, run: _Run, local_hostname: str) -> None:
         self.run = run
         self.local_hostname = local_hostname
-        self.timeout = run.sending.timeout
-        self.smtp: SMTP | None = None
+        self.connection: Connection | None = None
         self.used = 0  # letters tried on this connection
         self.needs_reset = False  # a transaction failed; RSET before the next one
-        self.size_limit = 0
-        self.smtputf8 = False
-        self.eight_bit = False
-        self.pipelining = False
 
     async def work(self) -> None:
         """Take letters until the run is over."""
@@ -546,98 +338,84 @@ class _Worker:
             run.abort(exc)
 
     def close(self) -> None:
-        if self.smtp is not None:
-            self.smtp.close()
-            self.smtp = None
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
 
     async def _quit(self) -> None:
-        smtp, self.smtp = self.smtp, None
-        if smtp is not None:
-            await _quit(smtp)
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await connection.quit()
 
-    async def _connection(self) -> SMTP:
+    async def _connection(self) -> Connection:
         """The connection for the next letter: reused, or a new one when due or lost."""
-        if self.needs_reset:
-            await self._reset()
-        smtp = self.smtp
-        if smtp is not None and (
-            not smtp.is_connected or self.used >= self.run.sending.max_messages_per_connection
+        connection = self.connection
+        if connection is not None and self.needs_reset:
+            self.needs_reset = False
+            if not await connection.reset():
+                connection = self.connection = None
+        if connection is not None and (
+            not connection.is_open or self.used >= self.run.sending.max_messages_per_connection
         ):
             await self._quit()
-            smtp = None
-        if smtp is None:
-            smtp = await self.run.connect(self.local_hostname)
-            self.smtp, self.used = smtp, 0
-            size = smtp.esmtp_extensions.get("size", "")
-            self.size_limit = int(size) if size.isdigit() else 0
-            self.smtputf8 = smtp.supports_extension("smtputf8")
-            self.eight_bit = smtp.supports_extension("8bitmime")
-            self.pipelining = smtp.supports_extension("pipelining")
+            connection = None
+        if connection is None:
+            try:
+                connection = await self.run.connect(self.local_hostname)
+            except Unavailable as unavailable:
+                raise _Failed(unavailable.code, unavailable.reply, step=unavailable.step) from None
+            self.connection, self.used = connection, 0
         self.used += 1
-        return smtp
-
-    async def _reset(self) -> None:
-        """RSET after a failed transaction, keeping the connection only if the server says 250.
-
-        Reusing a session the server did not reset gives "503 sender already specified".
-        """
-        self.needs_reset = False
-        smtp = self.smtp
-        try:
-            response = await smtp.execute_command(b"RSET") if smtp and smtp.is_connected else None
-        except (SMTPException, OSError):
-            response = None
-        if response is None or response.code != 250:
-            self.close()
+        return connection
 
     async def _attempt(self, letter: Letter) -> Outcome:
         """One try at one letter; DEFERRED means it may be tried again."""
         try:
-            smtp, refused = await self._envelope(letter)
+            connection, refused = await self._envelope(letter)
         except _Failed as failed:
             # The log counts every attempt, also those that never reached the data; the outcome
             # is written right after this, with no await in between.
             self.run.log.mark_sending(letter.contact_id)
             return failed.outcome
-        return await self._data(smtp, letter, refused)
+        return await self._data(connection, letter, refused)
 
-    async def _envelope(self, letter: Letter) -> tuple[SMTP, dict[str, str]]:
+    async def _envelope(self, letter: Letter) -> tuple[Connection, dict[str, str]]:
         """MAIL FROM, RCPT TO and DATA on a ready connection; the refused recipients."""
-        smtp = await self._connection()
+        connection = await self._connection()
         reused = self.used > 1
         try:
-            return smtp, await self._transaction(smtp, letter)
+            return connection, await self._transaction(connection, letter)
         except _Failed as failed:
             gone = failed.step == "MAIL FROM" and failed.outcome.code in (None, 421)
             if not (reused and gone and failed.outcome.state is State.DEFERRED):
                 raise
         # The server dropped a connection we had kept open; nothing was sent, so try a fresh one.
-        smtp = await self._connection()
-        return smtp, await self._transaction(smtp, letter)
+        connection = await self._connection()
+        return connection, await self._transaction(connection, letter)
 
-    def _mail_options(self, letter: Letter) -> list[bytes]:
+    def _mail_options(self, connection: Connection, letter: Letter) -> list[bytes]:
         """MAIL FROM parameters, or `_Failed` when this server cannot take the letter."""
         options = []
         if letter.smtputf8:
-            if not self.smtputf8:
+            if not connection.smtputf8:
                 reply = "server does not support SMTPUTF8 (non-ASCII address)"
                 raise _Failed(None, reply, retry=False)
             options.append(b"SMTPUTF8")
-        if self.size_limit:
-            if len(letter.data) > self.size_limit:
+        if connection.size_limit:
+            if len(letter.data) > connection.size_limit:
                 reply = (
                     f"message too large for the server: {len(letter.data):,} bytes, it accepts"
-                    f" at most {self.size_limit:,} (SIZE)"
+                    f" at most {connection.size_limit:,} (SIZE)"
                 )
                 raise _Failed(None, reply, retry=False)
             options.append(b"SIZE=%d" % len(letter.data))
-        if self.eight_bit and not letter.data.isascii():
+        if connection.eight_bit and not letter.data.isascii():
             options.append(b"BODY=8BITMIME")
         return options
 
-    def _commands(self, letter: Letter) -> list[bytes]:
+    def _commands(self, connection: Connection, letter: Letter) -> list[bytes]:
         """MAIL FROM, one RCPT TO per recipient, and DATA."""
-        options = self._mail_options(letter)
+        options = self._mail_options(connection, letter)
         encoding = "utf-8" if letter.smtputf8 else "ascii"
         try:
             mail = b" ".join([b"MAIL FROM:<%s>" % letter.sender.encode(encoding), *options])
@@ -650,45 +428,33 @@ class _Worker:
             raise _Failed(None, "control character in an address", retry=False)
         return commands
 
-    async def _transaction(self, smtp: SMTP, letter: Letter) -> dict[str, str]:
-        """The envelope up to the server's 354; raises `_Failed` unless it is waiting for the data.
-
-        With PIPELINING the commands go out together (RFC 2920: one round trip instead of two
-        or more); otherwise one by one, stopping where a reply makes the rest pointless.
-        """
-        commands = self._commands(letter)
-        replies: list[SMTPResponse] = []
-        lost: Exception | None = None
+    async def _transaction(self, connection: Connection, letter: Letter) -> dict[str, str]:
+        """The envelope up to the server's 354; raises `_Failed` unless it is waiting for the data."""
+        commands = self._commands(connection, letter)
         try:
-            if self.pipelining:
-                await _pipelined(smtp, commands, replies, self.timeout)
-            else:
-                await _one_by_one(smtp, commands, replies)
-        except (SMTPException, OSError) as exc:
-            self.close()
-            lost = exc
+            replies = await connection.envelope(commands)
+        except Unavailable as unavailable:
+            raise _Failed(None, unavailable.reply, step=unavailable.step) from None
         try:
-            return self._accepted(letter, replies, lost)
+            return self._accepted(letter, replies)
         except _Failed:
-            if replies and replies[-1].code == 354:
+            if replies[-1].code == 354:
                 self.close()  # pipelined DATA accepted although the envelope failed: never send
             raise
 
-    def _accepted(
-        self, letter: Letter, replies: list[SMTPResponse], lost: Exception | None
-    ) -> dict[str, str]:
+    def _accepted(self, letter: Letter, replies: list[Reply]) -> dict[str, str]:
         """The refused recipients when the replies let the data go; else raises `_Failed`."""
         count = len(letter.recipients)
-        mail, rcpts, data = replies[:1], replies[1 : count + 1], replies[count + 1 :]
-        if mail and mail[0].code != 250:
-            raise self._refused(mail[0], "MAIL FROM")
+        mail, rcpts, data = replies[0], replies[1 : count + 1], replies[count + 1 :]
+        if mail.code != 250:
+            raise self._refused(mail, "MAIL FROM")
         refused: dict[str, str] = {}
         codes: list[int] = []
         for recipient, response in zip(letter.recipients, rcpts):
             if response.code == 421:
                 raise self._refused(response, "RCPT TO")
             if response.code not in (250, 251):
-                refused[recipient] = f"{response.code} {_text(response.message)}"
+                refused[recipient] = str(response)
                 codes.append(response.code)
         if len(codes) == count:
             self.needs_reset = True
@@ -696,44 +462,40 @@ class _Worker:
             details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
             reply = f"every recipient refused: {details}"
             raise _Failed((temporary or codes)[-1], reply, retry=bool(temporary), refused=refused)
-        if not data:
-            assert lost is not None  # one by one stops early only on a refusal, raised above
-            step = "MAIL FROM" if not mail else "RCPT TO" if len(rcpts) < count else "DATA"
-            raise _lost(lost, step, self.timeout)
         if data[0].code != 354:
             raise self._refused(data[0], "DATA")
         return refused
 
-    def _refused(self, response: SMTPResponse, step: str) -> _Failed:
+    def _refused(self, response: Reply, step: str) -> _Failed:
         """The transaction failed on a reply; the session is reset, or dropped after a 421."""
         if response.code == 421:
             self.close()
         else:
             self.needs_reset = True
         retry = _temporary(response.code)
-        return _Failed(response.code, _text(response.message), retry=retry, step=step)
+        return _Failed(response.code, response.text, retry=retry, step=step)
 
-    async def _data(self, smtp: SMTP, letter: Letter, refused: dict[str, str]) -> Outcome:
+    async def _data(
+        self, connection: Connection, letter: Letter, refused: dict[str, str]
+    ) -> Outcome:
         """The message once the server waits for it, with the letter logged as sending."""
         log = self.run.log
-        log.mark_sending(letter.contact_id)
-        protocol = smtp.protocol
-        if protocol is None or not protocol.is_connected:
-            self.close()
-            return _lost(SMTPServerDisconnected("Connection lost"), "DATA", self.timeout).outcome
-        # No await between the write and read_response, so the reply cannot be missed.
-        protocol.write(_dot_stuffed(letter.data))
+
+        async def mark() -> None:
+            log.mark_sending(letter.contact_id)
+
         try:
-            response = await protocol.read_response(timeout=self.timeout)
-        except (SMTPException, OSError) as exc:
+            response = await connection.data(letter.data, mark)
+        except Unavailable as unavailable:
             self.close()
-            lost = _lost(exc, "the end of data", self.timeout).outcome.reply
-            reply = f"{lost}, after the message was sent; it may have arrived"
-            return Outcome(State.UNCERTAIN, None, reply, refused)
+            return _Failed(None, unavailable.reply, step="DATA").outcome
+        except Uncertain as uncertain:
+            self.close()
+            return Outcome(State.UNCERTAIN, None, uncertain.reply, refused)
         except asyncio.CancelledError:
             self.close()
             log.mark_outcome(letter.contact_id, _INTERRUPTED)
             raise
         if 200 <= response.code < 300:
-            return Outcome(State.SENT, response.code, _text(response.message), refused)
+            return Outcome(State.SENT, response.code, response.text, refused)
         return self._refused(response, "the end of data").outcome
