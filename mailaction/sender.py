@@ -18,6 +18,7 @@ import random
 import re
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 from .config import Rate, SendingConfig, SMTPConfig
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import SMTPSetupError
-from .ratelimit import CampaignLimiter
+from .ratelimit import CampaignLimiter, ServerLimits
 from .transport import (
     Connection,
     Reply,
@@ -47,6 +48,8 @@ MAX_RETRY_DELAY = 300.0
 # jitter alone can put one letter too many into a one-second window counted at the server.
 # Measured at a sink on a busy 2-core machine, 1 % still let a 201st letter into a second.
 RATE_MARGIN = 1.015
+# A letter sent back untried by the server's limits this many times is charged an attempt.
+MAX_PUT_BACK = 10
 _CONTROL = re.compile(rb"[\r\n\0]")
 _INTERRUPTED = Outcome(
     State.UNCERTAIN,
@@ -68,6 +71,8 @@ class SendSummary:
     started: float = 0.0  # unix time
     finished: float = 0.0
     stopped_reason: str | None = None  # set when the run stopped before the end of the letters
+    refused_connections: int = 0  # connections the server refused at connect (its limits)
+    slow_downs: int = 0  # letters the server refused for its rate (450/452 4.7.x at MAIL)
 
 
 class Sender:
@@ -135,6 +140,10 @@ class _Failed(Exception):
     ) -> None:
         super().__init__(reply)
         self.step = step
+        # RFC 3463 X.7.x is policy: a 450/452 4.7.x to MAIL FROM is a rate limit (Postfix anvil).
+        self.slow_down = (
+            step == "MAIL FROM" and code in (450, 451, 452) and reply.startswith("4.7.")
+        )
         state = State.DEFERRED if retry else State.FAILED
         self.outcome = Outcome(state, code, reply, refused or {})
 
@@ -157,6 +166,19 @@ def _domains(letter: Letter) -> Iterator[str]:
     return (recipient.rpartition("@")[2] for recipient in letter.recipients)
 
 
+@dataclass
+class _Job:
+    """A letter to try, and what earlier attempts left for this one."""
+
+    letter: Letter
+    attempt: int = 1
+    put_back: int = 0  # times the server's limits sent it back untried
+
+
+class _PutBack(Exception):
+    """The server's limits, not the letter, stopped this attempt: try the letter again, uncharged."""
+
+
 class _Run:
     """The shared state of one `send`: the letters, the retries waiting, the tally."""
 
@@ -175,13 +197,13 @@ class _Run:
         )
         self.summary = SendSummary(started=time.time())
         self.error: Exception | None = None
-        self._limiter = (
-            CampaignLimiter(_with_margin(sending.rate), _with_margin(sending.per_domain_rate))
-            if sending.rate or sending.per_domain_rate
-            else None
+        self.server = ServerLimits(sending.concurrency)
+        self._limiter = CampaignLimiter(
+            _with_margin(sending.rate), _with_margin(sending.per_domain_rate), server=self.server
         )
         self._letters: Iterator[Letter] | None = iter(letters)
-        self._retries: list[tuple[float, int, Letter, int]] = []  # (due, order, letter, attempt)
+        self._returned: deque[_Job] = deque()  # put back by the server's limits, go first
+        self._retries: list[tuple[float, int, _Job]] = []  # (due, order, job)
         self._order = itertools.count()
         self._on_outcome = on_outcome
         self._stop = stop
@@ -190,6 +212,8 @@ class _Run:
         self._failures_in_row = 0
         self._waiting = 0
         self._changed = asyncio.Event()
+        self.connections = 0  # connections held by workers: open or being opened
+        self.open_connections = 0
 
     async def execute(self) -> SendSummary:
         """Run the workers until the letters are settled or the run stops."""
@@ -207,6 +231,8 @@ class _Run:
         if self.error is not None:
             raise self.error
         self.summary.finished = time.time()
+        self.summary.refused_connections = self.server.refused_connections
+        self.summary.slow_downs = self.server.slow_downs
         return self.summary
 
     def stopped(self) -> bool:
@@ -224,19 +250,49 @@ class _Run:
             self.error = error
         self.halt()
 
-    async def next_job(self) -> tuple[Letter, int] | None:
-        """The next letter to try and its attempt number; None when the run is over."""
+    def _over(self) -> bool:
+        return self.stopped() or (
+            self._letters is None
+            and not self._returned
+            and not self._retries
+            and not self._in_flight
+        )
+
+    async def take_connection(self) -> bool:
+        """Wait until the server's limits allow one more connection; False if the run is over."""
+        server = self.server
+        while not self._over():
+            delay = server.connect_after - time.monotonic()
+            if self.connections < server.connections and delay <= 0:
+                self.connections += 1
+                return True
+            await self._wait(delay if delay > 0 else None)
+        return False
+
+    def give_back_connection(self) -> None:
+        self.connections -= 1
+        self._notify()
+
+    def too_many_connections(self) -> bool:
+        """Whether a connection should close, the server having asked for fewer."""
+        return self.connections > self.server.connections
+
+    async def next_job(self) -> _Job | None:
+        """The next letter to try; None when the run is over."""
         while not self.stopped():
             now = time.monotonic()
-            if self._retries and self._retries[0][0] <= now:
-                _, _, letter, attempt = heapq.heappop(self._retries)
+            if self._returned:
                 self._in_flight += 1
-                return letter, attempt
+                return self._returned.popleft()
+            if self._retries and self._retries[0][0] <= now:
+                _, _, job = heapq.heappop(self._retries)
+                self._in_flight += 1
+                return job
             if self._letters is not None:
                 letter = next(self._letters, None)
                 if letter is not None:
                     self._in_flight += 1
-                    return letter, 1
+                    return _Job(letter)
                 self._letters = None
             if not self._retries and not self._in_flight:
                 return None
@@ -245,10 +301,10 @@ class _Run:
 
     async def slot(self, letter: Letter) -> bool:
         """Wait until the rate limits let ``letter`` go; False if the run stopped meanwhile."""
-        if self._limiter is None:
-            return True
-        self.log.flush()  # the outcomes so far are committed before any wait
-        slot = asyncio.ensure_future(self._limiter.acquire(_domains(letter)))
+        domains = tuple(_domains(letter))
+        if self._limiter.delay(domains) > 0:
+            self.log.flush()  # the outcomes so far are committed before any wait
+        slot = asyncio.ensure_future(self._limiter.acquire(domains))
         try:
             await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -259,9 +315,18 @@ class _Run:
             return False
         return True
 
-    def finish(self, letter: Letter, attempt: int, outcome: Outcome) -> None:
+    def put_back(self, job: _Job) -> None:
+        """Return a letter the server's limits kept from going; it goes first when they allow."""
+        self._in_flight -= 1
+        job.put_back += 1
+        if not self.stopped():
+            self._returned.appendleft(job)
+        self._notify()
+
+    def finish(self, job: _Job, outcome: Outcome) -> None:
         """Record how an attempt ended, schedule its retry, and keep the tally."""
         self._in_flight -= 1
+        letter, attempt = job.letter, job.attempt
         summary = self.summary
         if attempt > 1:
             summary.deferred -= 1
@@ -270,17 +335,19 @@ class _Run:
         self.log.mark_outcome(letter.contact_id, outcome)
         if outcome.state is State.SENT:
             summary.sent += 1
+            self.server.accepted()
             self._failures_in_row = 0
         elif outcome.state is State.UNCERTAIN:
             summary.uncertain += 1
         elif outcome.state is State.FAILED:
             summary.failed += 1
-            self._count_failure(outcome)
         else:
             summary.deferred += 1
             if not self.stopped():
                 due = time.monotonic() + retry_delay(self.sending.retry_delay, attempt)
-                heapq.heappush(self._retries, (due, next(self._order), letter, attempt + 1))
+                retry = _Job(letter, attempt + 1)
+                heapq.heappush(self._retries, (due, next(self._order), retry))
+        if _counts_as_failure(outcome):
             self._count_failure(outcome)
         self._notify()
         if self._on_outcome is not None:
@@ -292,7 +359,9 @@ class _Run:
         if limit and self._failures_in_row >= limit and self.summary.stopped_reason is None:
             reply = f"{outcome.code} {outcome.reply}" if outcome.code else outcome.reply
             self.summary.stopped_reason = (
-                f"stopped after {limit} failures in a row; the server may be refusing us: {reply}"
+                f"paused after {limit} failures in a row (sending.pause_after_failures); the"
+                f" server may be refusing us: {reply}. Run send again to go on with the letters"
+                " left; set pause_after_failures = 0 never to pause"
             )
             self.halt()
 
@@ -315,6 +384,17 @@ class _Run:
             self._waiting -= 1
 
 
+def _counts_as_failure(outcome: Outcome) -> bool:
+    """Whether an outcome counts toward pause_after_failures.
+
+    Only permanent refusals and an unreachable or vanishing server do: a temporary refusal
+    (4xx) is the server's pace, which retries and `ServerLimits` follow.
+    """
+    if outcome.state is State.FAILED:
+        return outcome.code is None or not _temporary(outcome.code)
+    return outcome.state is State.DEFERRED and outcome.code is None
+
+
 class _Worker:
     """Sends letters one after another over one connection, opened lazily and reused."""
 
@@ -322,30 +402,52 @@ class _Worker:
         self.run = run
         self.local_hostname = local_hostname
         self.connection: Connection | None = None
+        self.holds_connection = False  # counted in the run's connections
         self.used = 0  # letters tried on this connection
         self.needs_reset = False  # a transaction failed; RSET before the next one
 
     async def work(self) -> None:
-        """Take letters until the run is over."""
+        """Take letters until the run is over, holding a connection while the server allows."""
         run = self.run
         try:
-            while (job := await run.next_job()) is not None:
-                letter, attempt = job
-                if await run.slot(letter):
-                    run.finish(letter, attempt, await self._attempt(letter))
+            while self.holds_connection or await run.take_connection():
+                self.holds_connection = True
+                job = await run.next_job()
+                if job is None:
+                    break
+                if await run.slot(job.letter):
+                    await self._attempt(job)
+                if self.connection is not None and run.too_many_connections():
+                    await self._quit()
+                if self.connection is None:
+                    self._give_back()
             await self._quit()
         except Exception as exc:  # noqa: BLE001 - a full disk, a refused login, a bug: all stop
             run.abort(exc)
+        finally:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self.holds_connection:
+            self.holds_connection = False
+            self.run.give_back_connection()
 
     def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
+        connection = self._drop()
+        if connection is not None:
+            connection.close()
 
     async def _quit(self) -> None:
-        connection, self.connection = self.connection, None
+        connection = self._drop()
         if connection is not None:
             await connection.quit()
+
+    def _drop(self) -> Connection | None:
+        """Stop using the connection (no longer counted open); return it to be closed."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            self.run.open_connections -= 1
+        return connection
 
     async def _connection(self) -> Connection:
         """The connection for the next letter: reused, or a new one when due or lost."""
@@ -353,31 +455,54 @@ class _Worker:
         if connection is not None and self.needs_reset:
             self.needs_reset = False
             if not await connection.reset():
-                connection = self.connection = None
+                self.close()
+                connection = None
         if connection is not None and (
             not connection.is_open or self.used >= self.run.sending.max_messages_per_connection
         ):
             await self._quit()
             connection = None
         if connection is None:
-            try:
-                connection = await self.run.connect(self.local_hostname)
-            except Unavailable as unavailable:
-                raise _Failed(unavailable.code, unavailable.reply, step=unavailable.step) from None
-            self.connection, self.used = connection, 0
+            connection = await self._open()
         self.used += 1
         return connection
 
-    async def _attempt(self, letter: Letter) -> Outcome:
-        """One try at one letter; DEFERRED means it may be tried again."""
+    async def _open(self) -> Connection:
+        run = self.run
+        try:
+            connection = await run.connect(self.local_hostname)
+        except Unavailable as unavailable:
+            others = run.connections - 1
+            if unavailable.code is not None and unavailable.step == "connect":
+                # "Too many connections": the server's limit, not this letter's fault.
+                run.server.connection_refused(run.open_connections)
+                if others > 0:
+                    raise _PutBack from None
+            raise _Failed(unavailable.code, unavailable.reply, step=unavailable.step) from None
+        run.server.connected()
+        run.open_connections += 1
+        self.connection, self.used = connection, 0
+        return connection
+
+    async def _attempt(self, job: _Job) -> None:
+        """One try at one letter, its outcome handed to the run."""
+        run, letter = self.run, job.letter
         try:
             connection, refused = await self._envelope(letter)
+        except _PutBack:
+            run.put_back(job)
+            return
         except _Failed as failed:
+            if failed.slow_down and job.put_back < MAX_PUT_BACK:
+                run.server.slow_down()
+                run.put_back(job)
+                return
             # The log counts every attempt, also those that never reached the data; the outcome
             # is written right after this, with no await in between.
-            self.run.log.mark_sending(letter.contact_id)
-            return failed.outcome
-        return await self._data(connection, letter, refused)
+            run.log.mark_sending(letter.contact_id)
+            run.finish(job, failed.outcome)
+            return
+        run.finish(job, await self._data(connection, letter, refused))
 
     async def _envelope(self, letter: Letter) -> tuple[Connection, dict[str, str]]:
         """MAIL FROM, RCPT TO and DATA on a ready connection; the refused recipients."""

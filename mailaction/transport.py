@@ -249,6 +249,7 @@ class Connection:
         self.smtputf8 = client.supports_extension("smtputf8")
         self.eight_bit = client.supports_extension("8bitmime")
         self.pipelining = client.supports_extension("pipelining")
+        self._mail_refused = False
         self._reader = _ReplyReader()
         protocol = client.protocol
         transport = None if protocol is None else protocol.transport
@@ -262,37 +263,45 @@ class Connection:
     def is_open(self) -> bool:
         return self._reader.is_open
 
+    async def _pipelined(self, commands: list[bytes], replies: list[Reply]) -> None:
+        """Write the commands at once (RFC 2920) and read their replies, up to a 421."""
+        self._reader.write(b"".join(command + b"\r\n" for command in commands))
+        for _ in commands:
+            replies.append(await self._reader.read(self.timeout))
+            if replies[-1].code == 421:
+                return
+
     async def envelope(self, commands: list[bytes]) -> list[Reply]:
         """MAIL FROM, RCPT TO.. and DATA; the replies read, stopping where going on is pointless.
 
         With PIPELINING the commands go out in one write (one round trip instead of several);
-        otherwise one by one. A refused MAIL FROM ends the transaction there: pipelined, the
-        replies to the rest are read and dropped (no RCPT or DATA errors pile up); one by one,
-        nothing more is sent. A reply that is no reply, or a lost connection, raises
+        otherwise one by one, stopping where a reply makes the rest pointless. Once a MAIL FROM
+        was refused on the connection, MAIL FROM goes alone first and the rest only after its
+        250, so refusals do not pile up RCPT and DATA errors until the server drops us. A reply that is no reply, or a lost connection, raises
         `Unavailable` after closing the connection.
         """
         replies: list[Reply] = []
-        step = "MAIL FROM"
         try:
             if self._reader.pending():
                 raise _Malformed("a reply nobody asked for, before MAIL FROM")
-            if self.pipelining:
-                self._reader.write(b"".join(command + b"\r\n" for command in commands))
-                for index in range(len(commands)):
-                    step = _step(index, len(commands))
-                    replies.append(await self._reader.read(self.timeout))
-                    if replies[-1].code == 421:
-                        break
+            if self.pipelining and not self._mail_refused:
+                await self._pipelined(commands, replies)
+            elif self.pipelining:
+                # MAIL was refused on this connection before: ask for it alone first, so that
+                # another refusal does not bring a 503 for every RCPT and the DATA after it.
+                await self._pipelined(commands[:1], replies)
+                if replies[0].code == 250:
+                    await self._pipelined(commands[1:], replies)
             else:
-                for index, command in enumerate(commands):
-                    step = _step(index, len(commands))
+                for command in commands:
                     if replies and not _worth_going_on(replies, len(commands) - 2):
                         break
                     self._reader.write(command + b"\r\n")
                     replies.append(await self._reader.read(self.timeout))
         except (OSError, EOFError, _Malformed) as exc:
             self.close()
-            raise lost(exc, step, self.timeout) from None
+            raise lost(exc, _step(len(replies), len(commands)), self.timeout) from None
+        self._mail_refused = self._mail_refused or replies[0].code != 250
         if replies[-1].code == 421:
             self.close()  # RFC 5321 3.8: the server closes the session after a 421
         return replies

@@ -356,19 +356,32 @@ async def test_pause_after_failures_stops_and_leaves_the_rest_untouched(
     server.on("MAIL", reply("554 5.7.1 your IP is blocked"))
     summary = await send(server, log, letters(20), pause_after_failures=3)
     assert summary.stopped_reason == (
-        "stopped after 3 failures in a row; the server may be refusing us: 554 5.7.1 your IP is blocked"
+        "paused after 3 failures in a row (sending.pause_after_failures); the server may be"
+        " refusing us: 554 5.7.1 your IP is blocked. Run send again to go on with the letters"
+        " left; set pause_after_failures = 0 never to pause"
     )
     assert states(log) == Counter({State.FAILED: 3, State.PENDING: 17})
 
 
-async def test_pause_after_failures_leaves_retries_deferred(
+async def test_temporary_refusals_never_pause_the_run(
     server: FaultServer, log: DeliveryLog
 ) -> None:
-    server.on("RCPT", reply("450 4.2.1 slow down"))
-    summary = await send(server, log, letters(5), pause_after_failures=2, retry_delay=30.0)
-    assert summary.stopped_reason is not None and "450 4.2.1 slow down" in summary.stopped_reason
+    server.on("RCPT", reply("450 4.2.1 mailbox busy"))
+    summary = await send(server, log, letters(5), pause_after_failures=2, max_retries=1)
+    assert summary.stopped_reason is None
+    assert summary.failed == 5
+    assert {entry(log, item).attempts for item in letters(5)} == {2}
+
+
+async def test_an_unreachable_server_pauses_the_run(free_port: int, log: DeliveryLog) -> None:
+    for item in letters(5):
+        log.register(item)
+    smtp = SMTPConfig(host="127.0.0.1", port=free_port, security="none")
+    settings = sending_config(pause_after_failures=2, retry_delay=30.0)
+    summary = await Sender(smtp, settings, log).send(letters(5))
+    assert summary.stopped_reason is not None
+    assert summary.stopped_reason.startswith("paused after 2 failures in a row")
     assert states(log) == Counter({State.DEFERRED: 2, State.PENDING: 3})
-    assert summary.deferred == 2
 
 
 async def test_stop_event_finishes_in_flight_letters_and_leaves_the_rest(
