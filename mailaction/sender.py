@@ -11,6 +11,7 @@ scheduled (DEFERRED); a progress bar should advance on the final outcomes only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import heapq
 import itertools
@@ -173,6 +174,9 @@ class _Job:
     letter: Letter
     attempt: int = 1
     put_back: int = 0  # times the server's limits sent it back untried
+    # For a retry of the recipients a server refused for now (452), the letter having gone to
+    # the others: the permanent refusals so far. None for a letter not yet sent to anyone.
+    partial: dict[str, str] | None = None
 
 
 class _PutBack(Exception):
@@ -330,23 +334,37 @@ class _Run:
         summary = self.summary
         if attempt > 1:
             summary.deferred -= 1
-        if outcome.state is State.DEFERRED and attempt > self.sending.max_retries:
+        later: tuple[str, ...] = ()
+        if job.partial is not None:
+            lost = outcome.state is State.DEFERRED and not outcome.refused
+            outcome = _after_partial(job.partial, outcome)
+            later = job.letter.recipients if lost else ()
+        later = _refused_for_now(outcome) or later
+        if later and self.stopped():
+            later = ()  # sent to the others; the rest stay refused, as the log says
+        retry = (outcome.state is State.DEFERRED or later) and attempt <= self.sending.max_retries
+        if outcome.state is State.DEFERRED and not retry:
             outcome = Outcome(State.FAILED, outcome.code, outcome.reply, outcome.refused)
         self.log.mark_outcome(letter.contact_id, outcome)
-        if outcome.state is State.SENT:
+        if retry:
+            summary.deferred += 1
+            if outcome.state is State.SENT:
+                # Sent to some: only those refused for now are tried again; the log says sent.
+                kept = {r: reply for r, reply in outcome.refused.items() if r not in later}
+                job = _Job(dataclasses.replace(letter, recipients=later), partial=kept)
+                outcome = Outcome(State.DEFERRED, outcome.code, _for_now(later), outcome.refused)
+            if not self.stopped():
+                due = time.monotonic() + retry_delay(self.sending.retry_delay, attempt)
+                later_job = _Job(job.letter, attempt + 1, partial=job.partial)
+                heapq.heappush(self._retries, (due, next(self._order), later_job))
+        elif outcome.state is State.SENT:
             summary.sent += 1
             self.server.accepted()
             self._failures_in_row = 0
         elif outcome.state is State.UNCERTAIN:
             summary.uncertain += 1
-        elif outcome.state is State.FAILED:
-            summary.failed += 1
         else:
-            summary.deferred += 1
-            if not self.stopped():
-                due = time.monotonic() + retry_delay(self.sending.retry_delay, attempt)
-                retry = _Job(letter, attempt + 1)
-                heapq.heappush(self._retries, (due, next(self._order), retry))
+            summary.failed += 1
         if _counts_as_failure(outcome):
             self._count_failure(outcome)
         self._notify()
@@ -382,6 +400,31 @@ class _Run:
             pass
         finally:
             self._waiting -= 1
+
+
+def _after_partial(kept: dict[str, str], outcome: Outcome) -> Outcome:
+    """The outcome of a letter already sent to some, after a retry for the others.
+
+    It stays sent whatever the retry met; the refusals are those kept plus the retry's.
+    """
+    refused = {**kept, **outcome.refused}
+    if outcome.state is State.UNCERTAIN:
+        return Outcome(State.UNCERTAIN, outcome.code, outcome.reply, refused)
+    if outcome.state is State.SENT:
+        return Outcome(State.SENT, outcome.code, outcome.reply, refused)
+    reply = f"sent to the other recipients; {outcome.reply}"
+    return Outcome(State.SENT, outcome.code, reply, refused)
+
+
+def _refused_for_now(outcome: Outcome) -> tuple[str, ...]:
+    """The recipients of a letter sent to others that the server refused for now (4xx)."""
+    if outcome.state is not State.SENT:
+        return ()
+    return tuple(r for r, reply in outcome.refused.items() if reply.startswith("4"))
+
+
+def _for_now(recipients: tuple[str, ...]) -> str:
+    return f"sent to the other recipients; {', '.join(recipients)} refused for now, tried again"
 
 
 def _counts_as_failure(outcome: Outcome) -> bool:
