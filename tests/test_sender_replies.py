@@ -125,3 +125,4 @@ async def test_a_run_stopped_before_the_452_retry_leaves_the_letter_sent(
     assert found.state is State.SENT
     assert found.refused == {"full@example.org": "452 4.2.2 mailbox full"}
     assert [m.recipients for m in server.messages] == [("ok@example.org",)]
+
