@@ -470,8 +470,12 @@ class DeliveryLog:
         self.flush()
         return cursor.rowcount
 
-    def mark_sending(self, contact_id: str) -> None:
-        """Record, committed, that the letter's data is about to be written to the server."""
+    def mark_sending(self, contact_id: str, *, commit: bool = True) -> None:
+        """Record, committed, that the letter's data is about to be written to the server.
+
+        With ``commit=False`` the caller commits it (`flush`) before the data is written, so the
+        marks of letters going out together share one commit.
+        """
         now = time.time()
         self._update(
             contact_id,
@@ -480,7 +484,8 @@ class DeliveryLog:
             " history = history || ? WHERE campaign = ? AND contact_id = ?",
             (State.SENDING, now, now, _event(State.SENDING, None, "", now)),
         )
-        self.flush()
+        if commit:
+            self.flush()
 
     def mark_outcome(self, contact_id: str, outcome: Outcome) -> None:
         """Record how the last attempt ended (committed with the next `mark_sending` or `flush`)."""
