@@ -73,26 +73,11 @@ def format_number(value: float, code: str, date1904: bool = False) -> str:
     return _format_plain(value if minus else abs(value), section)
 
 
-def format_text(text: str, code: str) -> str:
-    """A text cell in format ``code``: the text section's "@" replaced by the text."""
-    if "@" not in code:
-        return text
-    texts = [section for section in _parse(code) if section.is_text]
-    if not texts:
-        return text
-    return "".join(text if kind == "@" else part for kind, part in _literals(texts[-1].tokens))
-
-
 def general(value: float) -> str:
     """A number in the General format: 1234 not 1234.0, 0.3 not 0.30000000000000004."""
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return f"{value:.15g}"
-
-
-def is_date_format(code: str) -> bool:
-    """Whether ``code`` shows numbers as dates or times."""
-    return code.lower() not in ("general", "") and any(s.is_date for s in _parse(code))
 
 
 @lru_cache(maxsize=256)
@@ -176,10 +161,6 @@ def _holds(condition: tuple[str, float], value: float) -> bool:
         "<": value < bound, "<=": value <= bound, ">": value > bound, ">=": value >= bound,
         "=": value == bound, "<>": value != bound,
     }[operator]  # fmt: skip
-
-
-def _literals(tokens: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
-    return [(kind, text) for kind, text in tokens if kind in ("literal", "char", "@")]
 
 
 @dataclass(frozen=True)

@@ -249,6 +249,7 @@ def test_csv_header_row_can_be_chosen(tmp_path: Path) -> None:
     assert contacts.description == "list.csv, header on row 3"
     assert [(c.row, c.values) for c in contacts] == [(4, {"email": "ana@example.org", "name": "Ana"})]
     assert "row 2 is empty" in error(path, header_row=2)
+    assert error(path, sheet="Supporters").startswith("list.csv: a text file has no sheets")
 
 
 # --- formulas ---
