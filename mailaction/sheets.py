@@ -16,6 +16,7 @@ import html
 import posixpath
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +133,9 @@ class _Zipped(Workbook):
                 parser.Parse(b"", True)
             except expat.ExpatError as exc:
                 raise self._unreadable(f"{member}: {exc}") from None
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise self._unreadable(str(exc)) from None
+            # A damaged archive, or a number or string index that is no number or too large.
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, IndexError) as exc:
+                raise self._unreadable(f"{member}: {exc}") from None
         yield
 
     def _unreadable(self, why: str) -> ContactsError:
@@ -551,7 +553,10 @@ class _XlsWorkbook(Workbook):
         import xlrd
 
         book = self._book
-        sheet = book.sheet_by_index(index)
+        try:
+            sheet = book.sheet_by_index(index)
+        except (xlrd.XLRDError, AssertionError, IndexError, ValueError) as exc:
+            raise ContactsError(f"{self.source}: not a readable .xls workbook: {exc}") from None
         date1904 = book.datemode == 1
         for row in range(sheet.nrows):
             cells = []
