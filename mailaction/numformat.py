@@ -10,6 +10,7 @@ in text and are dropped.
 from __future__ import annotations
 
 import datetime
+import math
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -60,7 +61,7 @@ class _Section:
 def format_number(value: float, code: str, date1904: bool = False) -> str:
     """``value`` shown in number format ``code``; General shows up to 15 significant digits."""
     numeric = _numeric_sections(code)
-    if not numeric:
+    if not numeric or not math.isfinite(value):  # no spreadsheet saves inf or nan; a broken file
         return general(value)
     section, minus = _choose(numeric, value)
     if any(kind == "general" for kind, _ in section.tokens):
@@ -75,7 +76,7 @@ def format_number(value: float, code: str, date1904: bool = False) -> str:
 
 def general(value: float) -> str:
     """A number in the General format: 1234 not 1234.0, 0.3 not 0.30000000000000004."""
-    if value == int(value) and abs(value) < 1e15:
+    if abs(value) < 1e15 and value == int(value):
         return str(int(value))
     return f"{value:.15g}"
 
