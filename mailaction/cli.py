@@ -34,6 +34,7 @@ from .delivery import CampaignResult, Hooks, SendOptions, SendPlan, real_campaig
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
 from .example import DEMO_FOLDER, demo_config, reset_demo, write_example
+from .mailmerge import convert_mailmerge
 from .message import Letter
 from .preview import print_letter, write_preview
 from .report import (
@@ -143,6 +144,9 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
     """
     config = read_config(config_path, template, contacts, log)
     campaign = Campaign(config)
+    console.print(campaign.contacts.description, markup=False)
+    for warning in campaign.template.warnings:
+        console.print(f"Warning: {warning}", markup=False)
     result = campaign.validate()
     for problem in result.problems:
         console.print(str(problem), markup=False)
@@ -558,18 +562,34 @@ def demo() -> None:
 
 
 @main.command()
-@click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default=".")
+@click.argument("folder", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--from-mailmerge", "mailmerge_dir", metavar="DIR",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Convert a mailmerge folder (mailmerge_template.txt, mailmerge_database.csv, mailmerge_server.conf).",
+)  # fmt: skip
 @handle_errors
-def init(folder: Path) -> None:
-    """Write a small working campaign to start from: mailaction.toml, a letter, contacts.
+def init(folder: Path | None, mailmerge_dir: Path | None) -> None:
+    """Write a small working campaign into FOLDER (default: here), or convert a mailmerge folder.
 
-    Writes nothing if any of those files exists already.
+    Without --from-mailmerge: mailaction.toml, a letter template with an attachment and a
+    contact list, to edit; nothing is written if any of them exists. With --from-mailmerge,
+    a mailaction.toml that sends the letters mailmerge would send from that folder (same
+    template, database, SMTP server and rate limit), written into FOLDER (default: the
+    mailmerge folder itself).
 
     \b
     Example:
       mailaction init my-campaign
       cd my-campaign && mailaction validate
+      mailaction init --from-mailmerge ~/mailmerge-campaign
     """
+    if mailmerge_dir is not None:
+        config_path = convert_mailmerge(mailmerge_dir, folder)
+        console.print(f"Wrote {config_path}", markup=False)
+        console.print(f"Next: mailaction validate --config {config_path}", markup=False)
+        return
+    folder = folder or Path(".")
     written = write_example(folder)
     console.print(f"Wrote {len(written)} files to {folder}/:", markup=False)
     for path in written:

@@ -88,6 +88,9 @@ class CampaignConfig:
     contacts: Path | None = None
     log: Path | None = None
     id_column: str = "email"
+    contacts_sheet: str | int | None = None  # a workbook's sheet: its name, or its number from 1
+    contacts_header_row: int | None = None  # the row holding the column names
+    attachments: Path | None = None  # a folder contact values may name attachments in
     max_message_size: int = 10_000_000
     check_deliverability: bool = False
     keep_letters_days: float | None = None  # delete stored letter texts after this many days
@@ -153,6 +156,14 @@ def _text(value: Any) -> str:
     return text
 
 
+def _sheet(value: Any) -> str | int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"must be a sheet's name or its number from 1, not {value!r}")
+        return value
+    return _text(value)
+
+
 def _port(value: Any) -> int:
     port: int = _typed(int)(value)
     if not 1 <= port <= 65535:
@@ -174,11 +185,12 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     }),
     "campaign": (CampaignConfig, {
         "name": _text, "template": _text, "contacts": _text, "log": _text, "id_column": _text,
+        "contacts_sheet": _sheet, "contacts_header_row": _pos_int, "attachments": _text,
         "max_message_size": _pos_int, "check_deliverability": _bool,
         "keep_letters_days": _pos_float,
     }),
 }  # fmt: skip
-_PATH_KEYS = ("template", "contacts", "log")
+_PATH_KEYS = ("template", "contacts", "log", "attachments")
 
 
 def find_config(cwd: Path | None = None) -> Path | None:

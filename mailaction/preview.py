@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import EmailMessage, MIMEPart
-from email.parser import BytesHeaderParser, BytesParser
+from email.parser import BytesParser, HeaderParser
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .htmlpage import PREVIEW_CSP, write_page
-from .terminal import plain_text
+from .terminal import terminal_text
 
 if TYPE_CHECKING:
     from .campaign import PreparedRow
@@ -63,7 +63,9 @@ def letter_parts(letter: Letter) -> LetterView:
     """Decode a letter's headers, bodies and attachment list."""
     message = BytesParser(policy=email.policy.default).parsebytes(letter.data)
     assert isinstance(message, EmailMessage)
-    raw = BytesHeaderParser(policy=email.policy.compat32).parsebytes(letter.data)
+    # Header fields as text: raw UTF-8 (SMTPUTF8 letters) decoded here, not by the email package.
+    head = letter.data.partition(b"\r\n\r\n")[0].decode("utf-8", "replace")
+    raw = HeaderParser(policy=email.policy.compat32).parsestr(head)
     headers = [(name, _decoded(value)) for name in SHOWN_HEADERS for value in raw.get_all(name, [])]
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",))
@@ -81,13 +83,12 @@ def letter_parts(letter: Letter) -> LetterView:
     )
 
 
-def _decoded(raw: str) -> str:
+def _decoded(text: str) -> str:
     """A header as a mail reader shows it: UTF-8 kept, RFC 2047 encoded words decoded and joined.
 
     The email package's default policy puts a space between adjacent encoded words inside an
     address's display name ("M aryia"); RFC 2047 says to drop whitespace there.
     """
-    text = raw.encode("ascii", "surrogateescape").decode("utf-8", "replace")
     try:
         return str(make_header(decode_header(text)))
     except (ValueError, LookupError):  # a malformed encoded word: show it as it is
@@ -123,15 +124,15 @@ def print_letter(letter: Letter, console: Console) -> None:
     headers.add_column(style="bold", no_wrap=True)
     headers.add_column()
     for name, value in view.headers:
-        headers.add_row(f"{name}:", plain_text(value))
-    parts: list[RenderableType] = [headers, Text(""), plain_text(view.readable_text().rstrip("\n"))]
+        headers.add_row(f"{name}:", terminal_text(value))
+    parts: list[RenderableType] = [headers, Text(""), terminal_text(view.readable_text().rstrip("\n"))]
     if view.attachments:
         parts.append(Text(""))
         parts.extend(
-            plain_text(_attachment_label(*attachment), style="dim")
+            terminal_text(_attachment_label(*attachment), style="dim")
             for attachment in view.attachments
         )
-    title = plain_text(_title(letter.row, ", ".join(letter.recipients)))
+    title = terminal_text(_title(letter.row, ", ".join(letter.recipients)))
     console.print(Panel(Group(*parts), title=title, title_align="left"), soft_wrap=False)
 
 

@@ -535,7 +535,7 @@ def test_hosts_that_are_not_loopback(host: str) -> None:
     assert not is_loopback(host)
 
 
-async def test_auth_over_plain_text_to_a_remote_host_is_refused() -> None:
+async def test_auth_over_terminal_text_to_a_remote_host_is_refused() -> None:
     smtp = SMTPConfig(host="smtp.example.org", port=25, security="none", username="ana")
     with pytest.raises(SMTPSetupError, match="over an unencrypted connection"):
         await check_server(smtp, sending_config(), "s3cret")
