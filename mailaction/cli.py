@@ -570,13 +570,13 @@ def demo() -> None:
 )  # fmt: skip
 @handle_errors
 def init(folder: Path | None, mailmerge_dir: Path | None) -> None:
-    """Start a campaign in FOLDER: a small working example, or a mailmerge folder converted.
+    """Write a small working campaign into FOLDER (default: here), or convert a mailmerge folder.
 
-    Without --from-mailmerge, writes mailaction.toml, a letter, contacts and an
-    attachment into FOLDER (default: here), and nothing if any of them exists.
-    With --from-mailmerge, writes a mailaction.toml (into FOLDER, default: the
-    mailmerge folder itself) that sends the letters mailmerge would send from
-    that folder: same template, database, SMTP server and rate limit.
+    Without --from-mailmerge: mailaction.toml, a letter template with an attachment and a
+    contact list, to edit; nothing is written if any of them exists. With --from-mailmerge,
+    a mailaction.toml that sends the letters mailmerge would send from that folder (same
+    template, database, SMTP server and rate limit), written into FOLDER (default: the
+    mailmerge folder itself).
 
     \b
     Example:
