@@ -90,6 +90,24 @@ class CampaignConfig:
     id_column: str = "email"
     max_message_size: int = 10_000_000
     check_deliverability: bool = False
+    # Deliverability (docs/deliverability.md): one-click unsubscribe headers, when set; the
+    # suppression list, by default beside the delivery log.
+    unsubscribe_url: str | None = None  # a Jinja template per contact: "https://.../{{ token }}"
+    unsubscribe_mailto: str | None = None
+    suppression: Path | None = None
+
+
+@dataclass(frozen=True)
+class DKIMConfig:
+    """[dkim]: sign each letter for ``domain`` with the key at ``private_key`` (never printed)."""
+
+    selector: str | None = None
+    domain: str | None = None
+    private_key: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.private_key is not None
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,7 @@ class Config:
     sending: SendingConfig = field(default_factory=SendingConfig)
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
     source: Path | None = None
+    dkim: DKIMConfig = field(default_factory=DKIMConfig)
 
 
 def _typed(kind: type, *, optional: bool = False, positive: bool = False) -> Callable[[Any], Any]:
@@ -174,9 +193,11 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "campaign": (CampaignConfig, {
         "name": _text, "template": _text, "contacts": _text, "log": _text, "id_column": _text,
         "max_message_size": _pos_int, "check_deliverability": _bool,
+        "unsubscribe_url": _text, "unsubscribe_mailto": _text, "suppression": _text,
     }),
+    "dkim": (DKIMConfig, {"selector": _text, "domain": _text, "private_key": _text}),
 }  # fmt: skip
-_PATH_KEYS = ("template", "contacts", "log")
+_PATH_KEYS = {"campaign": ("template", "contacts", "log", "suppression"), "dkim": ("private_key",)}
 
 
 def find_config(cwd: Path | None = None) -> Path | None:
@@ -210,7 +231,7 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     sections: dict[str, Any] = {}
     for section, value in data.items():
         if section not in _SCHEMA:
-            raise ConfigError(f"{where}: unknown section [{section}] (known: smtp, sending, campaign)")
+            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(_SCHEMA)})")
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {section} must be a [{section}] table")
     for section, (cls, checks) in _SCHEMA.items():
@@ -223,14 +244,21 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
                 values[key] = checks[key](value)
             except ValueError as exc:
                 raise ConfigError(f"{where}: {section}.{key} {exc}") from None
-            if section == "campaign" and key in _PATH_KEYS:
+            if key in _PATH_KEYS.get(section, ()):
                 values[key] = base / values[key]
         sections[section] = cls(**values)
     campaign = sections["campaign"]
     campaign = replace(campaign, **{k: v for k, v in (overrides or {}).items() if v is not None})
     if campaign.log is None:
         campaign = replace(campaign, log=base / f"{_slug(campaign.name)}.sqlite")
-    return Config(sections["smtp"], sections["sending"], campaign, path)
+    if campaign.suppression is None:
+        assert campaign.log is not None
+        campaign = replace(campaign, suppression=campaign.log.with_name("suppressed.sqlite"))
+    dkim = sections["dkim"]
+    missing = [f"dkim.{key}" for key in _SCHEMA["dkim"][1] if getattr(dkim, key) is None]
+    if 0 < len(missing) < 3:
+        raise ConfigError(f"{where}: [dkim] needs selector, domain and private_key; missing {', '.join(missing)}")
+    return Config(sections["smtp"], sections["sending"], campaign, path, dkim)
 
 
 def _slug(name: str) -> str:

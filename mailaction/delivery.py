@@ -12,6 +12,7 @@ from enum import Enum
 
 from .campaign import Campaign, ValidationResult
 from .deliverylog import DeliveryLog, Entry, Outcome, State
+from .dkim import letter_signer
 from .message import Letter, restamped
 from .sender import Sender, SendSummary
 
@@ -100,6 +101,7 @@ class Run:
         self.log = log
         self.options = options
         self.allowed = self._allowed()
+        self.sign = letter_signer(campaign.config.dkim)  # after restamping: the Date is signed
         self._kept: list[tuple[Letter, Entry | None]] = []  # the first letters to send or log
         self._kept_bytes = 0
         self._kept_all = False  # the plan kept every letter it chose to send or leave for later
@@ -182,7 +184,7 @@ class Run:
             elif _changed(entry, letter) or self.options.test_to:
                 self.log.update_letter(letter)
             sent += 1
-            yield letter
+            yield self.sign(letter)
 
     def _decisions(self) -> Iterator[tuple[Letter, Entry | None, Decision]]:
         """The letters the plan kept, then (unless it kept all) the campaign's letters after them."""

@@ -1,0 +1,146 @@
+"""DKIM: letters arrive signed, and dkimpy verifies them against the public key (DNS stubbed)."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dkim
+import pytest
+from click.testing import CliRunner
+
+from mailaction.cli import main
+from mailaction.config import DKIMConfig, load_config
+from mailaction.dkim import DKIMSigner, alignment_problem
+from mailaction.errors import ConfigError
+from tests.campaigns import RecordingSink, numbered_campaign
+from tests.letters import letter
+from tests.test_postfix import SMTP_SINK, PostfixSink
+
+SELECTOR = "mailaction"
+DOMAIN = "example.org"
+LETTERS = 3
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A 2048-bit RSA private key file and the DNS TXT record of its public key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed; it is needed to make a test key")
+    private = tmp_path_factory.mktemp("dkim") / "private.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(private), "2048"], check=True, capture_output=True)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+@pytest.fixture
+def dns(keys: tuple[Path, bytes]) -> Callable[..., bytes | None]:
+    """Answers the TXT query for the selector's key, as DNS would; nothing else exists."""
+
+    def txt(name: bytes, timeout: int = 5) -> bytes | None:
+        return keys[1] if name.rstrip(b".") == f"{SELECTOR}._domainkey.{DOMAIN}".encode() else None
+
+    return txt
+
+
+def signed_campaign(folder: Path, port: int, key: Path) -> Path:
+    config = numbered_campaign(folder, port, LETTERS, "signed", "concurrency = 1")
+    with config.open("a", encoding="utf-8") as out:
+        out.write(f'\n[dkim]\nselector = "{SELECTOR}"\ndomain = "{DOMAIN}"\nprivate_key = "{key}"\n')
+    return config
+
+
+def send(config: Path) -> None:
+    result = CliRunner().invoke(main, ["send", "--config", str(config), "--yes"])
+    assert result.exit_code == 0, result.output
+
+
+def received(maildir: Path) -> Iterator[bytes]:
+    for path in sorted((maildir / "new").iterdir()):
+        yield path.read_bytes()
+
+
+def test_letters_received_at_the_sink_verify_against_the_public_key(
+    tmp_path: Path, sink: RecordingSink, keys: tuple[Path, bytes], dns: Callable[..., bytes | None]
+) -> None:
+    send(signed_campaign(tmp_path, sink.port, keys[0]))
+    messages = list(received(tmp_path / "maildir"))
+    assert len(messages) == LETTERS
+    for message in messages:
+        assert dkim.verify(message, dnsfunc=dns)
+        signature = dkim.DKIM(message)
+        assert signature.verify(dnsfunc=dns)
+        signed = set(signature.include_headers)
+        assert {b"from", b"to", b"subject", b"date", b"message-id", b"mime-version"} <= signed
+        assert signature.domain == DOMAIN.encode()
+        # A changed subject no longer verifies: the signature covers it.
+        assert not dkim.verify(message.replace(b"Subject: Letter", b"Subject: Lettre"), dnsfunc=dns)
+
+
+@pytest.mark.skipif(not shutil.which(SMTP_SINK), reason="Postfix's smtp-sink is not installed")
+def test_letters_verify_after_passing_through_postfix_smtp_sink(
+    tmp_path: Path, free_port: int, keys: tuple[Path, bytes], dns: Callable[..., bytes | None]
+) -> None:
+    server = PostfixSink(free_port)
+    try:
+        send(signed_campaign(tmp_path, free_port, keys[0]))
+        dumps = [path.read_bytes() for path in server.dumps.rglob("*") if path.is_file()]
+    finally:
+        server.stop()
+    assert len(dumps) == LETTERS
+    assert all(dkim.verify(dump, dnsfunc=dns) for dump in dumps)
+
+
+def test_a_signature_from_another_key_does_not_verify(
+    tmp_path: Path, keys: tuple[Path, bytes], dns: Callable[..., bytes | None]
+) -> None:
+    other = tmp_path / "other.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(other), "2048"], check=True, capture_output=True)
+    data = letter(1).data
+    assert dkim.verify(DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, keys[0])).sign(data), dnsfunc=dns)
+    assert not dkim.verify(DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, other)).sign(data), dnsfunc=dns)
+
+
+def test_a_key_that_is_not_a_key_is_refused_without_showing_it(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0LXNlY3JldA==\n-----END RSA PRIVATE KEY-----\n")
+    with pytest.raises(ConfigError, match="not a PEM RSA private key") as raised:
+        DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, key))
+    assert "c2VjcmV0" not in str(raised.value) and str(key) in str(raised.value)
+
+
+def test_a_missing_key_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"dkim.private_key .*absent.pem: cannot read the key"):
+        DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, tmp_path / "absent.pem"))
+
+
+def test_dkim_settings_come_together(tmp_path: Path) -> None:
+    config = tmp_path / "mailaction.toml"
+    config.write_text('[dkim]\nselector = "s1"\ndomain = "example.org"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="missing dkim.private_key"):
+        load_config(config)
+    config.write_text('[dkim]\nselector = "s1"\ndomain = "example.org"\nprivate_key = "k.pem"\n')
+    assert load_config(config).dkim.private_key == tmp_path / "k.pem"
+
+
+@pytest.mark.parametrize(
+    ("sender", "aligned"),
+    [
+        ("campaign@example.org", True),
+        ("campaign@news.example.org", True),
+        ("CAMPAIGN@EXAMPLE.ORG", True),
+        ("campaign@example.net", False),
+        ("campaign@notexample.org", False),
+    ],
+)
+def test_from_domain_alignment(sender: str, aligned: bool) -> None:
+    problem = alignment_problem(DKIMConfig(SELECTOR, DOMAIN, Path("k.pem")), sender)
+    assert (problem is None) is aligned
+    if not aligned:
+        assert "dkim.domain 'example.org'" in str(problem)
