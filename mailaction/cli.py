@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from rich.text import Text
 from . import __version__
 from .campaign import Campaign
 from .config import Config, find_config, load_config
+from .deliverability import DeliverabilityCheck, check_campaign
 from .delivery import Run, SendOptions, SendPlan, campaign_key, real_campaigns, send_letters
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
@@ -49,6 +51,7 @@ from .report import (
 )
 from .sender import Sender, check_server
 from .sink import Sink, StoredMessage
+from .suppression import SuppressionList, checked_address, open_suppression
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -157,6 +160,20 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
             f"{result.ready} letter(s) ready. Fix them and run validate again; nothing was sent.", []
         )
     console.print(f"[green]✓[/] {letter_count(result.ready)} ready ({checked}). Nothing was sent.")
+    _print_deliverability(check_campaign(campaign), config)
+
+
+def _print_deliverability(check: DeliverabilityCheck, config: Config) -> None:
+    if check.signing:
+        console.print(f"DKIM: letters will be signed for {check.signing}; the key loads.", markup=False)
+    for warning in check.warnings:
+        errors.print(f"Warning: {warning}", markup=False)
+    if check.suppressed:
+        console.print(
+            f"  {check.suppressed} suppressed: on the suppression list {config.campaign.suppression};"
+            " they will not be sent",
+            markup=False,
+        )
 
 
 @main.command()
@@ -534,3 +551,104 @@ def demo() -> None:
     console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it with: mailaction report{_config_hint(config)}")
     if outcome.summary.failed or outcome.summary.uncertain:
         sys.exit(ExitStatus.SOME_FAILED)
+
+
+def suppression_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--config and --file, shared by the suppress commands."""
+    command = click.option(
+        "--file", "list_path", type=click.Path(path_type=Path, dir_okay=False),
+        help="Suppression list file. Default: campaign.suppression of the config.",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+        help="Config file. Default: ./mailaction.toml, else ./config.example.toml.",
+    )(command)  # fmt: skip
+    return handle_errors(command)
+
+
+def _suppression(config_path: Path | None, list_path: Path | None) -> SuppressionList:
+    """The list named by --file, else the config's."""
+    if list_path is not None:
+        return SuppressionList(list_path)
+    path = config_path or find_config()
+    if path is None:
+        raise ConfigError("no config: pass --config, or --file with the suppression list to use")
+    return open_suppression(load_config(path).campaign)
+
+
+@main.group()
+def suppress() -> None:
+    """The suppression list: addresses never written to (opt-outs, hard bounces).
+
+    `send` skips letters to them in every campaign that uses the list; proof copies
+    (--test-to) ignore it. Addresses match whatever their case.
+
+    \b
+    Example:
+      mailaction suppress add someone@example.org
+      mailaction suppress import opted-out.txt
+      mailaction suppress list
+    """
+
+
+@suppress.command("add")
+@suppression_options
+@click.argument("addresses", nargs=-1, required=True)
+def suppress_add(config_path: Path | None, list_path: Path | None, addresses: tuple[str, ...]) -> None:
+    """Put addresses on the list.
+
+    \b
+    Example:
+      mailaction suppress add someone@example.org other@example.net
+    """
+    checked = [checked_address(address, "suppress add") for address in addresses]
+    with _suppression(config_path, list_path) as suppression:
+        added = suppression.add_many(checked, "manual")
+        console.print(f"Added {added}, {len(checked) - added} already there; {len(suppression)} on {suppression.path}.", markup=False)
+
+
+@suppress.command("remove")
+@suppression_options
+@click.argument("addresses", nargs=-1, required=True)
+def suppress_remove(config_path: Path | None, list_path: Path | None, addresses: tuple[str, ...]) -> None:
+    """Take addresses off the list (they will be written to again).
+
+    \b
+    Example:
+      mailaction suppress remove someone@example.org
+    """
+    with _suppression(config_path, list_path) as suppression:
+        removed = sum(suppression.remove(address) for address in addresses)
+        console.print(f"Removed {removed}, {len(addresses) - removed} not on the list; {len(suppression)} on {suppression.path}.", markup=False)
+
+
+@suppress.command("list")
+@suppression_options
+def suppress_list(config_path: Path | None, list_path: Path | None) -> None:
+    """Print every address with why and when it was added (tab-separated).
+
+    \b
+    Example:
+      mailaction suppress list > suppressed.tsv
+    """
+    with _suppression(config_path, list_path) as suppression:
+        for entry in suppression:
+            added = datetime.fromtimestamp(entry.added_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            click.echo(f"{entry.address}\t{entry.reason}\t{added}")
+
+
+@suppress.command("import")
+@suppression_options
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
+def suppress_import(config_path: Path | None, list_path: Path | None, source: Path) -> None:
+    """Add the addresses of a text file, one a line (blank lines and # comments skipped).
+
+    Nothing is added when a line is not an address; the line is named.
+
+    \b
+    Example:
+      mailaction suppress import unsubscribed.txt
+    """
+    with _suppression(config_path, list_path) as suppression:
+        added = suppression.import_file(source)
+        console.print(f"Added {added} from {source}; {len(suppression)} on {suppression.path}.", markup=False)

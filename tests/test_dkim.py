@@ -144,3 +144,30 @@ def test_from_domain_alignment(sender: str, aligned: bool) -> None:
     assert (problem is None) is aligned
     if not aligned:
         assert "dkim.domain 'example.org'" in str(problem)
+
+
+def test_validate_loads_the_key_and_warns_when_from_does_not_align(
+    tmp_path: Path, keys: tuple[Path, bytes]
+) -> None:
+    config = signed_campaign(tmp_path, 1025, keys[0])
+    result = CliRunner().invoke(main, ["validate", "--config", str(config)])
+    assert result.exit_code == 0
+    assert f"DKIM: letters will be signed for {DOMAIN} (selector {SELECTOR}); the key loads." in result.output
+    assert "Warning" not in result.output
+    letter_file = tmp_path / "letter.txt"
+    letter_file.write_text(letter_file.read_text().replace("campaign@example.org", "campaign@example.net"))
+    result = CliRunner().invoke(main, ["validate", "--config", str(config)])
+    assert result.exit_code == 0
+    assert (
+        "Warning: letter.txt (From), rows 2, 3, 4: From domain 'example.net' does not align with"
+        " dkim.domain 'example.org'"
+    ) in result.output
+
+
+def test_validate_with_an_unusable_key_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("not a key\n")
+    result = CliRunner().invoke(main, ["validate", "--config", str(signed_campaign(tmp_path, 1025, key))])
+    assert result.exit_code == 2
+    assert f"Error: dkim.private_key {key}: not a PEM RSA private key" in result.output
+    assert "not a key" not in result.output.replace("not a PEM", "")
