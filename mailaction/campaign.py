@@ -13,6 +13,7 @@ from .errors import ConfigError, ContactsError, Problem
 from .message import Letter, LetterBuilder
 from .parallel import ordered_map, pool_size
 from .template import LetterTemplate, column_aliases
+from .unsubscribe import UnsubscribeHeaders
 from .validate import LetterRules, prepare_letter
 
 
@@ -63,10 +64,11 @@ class LetterChecks:
         self.template = LetterTemplate.from_file(settings.template)
         self.rules = LetterRules(settings.max_message_size, settings.check_deliverability)
         self.builder = LetterBuilder(key, self.template.base_dir)
+        self.unsubscribe = UnsubscribeHeaders(settings)
 
     def prepare(self, contact: Contact, contact_id: str) -> tuple[Letter | None, list[Problem]]:
         """The contact's checked Letter, or None and every problem found in it."""
-        rendered = self.template.render(contact)
+        rendered = self.unsubscribe.add_to(self.template.render(contact), contact)
         return prepare_letter(rendered, contact, contact_id, self.builder, self.rules)
 
 

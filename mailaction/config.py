@@ -171,6 +171,21 @@ def _text(value: Any) -> str:
     return value
 
 
+def _https_url(value: Any) -> str:
+    value = _text(value)
+    # RFC 8058: one-click unsubscribe is an HTTPS POST. Spaces may sit inside {{ ... }}.
+    if not value.startswith("https://") or re.search(r"[<>\x00-\x1f\x7f]", value):
+        raise ValueError(f"must be an https:// URL (a template) without <, > or line breaks, not {value!r}")
+    return value
+
+
+def _mailto(value: Any) -> str:
+    value = _text(value)
+    if not re.fullmatch(r"(mailto:)?[^\s<>@?]+@[^\s<>@?]+", value):
+        raise ValueError(f"must be an address like unsubscribe@example.org, not {value!r}")
+    return value
+
+
 def _port(value: Any) -> int:
     value = _typed(int)(value)
     if not 1 <= value <= 65535:
@@ -193,7 +208,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "campaign": (CampaignConfig, {
         "name": _text, "template": _text, "contacts": _text, "log": _text, "id_column": _text,
         "max_message_size": _pos_int, "check_deliverability": _bool,
-        "unsubscribe_url": _text, "unsubscribe_mailto": _text, "suppression": _text,
+        "unsubscribe_url": _https_url, "unsubscribe_mailto": _mailto, "suppression": _text,
     }),
     "dkim": (DKIMConfig, {"selector": _text, "domain": _text, "private_key": _text}),
 }  # fmt: skip
