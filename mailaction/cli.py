@@ -32,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .bounces import IMAPMailbox, LocalMailbox, Mailbox, read_bounces
 from .campaign import Campaign
 from .config import Config, find_config, load_config
 from .deliverability import DeliverabilityCheck, check_campaign
@@ -394,12 +395,18 @@ def _password(config: Config) -> str | None:
     smtp = config.smtp
     if not smtp.username:
         return None
-    if smtp.password_env and os.environ.get(smtp.password_env):
-        return os.environ[smtp.password_env]
+    return _secret("smtp", smtp.username, smtp.password_env, smtp.host)
+
+
+def _secret(section: str, username: str, password_env: str | None, host: str) -> str:
+    """The password from the variable named by ``password_env``, else asked on the terminal."""
+    if password_env and os.environ.get(password_env):
+        return os.environ[password_env]
+    service = section.upper()
     if not sys.stdin.isatty():
-        hint = f"set the environment variable {smtp.password_env}" if smtp.password_env else "set smtp.password_env"
-        raise ConfigError(f"no SMTP password for {smtp.username!r}: {hint} (there is no terminal to ask)")
-    return click.prompt(f"SMTP password for {smtp.username} at {smtp.host}", hide_input=True)
+        hint = f"set the environment variable {password_env}" if password_env else f"set {section}.password_env"
+        raise ConfigError(f"no {service} password for {username!r}: {hint} (there is no terminal to ask)")
+    return str(click.prompt(f"{service} password for {username} at {host}", hide_input=True))
 
 
 class RateColumn(ProgressColumn):
@@ -652,3 +659,80 @@ def suppress_import(config_path: Path | None, list_path: Path | None, source: Pa
     with _suppression(config_path, list_path) as suppression:
         added = suppression.import_file(source)
         console.print(f"Added {added} from {source}; {len(suppression)} on {suppression.path}.", markup=False)
+
+
+@main.command()
+@campaign_options
+@click.option("--maildir", "maildir", type=click.Path(path_type=Path, file_okay=False), help="Read this Maildir folder instead of the IMAP mailbox.")
+@click.option("--mbox", type=click.Path(path_type=Path, dir_okay=False), help="Read this mbox file instead of the IMAP mailbox.")
+@click.option("--folder", help="IMAP folder to read (overrides imap.folder; default INBOX).")
+@click.option("--delete-processed", is_flag=True, help="Delete the bounce messages whose letters were found in the log.")
+def bounces(
+    config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
+    maildir: Path | None, mbox: Path | None, folder: str | None, delete_processed: bool,
+) -> None:  # fmt: skip
+    """Read bounces (delivery status notifications) from a mailbox into the delivery log.
+
+    Hard bounces (5.x.x) make letters `bounced` and put their addresses on the suppression
+    list; soft bounces (4.x.x) are noted; auto-replies are recognised and left alone.
+    The mailbox is the [imap] one of the config (over TLS), or --maildir / --mbox.
+    Reading the same mailbox again changes nothing.
+
+    \b
+    Example:
+      mailaction bounces                       the [imap] mailbox of ./mailaction.toml
+      mailaction bounces --mbox ~/mail/bounces
+      mailaction bounces --delete-processed    then remove the bounces it used
+    """
+    config = read_config(config_path, template, contacts, log)
+    assert config.campaign.log is not None
+    source = _bounce_mailbox(config, maildir, mbox, folder)
+    try:
+        with (
+            DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log,
+            open_suppression(config.campaign) as suppression,
+        ):
+            summary = read_bounces(source, delivery_log, suppression, delete_processed=delete_processed)
+    finally:
+        source.close()
+    console.print(
+        f"Read {summary.messages} messages from {source.name}: {summary.bounce_messages} bounces,"
+        f" {summary.auto_replies} auto-replies.",
+        markup=False,
+    )
+    notes = [
+        (summary.hard, "letters now bounced (hard)"),
+        (summary.soft, "soft bounces noted (the server may still deliver)"),
+        (summary.suppressed, f"addresses added to the suppression list {suppression.path}"),
+        (summary.already, "bounces already in the delivery log"),
+        (summary.unmatched, "bounces of letters this campaign did not send (left alone)"),
+        (summary.deleted, "bounce messages deleted from the mailbox"),
+    ]
+    for count, text in notes:
+        if count:
+            console.print(f"  {count} {text}", markup=False)
+    if not summary.hard and not summary.soft:
+        console.print("Nothing new for the delivery log.")
+
+
+def _bounce_mailbox(config: Config, maildir: Path | None, mbox: Path | None, folder: str | None) -> Mailbox:
+    """The mailbox named on the command line, else the config's IMAP one."""
+    if maildir is not None and mbox is not None:
+        raise click.UsageError("pass --maildir or --mbox, not both")
+    if maildir is not None:
+        return LocalMailbox(maildir, "maildir")
+    if mbox is not None:
+        return LocalMailbox(mbox, "mbox")
+    imap = config.imap
+    if imap.host is None or imap.username is None:
+        raise ConfigError(
+            "no mailbox to read: set host and username in the [imap] section of the config,"
+            " or pass --maildir DIR or --mbox FILE"
+        )
+    if not imap.verify_certificates:
+        errors.print(
+            "Warning: imap.verify_certificates = false: the server's certificate is not checked.",
+            markup=False,
+        )
+    password = _secret("imap", imap.username, imap.password_env, imap.host)
+    return IMAPMailbox(replace(imap, folder=folder or imap.folder), password)

@@ -111,6 +111,24 @@ class DKIMConfig:
 
 
 @dataclass(frozen=True)
+class IMAPConfig:
+    """[imap]: the mailbox where bounces arrive (`mailaction bounces`); always over TLS."""
+
+    host: str | None = None
+    port: int | None = None  # 993 for "ssl", 143 for "starttls"
+    security: str = "ssl"  # "ssl" | "starttls"
+    username: str | None = None
+    password_env: str | None = None
+    folder: str = "INBOX"
+    verify_certificates: bool = True
+
+    @property
+    def address(self) -> str:
+        port = self.port or (993 if self.security == "ssl" else 143)
+        return f"{self.host}:{port}"
+
+
+@dataclass(frozen=True)
 class Config:
     """All settings; ``source`` is the file they came from, if any."""
 
@@ -119,6 +137,7 @@ class Config:
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
     source: Path | None = None
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
+    imap: IMAPConfig = field(default_factory=IMAPConfig)
 
 
 def _typed(kind: type, *, optional: bool = False, positive: bool = False) -> Callable[[Any], Any]:
@@ -211,6 +230,10 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         "unsubscribe_url": _https_url, "unsubscribe_mailto": _mailto, "suppression": _text,
     }),
     "dkim": (DKIMConfig, {"selector": _text, "domain": _text, "private_key": _text}),
+    "imap": (IMAPConfig, {
+        "host": _text, "port": _port, "security": _choice("ssl", "starttls"), "username": _text,
+        "password_env": _str, "folder": _text, "verify_certificates": _bool,
+    }),
 }  # fmt: skip
 _PATH_KEYS = {"campaign": ("template", "contacts", "log", "suppression"), "dkim": ("private_key",)}
 
@@ -273,7 +296,7 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     missing = [f"dkim.{key}" for key in _SCHEMA["dkim"][1] if getattr(dkim, key) is None]
     if 0 < len(missing) < 3:
         raise ConfigError(f"{where}: [dkim] needs selector, domain and private_key; missing {', '.join(missing)}")
-    return Config(sections["smtp"], sections["sending"], campaign, path, dkim)
+    return Config(sections["smtp"], sections["sending"], campaign, path, dkim, sections["imap"])
 
 
 def _slug(name: str) -> str:

@@ -75,6 +75,7 @@ class State(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     UNCERTAIN = "uncertain"
+    BOUNCED = "bounced"  # accepted, then returned by a delivery status notification (5.x.x)
 
 
 @dataclass(frozen=True)
@@ -351,6 +352,19 @@ class DeliveryLog:
             "SELECT count(*) FROM letters WHERE campaign = ? AND state = ? AND sent_at >= ?",
             (self.campaign, State.SENT, since),
         ).fetchone()[0]
+
+    def record_bounce(self, contact_id: str, code: int | None, reply: str, *, permanent: bool) -> bool:
+        """Record, committed, that a sent (or uncertain) letter bounced: `bounced` when permanent,
+        else a note in its last reply. False when the log already said so, or the letter was not
+        sent."""
+        state, bouncing = (State.BOUNCED, State.UNCERTAIN) if permanent else (State.SENT, State.SENT)
+        changed = self._write(
+            "UPDATE letters SET state = ?, last_code = ?, last_reply = ? WHERE campaign = ?"
+            " AND contact_id = ? AND state IN (?, ?) AND last_reply != ?",
+            (state, code, reply, self.campaign, contact_id, State.SENT, bouncing, reply),
+        ).rowcount
+        self.flush()
+        return changed == 1
 
 
 def _connect(path: Path) -> sqlite3.Connection:

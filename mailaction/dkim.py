@@ -81,7 +81,11 @@ def alignment_problem(settings: DKIMConfig, sender: str) -> str | None:
     assert settings.domain is not None
     domain = settings.domain.lower().rstrip(".")
     from_domain = sender.rpartition("@")[2].lower().rstrip(".")
-    if from_domain == domain or from_domain.endswith(f".{domain}") or domain.endswith(f".{from_domain}"):
+    if (
+        from_domain == domain
+        or from_domain.endswith(f".{domain}")
+        or domain.endswith(f".{from_domain}")
+    ):
         return None
     return (
         f"From domain {from_domain!r} does not align with dkim.domain {domain!r}: "

@@ -53,7 +53,9 @@ def checked_address(address: str, where: str) -> str:
     try:
         validate_email(address.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
-        raise SuppressionError(f"{where}: {address.strip()!r} is not a valid address: {exc}") from None
+        raise SuppressionError(
+            f"{where}: {address.strip()!r} is not a valid address: {exc}"
+        ) from None
     return address.strip()
 
 
@@ -67,7 +69,9 @@ class SuppressionList:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise SuppressionError(f"{self.path}: cannot open the suppression list: {exc}") from None
+            raise SuppressionError(
+                f"{self.path}: cannot open the suppression list: {exc}"
+            ) from None
 
     def close(self) -> None:
         """Close the file."""
@@ -120,7 +124,9 @@ class SuppressionList:
 
     def __iter__(self) -> Iterator[Suppressed]:
         """Every address, in the order they were added."""
-        rows = self._db.execute("SELECT address, reason, added_at FROM suppressed ORDER BY added_at, key")
+        rows = self._db.execute(
+            "SELECT address, reason, added_at FROM suppressed ORDER BY added_at, key"
+        )
         for address, reason, added_at in rows:
             yield Suppressed(address, reason, added_at)
 
@@ -149,7 +155,9 @@ class SuppressionList:
         except sqlite3.Error as exc:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            raise SuppressionError(f"{self.path}: cannot write the suppression list: {exc}") from None
+            raise SuppressionError(
+                f"{self.path}: cannot write the suppression list: {exc}"
+            ) from None
 
 
 def open_suppression(settings: CampaignConfig) -> SuppressionList:
@@ -158,9 +166,7 @@ def open_suppression(settings: CampaignConfig) -> SuppressionList:
     return SuppressionList(settings.suppression)
 
 
-def recipient_filter(
-    settings: CampaignConfig, *, proof: bool
-) -> Callable[[Sequence[str]], bool]:
+def recipient_filter(settings: CampaignConfig, *, proof: bool) -> Callable[[Sequence[str]], bool]:
     """Whether a letter to these recipients is held back: never for a proof (--test-to) run."""
     if proof or settings.suppression is None or not settings.suppression.exists():
         return _never
@@ -173,6 +179,8 @@ def _never(recipients: Sequence[str]) -> bool:
     return False
 
 
-def count_suppressed(recipient_lists: Iterable[Sequence[str]], held: Callable[[Sequence[str]], bool]) -> int:
+def count_suppressed(
+    recipient_lists: Iterable[Sequence[str]], held: Callable[[Sequence[str]], bool]
+) -> int:
     """How many of these letters (their recipient lists) the suppression list holds back."""
     return sum(1 for recipients in recipient_lists if held(recipients))

@@ -34,7 +34,11 @@ class UnsubscribeHeaders:
             # RFC 8058 3.1: the POST goes to the HTTPS URI; a mailto alone takes none.
             if settings.unsubscribe_url:
                 lines.append(f"List-Unsubscribe-Post: {ONE_CLICK}")
-            source = "campaign.unsubscribe_url" if settings.unsubscribe_url else "campaign.unsubscribe_mailto"
+            source = (
+                "campaign.unsubscribe_url"
+                if settings.unsubscribe_url
+                else "campaign.unsubscribe_mailto"
+            )
             self._template = LetterTemplate.from_string("\n".join(lines) + "\n\n", source)
 
     def add_to(self, rendered: RenderedLetter, contact: Contact) -> RenderedLetter:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -17,42 +16,20 @@ from mailaction.config import DKIMConfig, load_config
 from mailaction.dkim import DKIMSigner, alignment_problem
 from mailaction.errors import ConfigError
 from tests.campaigns import RecordingSink, numbered_campaign
+from tests.conftest import DKIM_DOMAIN, DKIM_SELECTOR
 from tests.letters import letter
 from tests.test_postfix import SMTP_SINK, PostfixSink
 
-SELECTOR = "mailaction"
-DOMAIN = "example.org"
+SELECTOR, DOMAIN = DKIM_SELECTOR, DKIM_DOMAIN
 LETTERS = 3
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    """A 2048-bit RSA private key file and the DNS TXT record of its public key."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed; it is needed to make a test key")
-    private = tmp_path_factory.mktemp("dkim") / "private.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(private), "2048"], check=True, capture_output=True)
-    public = subprocess.run(
-        ["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
-    return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-
-@pytest.fixture
-def dns(keys: tuple[Path, bytes]) -> Callable[..., bytes | None]:
-    """Answers the TXT query for the selector's key, as DNS would; nothing else exists."""
-
-    def txt(name: bytes, timeout: int = 5) -> bytes | None:
-        return keys[1] if name.rstrip(b".") == f"{SELECTOR}._domainkey.{DOMAIN}".encode() else None
-
-    return txt
 
 
 def signed_campaign(folder: Path, port: int, key: Path) -> Path:
     config = numbered_campaign(folder, port, LETTERS, "signed", "concurrency = 1")
     with config.open("a", encoding="utf-8") as out:
-        out.write(f'\n[dkim]\nselector = "{SELECTOR}"\ndomain = "{DOMAIN}"\nprivate_key = "{key}"\n')
+        out.write(
+            f'\n[dkim]\nselector = "{SELECTOR}"\ndomain = "{DOMAIN}"\nprivate_key = "{key}"\n'
+        )
     return config
 
 
@@ -67,49 +44,53 @@ def received(maildir: Path) -> Iterator[bytes]:
 
 
 def test_letters_received_at_the_sink_verify_against_the_public_key(
-    tmp_path: Path, sink: RecordingSink, keys: tuple[Path, bytes], dns: Callable[..., bytes | None]
+    tmp_path: Path, sink: RecordingSink, dkim_keys: tuple[Path, bytes], dkim_dns: Callable[..., bytes | None]
 ) -> None:
-    send(signed_campaign(tmp_path, sink.port, keys[0]))
+    send(signed_campaign(tmp_path, sink.port, dkim_keys[0]))
     messages = list(received(tmp_path / "maildir"))
     assert len(messages) == LETTERS
     for message in messages:
-        assert dkim.verify(message, dnsfunc=dns)
+        assert dkim.verify(message, dnsfunc=dkim_dns)
         signature = dkim.DKIM(message)
-        assert signature.verify(dnsfunc=dns)
+        assert signature.verify(dnsfunc=dkim_dns)
         signed = set(signature.include_headers)
         assert {b"from", b"to", b"subject", b"date", b"message-id", b"mime-version"} <= signed
         assert signature.domain == DOMAIN.encode()
         # A changed subject no longer verifies: the signature covers it.
-        assert not dkim.verify(message.replace(b"Subject: Letter", b"Subject: Lettre"), dnsfunc=dns)
+        assert not dkim.verify(message.replace(b"Subject: Letter", b"Subject: Lettre"), dnsfunc=dkim_dns)
 
 
 @pytest.mark.skipif(not shutil.which(SMTP_SINK), reason="Postfix's smtp-sink is not installed")
 def test_letters_verify_after_passing_through_postfix_smtp_sink(
-    tmp_path: Path, free_port: int, keys: tuple[Path, bytes], dns: Callable[..., bytes | None]
+    tmp_path: Path, free_port: int, dkim_keys: tuple[Path, bytes], dkim_dns: Callable[..., bytes | None]
 ) -> None:
     server = PostfixSink(free_port)
     try:
-        send(signed_campaign(tmp_path, free_port, keys[0]))
+        send(signed_campaign(tmp_path, free_port, dkim_keys[0]))
         dumps = [path.read_bytes() for path in server.dumps.rglob("*") if path.is_file()]
     finally:
         server.stop()
     assert len(dumps) == LETTERS
-    assert all(dkim.verify(dump, dnsfunc=dns) for dump in dumps)
+    assert all(dkim.verify(dump, dnsfunc=dkim_dns) for dump in dumps)
 
 
 def test_a_signature_from_another_key_does_not_verify(
-    tmp_path: Path, keys: tuple[Path, bytes], dns: Callable[..., bytes | None]
+    tmp_path: Path, dkim_keys: tuple[Path, bytes], dkim_dns: Callable[..., bytes | None]
 ) -> None:
     other = tmp_path / "other.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(other), "2048"], check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "genrsa", "-out", str(other), "2048"], check=True, capture_output=True
+    )
     data = letter(1).data
-    assert dkim.verify(DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, keys[0])).sign(data), dnsfunc=dns)
-    assert not dkim.verify(DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, other)).sign(data), dnsfunc=dns)
+    assert dkim.verify(DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, dkim_keys[0])).sign(data), dnsfunc=dkim_dns)
+    assert not dkim.verify(DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, other)).sign(data), dnsfunc=dkim_dns)
 
 
 def test_a_key_that_is_not_a_key_is_refused_without_showing_it(tmp_path: Path) -> None:
     key = tmp_path / "key.pem"
-    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0LXNlY3JldA==\n-----END RSA PRIVATE KEY-----\n")
+    key.write_text(
+        "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0LXNlY3JldA==\n-----END RSA PRIVATE KEY-----\n"
+    )
     with pytest.raises(ConfigError, match="not a PEM RSA private key") as raised:
         DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, key))
     assert "c2VjcmV0" not in str(raised.value) and str(key) in str(raised.value)
@@ -147,15 +128,20 @@ def test_from_domain_alignment(sender: str, aligned: bool) -> None:
 
 
 def test_validate_loads_the_key_and_warns_when_from_does_not_align(
-    tmp_path: Path, keys: tuple[Path, bytes]
+    tmp_path: Path, dkim_keys: tuple[Path, bytes]
 ) -> None:
-    config = signed_campaign(tmp_path, 1025, keys[0])
+    config = signed_campaign(tmp_path, 1025, dkim_keys[0])
     result = CliRunner().invoke(main, ["validate", "--config", str(config)])
     assert result.exit_code == 0
-    assert f"DKIM: letters will be signed for {DOMAIN} (selector {SELECTOR}); the key loads." in result.output
+    assert (
+        f"DKIM: letters will be signed for {DOMAIN} (selector {SELECTOR}); the key loads."
+        in result.output
+    )
     assert "Warning" not in result.output
     letter_file = tmp_path / "letter.txt"
-    letter_file.write_text(letter_file.read_text().replace("campaign@example.org", "campaign@example.net"))
+    letter_file.write_text(
+        letter_file.read_text().replace("campaign@example.org", "campaign@example.net")
+    )
     result = CliRunner().invoke(main, ["validate", "--config", str(config)])
     assert result.exit_code == 0
     assert (
@@ -167,7 +153,9 @@ def test_validate_loads_the_key_and_warns_when_from_does_not_align(
 def test_validate_with_an_unusable_key_is_one_line_and_exit_2(tmp_path: Path) -> None:
     key = tmp_path / "key.pem"
     key.write_text("not a key\n")
-    result = CliRunner().invoke(main, ["validate", "--config", str(signed_campaign(tmp_path, 1025, key))])
+    result = CliRunner().invoke(
+        main, ["validate", "--config", str(signed_campaign(tmp_path, 1025, key))]
+    )
     assert result.exit_code == 2
     assert f"Error: dkim.private_key {key}: not a PEM RSA private key" in result.output
     assert "not a key" not in result.output.replace("not a PEM", "")

@@ -40,7 +40,9 @@ def test_remove_takes_an_address_off(suppression: SuppressionList) -> None:
     assert "a@example.org" not in suppression
 
 
-def test_import_adds_each_line_and_skips_comments(tmp_path: Path, suppression: SuppressionList) -> None:
+def test_import_adds_each_line_and_skips_comments(
+    tmp_path: Path, suppression: SuppressionList
+) -> None:
     source = tmp_path / "opted-out.txt"
     source.write_text("# unsubscribed in June\na@example.org\n\nB@example.org\na@EXAMPLE.org\n")
     assert suppression.import_file(source) == 2
@@ -48,10 +50,14 @@ def test_import_adds_each_line_and_skips_comments(tmp_path: Path, suppression: S
     assert all(entry.reason == "import: opted-out.txt" for entry in suppression)
 
 
-def test_import_with_a_bad_line_names_it_and_adds_nothing(tmp_path: Path, suppression: SuppressionList) -> None:
+def test_import_with_a_bad_line_names_it_and_adds_nothing(
+    tmp_path: Path, suppression: SuppressionList
+) -> None:
     source = tmp_path / "opted-out.txt"
     source.write_text("a@example.org\nnot an address\n")
-    with pytest.raises(SuppressionError, match=r"opted-out.txt:2: 'not an address' is not a valid address"):
+    with pytest.raises(
+        SuppressionError, match=r"opted-out.txt:2: 'not an address' is not a valid address"
+    ):
         suppression.import_file(source)
     assert len(suppression) == 0
 
@@ -84,7 +90,9 @@ def test_suppress_commands_end_to_end(tmp_path: Path) -> None:
     code, output = invoke("validate", "--config", config)
     assert code == 0
     assert "2 suppressed: on the suppression list" in output
-    code, output = invoke("suppress", "remove", "--config", config, "p2@example.org", "p9@example.org")
+    code, output = invoke(
+        "suppress", "remove", "--config", config, "p2@example.org", "p9@example.org"
+    )
     assert (code, output.split(";")[0]) == (0, "Removed 1, 1 not on the list")
     assert "1 suppressed" in invoke("validate", "--config", config)[1]
 

@@ -16,7 +16,7 @@ from mailaction.cli import main
 from mailaction.config import load_config
 from mailaction.errors import ConfigError
 from tests.campaigns import RecordingSink, numbered_campaign
-from tests.test_dkim import dns, keys, received, send, signed_campaign  # noqa: F401 - fixtures
+from tests.test_dkim import received, send, signed_campaign
 
 URL = "https://example.org/u/{{ n }}?e={{ email|urlencode }}"
 
@@ -30,7 +30,12 @@ def with_campaign_keys(config: Path, **settings: str) -> Path:
 
 def headers_of(config: Path) -> list[dict[str, str]]:
     return [
-        {name: str(value) for name, value in email.message_from_bytes(letter.data, policy=email.policy.default).items()}
+        {
+            name: str(value)
+            for name, value in email.message_from_bytes(
+                letter.data, policy=email.policy.default
+            ).items()
+        }
         for letter in Campaign(load_config(config)).letters()
     ]
 
@@ -50,12 +55,15 @@ def test_url_and_mailto_give_both_headers_per_contact(tmp_path: Path) -> None:
         f"<https://example.org/u/{n}?e=p{n}%40example.org>, <mailto:unsubscribe@example.org?subject=unsubscribe>"
         for n in range(2)
     ]
-    assert all(letter["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for letter in headers)
+    assert all(
+        letter["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for letter in headers
+    )
 
 
 def test_a_mailto_alone_takes_no_one_click_post(tmp_path: Path) -> None:
     config = with_campaign_keys(
-        numbered_campaign(tmp_path, 1025, 1, "list", ""), unsubscribe_mailto="mailto:stop@example.org"
+        numbered_campaign(tmp_path, 1025, 1, "list", ""),
+        unsubscribe_mailto="mailto:stop@example.org",
     )
     (letter,) = headers_of(config)
     assert letter["List-Unsubscribe"] == "<mailto:stop@example.org?subject=unsubscribe>"
@@ -63,26 +71,39 @@ def test_a_mailto_alone_takes_no_one_click_post(tmp_path: Path) -> None:
 
 
 def test_the_headers_arrive_signed(
-    tmp_path: Path, sink: RecordingSink, keys: tuple[Path, bytes], dns: Callable[..., bytes | None]  # noqa: F811
+    tmp_path: Path,
+    sink: RecordingSink,
+    dkim_keys: tuple[Path, bytes],
+    dkim_dns: Callable[..., bytes | None],
 ) -> None:
-    config = with_campaign_keys(signed_campaign(tmp_path, sink.port, keys[0]), unsubscribe_url=URL)
+    config = with_campaign_keys(signed_campaign(tmp_path, sink.port, dkim_keys[0]), unsubscribe_url=URL)
     send(config)
     for message in received(tmp_path / "maildir"):
         signature = dkim.DKIM(message)
-        assert signature.verify(dnsfunc=dns)
+        assert signature.verify(dnsfunc=dkim_dns)
         assert {b"list-unsubscribe", b"list-unsubscribe-post"} <= set(signature.include_headers)
-        assert not dkim.verify(message.replace(b"https://example.org/u/", b"https://example.net/u/"), dnsfunc=dns)
+        assert not dkim.verify(
+            message.replace(b"https://example.org/u/", b"https://example.net/u/"), dnsfunc=dkim_dns
+        )
 
 
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("https://example.org/u/{{ token }}", "contacts.csv:2 (List-Unsubscribe): undefined variable 'token'"),
-        ("https://example.org/u/{{ email }} {{ n }}", "contacts.csv:2 (List-Unsubscribe): the unsubscribe URL has a space"),
+        (
+            "https://example.org/u/{{ token }}",
+            "contacts.csv:2 (List-Unsubscribe): undefined variable 'token'",
+        ),
+        (
+            "https://example.org/u/{{ email }} {{ n }}",
+            "contacts.csv:2 (List-Unsubscribe): the unsubscribe URL has a space",
+        ),
     ],
 )
 def test_validate_names_a_bad_url_with_its_row(tmp_path: Path, url: str, problem: str) -> None:
-    config = with_campaign_keys(numbered_campaign(tmp_path, 1025, 2, "list", ""), unsubscribe_url=url)
+    config = with_campaign_keys(
+        numbered_campaign(tmp_path, 1025, 2, "list", ""), unsubscribe_url=url
+    )
     result = CliRunner().invoke(main, ["validate", "--config", str(config)])
     assert result.exit_code == 2
     assert problem in result.output
@@ -91,7 +112,11 @@ def test_validate_names_a_bad_url_with_its_row(tmp_path: Path, url: str, problem
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("unsubscribe_url", "http://example.org/u", "campaign.unsubscribe_url must be an https:// URL"),
+        (
+            "unsubscribe_url",
+            "http://example.org/u",
+            "campaign.unsubscribe_url must be an https:// URL",
+        ),
         ("unsubscribe_mailto", "not an address", "campaign.unsubscribe_mailto must be an address"),
     ],
 )
