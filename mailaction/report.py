@@ -21,9 +21,9 @@ from rich.text import Text
 from .deliverylog import DeliveryLog, Entry, State
 from .preview import CONTROL_CHARACTERS
 
-PROBLEM_STATES = frozenset({State.FAILED, State.DEFERRED, State.UNCERTAIN})
+PROBLEM_STATES = frozenset({State.FAILED, State.DEFERRED, State.UNCERTAIN, State.BOUNCED})
 LIST_LIMIT = 1000  # letters listed one by one in the terminal and in HTML; CSV and JSON list all
-SUMMARY_KEYS = ("total", "sent", "failed", "deferred", "uncertain", "pending")
+SUMMARY_KEYS = ("total", "sent", "failed", "deferred", "uncertain", "pending", "bounced")
 CSV_COLUMNS = (
     "row", "contact_id", "recipients", "subject", "state", "attempts", "last_code", "last_reply",
     "refused", "message_id", "first_attempt_at", "last_attempt_at", "sent_at",
@@ -32,7 +32,7 @@ CSV_COLUMNS = (
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 TERMINAL_STYLES = {
     State.SENT: "green", State.FAILED: "red", State.UNCERTAIN: "yellow",
-    State.DEFERRED: "magenta", State.PENDING: "dim", State.SENDING: "dim",
+    State.DEFERRED: "magenta", State.PENDING: "dim", State.SENDING: "dim", State.BOUNCED: "red",
 }  # fmt: skip
 
 
@@ -51,6 +51,7 @@ class Report:
     entries: list[Entry]  # spreadsheet order; only those in `states` when given
     states: frozenset[State] | None = None  # the filter `entries` went through; None for all
     sent_times: tuple[float, ...] = ()  # when each sent letter went, sorted; for the chart
+    bounced_times: tuple[float, ...] = ()  # when each letter that later bounced went, sorted
     partly_refused: int = 0  # sent letters that some of their recipients refused
 
 
@@ -72,12 +73,15 @@ def build_report(
     counts = dict.fromkeys(State, 0)
     listed: list[Entry] = []
     sent_times: list[float] = []
+    bounced_times: list[float] = []
     partly_refused = 0
     for entry in entries:
         counts[entry.state] += 1
         if entry.state is State.SENT and entry.sent_at is not None:
             sent_times.append(entry.sent_at)
             partly_refused += bool(entry.refused)
+        elif entry.state is State.BOUNCED and entry.sent_at is not None:
+            bounced_times.append(entry.sent_at)
         if wanted is None or entry.state in wanted:
             listed.append(entry)
     sent_times.sort()
@@ -93,6 +97,7 @@ def build_report(
         entries=listed,
         states=wanted,
         sent_times=tuple(sent_times),
+        bounced_times=tuple(sorted(bounced_times)),
         partly_refused=partly_refused,
     )
 
@@ -114,6 +119,7 @@ def summary(report: Report) -> dict[str, int]:
         "deferred": counts[State.DEFERRED],
         "uncertain": counts[State.UNCERTAIN],
         "pending": counts[State.PENDING] + counts[State.SENDING],
+        "bounced": counts[State.BOUNCED],  # accepted, then returned by the recipient's server
     }
 
 
@@ -180,7 +186,7 @@ def _plain(value: object, style: str = "") -> Text:
 
 def print_summary(report: Report, console: Console) -> None:
     """The short block a `send` ends with: how the letters stand and the rate achieved."""
-    problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred"))
+    problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred", "bounced"))
     console.print(_plain(_verdict(report), "bold " + ("yellow" if problems else "green")))
     if report.sent_times:
         span = f"{_human_time(report.first_sent)} to {_human_time(report.last_sent)}"
@@ -319,7 +325,8 @@ def write_json(report: Report, out: TextIO) -> None:
 
 HTML_STYLE = """
 :root { color-scheme: light; --sent: #1a7f37; --failed: #cf222e; --uncertain: #b87a00;
-  --deferred: #8250df; --pending: #6e7781; --muted: #59636e; --line: #e6eaef; }
+  --deferred: #8250df; --pending: #6e7781; --muted: #59636e; --line: #e6eaef;
+  --bounced: #a40e26; }
 * { box-sizing: border-box; }
 body { margin: 0; background: #f6f7f9; color: #1f2328;
   font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
@@ -345,6 +352,7 @@ h2 { font-size: 1.15rem; margin: 2.25rem 0 .75rem; }
 .card.failed { border-top-color: var(--failed); } .card.failed .n { color: var(--failed); }
 .card.uncertain { border-top-color: var(--uncertain); } .card.uncertain .n { color: var(--uncertain); }
 .card.deferred { border-top-color: var(--deferred); } .card.deferred .n { color: var(--deferred); }
+.card.bounced { border-top-color: var(--bounced); } .card.bounced .n { color: var(--bounced); }
 .bar { display: flex; height: .6rem; margin: .75rem 0 0; border-radius: 3px; overflow: hidden;
   background: var(--line); }
 .bar span { display: block; min-width: 2px; }
@@ -358,7 +366,7 @@ figcaption { font-size: .85rem; padding: .25rem .25rem 0; }
 .chart text { fill: var(--muted); font-size: 12px; }
 .chart .grid { stroke: var(--line); }
 .chart .axis { stroke: #afb8c1; }
-.chart rect { fill: var(--sent); }
+.chart rect { fill: var(--sent); } .chart rect.bounced { fill: var(--bounced); }
 table { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid #d1d9e0; }
 th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid var(--line);
   vertical-align: top; overflow-wrap: anywhere; }
@@ -373,6 +381,7 @@ td.when { white-space: nowrap; color: var(--muted); }
   font-size: .8rem; font-weight: 600; color: #fff; background: var(--pending); }
 .badge.sent { background: var(--sent); } .badge.failed { background: var(--failed); }
 .badge.uncertain { background: var(--uncertain); } .badge.deferred { background: var(--deferred); }
+.badge.bounced { background: var(--bounced); }
 footer { margin-top: 2.5rem; color: var(--muted); font-size: .85rem; }
 """
 
@@ -385,13 +394,16 @@ CARDS = (
     ("deferred", "Deferred", "temporary errors"),
     ("uncertain", "Uncertain", "may have arrived"),
     ("pending", "Pending", "not sent yet"),
+    ("bounced", "Bounced", "returned after sending"),
 )
 
 
 def write_html(report: Report, out: TextIO) -> None:
     """One self-contained page: counts, a chart of sends over time, problems, the letters."""
     page_title = f"Delivery report: {report.campaign}"
-    problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred", "pending"))
+    problems = any(
+        summary(report)[key] for key in ("failed", "uncertain", "deferred", "pending", "bounced")
+    )
     out.write(
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -406,7 +418,7 @@ def write_html(report: Report, out: TextIO) -> None:
     out.write(_cards(report))
     out.write(_timing(report))
     out.write("<h2>Letters sent over time</h2>\n")
-    out.write(_chart_figure(report.sent_times))
+    out.write(_chart_figure(report.sent_times, report.bounced_times))
     title, entries = _listed(report)
     out.write(f"<h2>{escape(title)} ({len(entries):,})</h2>\n")
     out.write(_problem_table(entries) if entries else '<p class="note">None.</p>\n')
@@ -571,7 +583,9 @@ def _nice_step(value: float) -> int:
     return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= value)
 
 
-def _chart_figure(times: tuple[float, ...]) -> str:
+def _chart_figure(sent: tuple[float, ...], bounced: tuple[float, ...] = ()) -> str:
+    """Bars of the letters accepted over time; the part of each that bounced later in its colour."""
+    times = tuple(sorted(sent + bounced)) if bounced else sent
     if not times:
         svg = _svg(
             "No letter has been sent yet.",
@@ -586,10 +600,16 @@ def _chart_figure(times: tuple[float, ...]) -> str:
     description = (
         f"{letter_count(len(times))} sent from {_human_time(times[0])} to {_human_time(times[-1])}, "
         f"in {len(bins.counts)} bars of {_duration(bins.width)} each; "
-        f"the busiest bar has {letter_count(max(bins.counts))}."
+        f"the busiest bar has {letter_count(max(bins.counts))}"
+        + (f"; {letter_count(len(bounced))} of them bounced later." if bounced else ".")
     )
-    svg = _svg(description, _y_axis(max(bins.counts)) + _bars(bins, clock) + _x_axis(bins, clock))
-    caption = f"Each bar: letters sent in {_duration(bins.width)}. Times in UTC."
+    returned = _binned(bins, bounced)
+    bars = _bars(bins, clock, returned)
+    svg = _svg(description, _y_axis(max(bins.counts)) + bars + _x_axis(bins, clock))
+    caption = f"Each bar: letters sent in {_duration(bins.width)}."
+    if bounced:
+        caption += " The red part: letters that bounced later."
+    caption += " Times in UTC."
     return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>\n"
 
 
@@ -624,7 +644,15 @@ def _y_axis(peak: int) -> str:
     return "".join(lines)
 
 
-def _bars(bins: Histogram, clock: str) -> str:
+def _binned(bins: Histogram, times: Collection[float]) -> list[int]:
+    """How many of ``times`` fall in each of the histogram's bins."""
+    counts = [0] * len(bins.counts)
+    for moment in times:
+        counts[int((moment - bins.start) // bins.width)] += 1
+    return counts
+
+
+def _bars(bins: Histogram, clock: str, bounced: list[int]) -> str:
     _, top = _y_scale(max(bins.counts))
     slot = (PLOT_RIGHT - PLOT_LEFT) / len(bins.counts)
     gap = min(2.0, slot / 4)
@@ -635,10 +663,18 @@ def _bars(bins: Histogram, clock: str) -> str:
         y = _y(count, top)
         start, end = bins.bin_start(number), bins.bin_start(number + 1)
         label = f"{_human_time(start, clock)}–{_human_time(end, clock)}: {letter_count(count)}"
+        x = f"{PLOT_LEFT + number * slot + gap / 2:.1f}"
         bars.append(
-            f'<rect x="{PLOT_LEFT + number * slot + gap / 2:.1f}" y="{y:.1f}" '
+            f'<rect x="{x}" y="{y:.1f}" '
             f'width="{slot - gap:.1f}" height="{PLOT_BOTTOM - y:.1f}"><title>{label}</title></rect>'
         )
+        if bounced[number]:
+            low = _y(bounced[number], top)
+            bars.append(
+                f'<rect class="bounced" x="{x}" y="{low:.1f}" width="{slot - gap:.1f}" '
+                f'height="{PLOT_BOTTOM - low:.1f}"><title>{label}, {bounced[number]:,} bounced'
+                "</title></rect>"
+            )
     return "".join(bars)
 
 

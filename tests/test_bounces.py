@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import email
+import io
+import json
 import mailbox
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -307,3 +311,39 @@ def test_bad_mailbox_is_one_line_and_exit_2(config: Path, args: list[str], messa
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_every_report_format_shows_the_bounced_letters(config: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bounces"
+    write_maildir(path, mailbox_messages(config))
+    assert invoke("bounces", "--config", str(config), "--maildir", str(path)).exit_code == 0
+    data = json.loads(invoke("report", "--config", str(config), "--format", "json").output)
+    assert data["summary"] | {"sent": 3, "bounced": 4, "total": LETTERS} == data["summary"]
+    bounced = {m["contact_id"]: m for m in data["messages"] if m["state"] == "bounced"}
+    assert set(bounced) == set(HARD)
+    assert bounced["p3@example.org"]["last_code"] == 550
+    assert bounced["p3@example.org"]["last_reply"].startswith(
+        "bounced 5.1.10: smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound"
+    )
+    rows = list(
+        csv.DictReader(
+            io.StringIO(invoke("report", "--config", str(config), "--format", "csv").output)
+        )
+    )
+    assert sorted(row["contact_id"] for row in rows if row["state"] == "bounced") == sorted(HARD)
+    table = invoke("report", "--config", str(config)).output
+    assert re.search(r"^ *bounced +4 *$", table, re.MULTILINE), table
+    assert "Letters that need attention" in table and "bounced 5.1.1:" in table
+    html = invoke("report", "--config", str(config), "--format", "html").output
+    assert (
+        '<div class="card bounced"><span class="n">4</span><span class="label">Bounced</span>'
+        in html
+    )
+    assert (
+        html.count('<span class="badge bounced">bounced</span>') == 8
+    )  # attention table + all letters
+    assert '<rect class="bounced"' in html and "4 letters of them bounced later" in html
+    assert (
+        "bounced 5.1.1: smtp; 550-5.1.1 The email account that you tried to reach does not exist."
+        in html
+    )
