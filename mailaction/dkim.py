@@ -1,17 +1,25 @@
-"""DKIM signatures (RFC 6376) with dkimpy, added to each letter just before it is sent.
+"""DKIM signatures (RFC 6376, rsa-sha256, relaxed/simple), added to each letter as it goes out.
 
 A signature covers the Date header, which is set when a letter goes out (`restamped`), so
 letters are signed at send time, never when they are built or stored.
+
+The RSA operation runs in OpenSSL through `cryptography`: about 0.5 ms a letter, where
+dkimpy's pure-Python RSA takes about 20 ms (docs/performance.md). The tests verify every
+signature with dkimpy, an implementation this one shares no code with.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-import dkim  # type: ignore[import-untyped]
-import dkim.crypto  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .config import DKIMConfig
 from .errors import ConfigError
@@ -21,45 +29,79 @@ if TYPE_CHECKING:
 
 # The fields a reader sees and a forwarder must not change; each is signed when present.
 SIGNED_HEADERS = (
-    b"from", b"to", b"cc", b"reply-to", b"subject", b"date", b"message-id", b"mime-version",
-    b"content-type", b"content-transfer-encoding", b"list-unsubscribe", b"list-unsubscribe-post",
+    "from", "to", "cc", "reply-to", "subject", "date", "message-id", "mime-version",
+    "content-type", "content-transfer-encoding", "list-unsubscribe", "list-unsubscribe-post",
 )  # fmt: skip
+MIN_KEY_BITS = 1024  # RFC 8301: verifiers refuse shorter RSA keys; 2048 is recommended
+_FIELD = re.compile(rb"([^:\r\n]+):((?:[^\r\n]*)(?:\r\n[ \t][^\r\n]*)*)\r\n")
+_WSP = re.compile(rb"[ \t]+")
+_FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
 class DKIMSigner:
-    """Signs messages for one domain and selector with one private key."""
+    """Signs messages for one domain and selector with one RSA private key."""
 
     def __init__(self, settings: DKIMConfig) -> None:
         assert settings.selector and settings.domain and settings.private_key
-        self.selector = settings.selector.encode("ascii")
-        self.domain = settings.domain.encode("idna")
+        self.selector = settings.selector
+        self.domain = settings.domain.encode("idna").decode("ascii")
         self._key = read_private_key(settings)
 
     def sign(self, data: bytes) -> bytes:
-        """The message with a DKIM-Signature field prepended (relaxed/simple, rsa-sha256)."""
-        message = dkim.DKIM(data)
-        present = {name.lower() for name, _ in message.headers}
-        signed = [name for name in SIGNED_HEADERS if name in present]
-        field: bytes = message.sign(self.selector, self.domain, self._key, include_headers=signed)
-        return field + data
+        """The message (CRLF line ends) with a DKIM-Signature field prepended."""
+        head, _, body = data.partition(b"\r\n\r\n")
+        fields = _FIELD.findall(head + b"\r\n")
+        last = {name.strip().lower(): (name, value) for name, value in fields}
+        signed = [name for name in SIGNED_HEADERS if name.encode() in last]
+        body_hash = base64.b64encode(hashlib.sha256(_simple_body(body)).digest()).decode()
+        tags = (
+            f"v=1; a=rsa-sha256; c=relaxed/simple; d={self.domain}; s={self.selector};\r\n"
+            f" t={int(time.time())}; h={':'.join(signed)};\r\n bh={body_hash};\r\n b="
+        )
+        hashed = b"".join(_relaxed(*last[name.encode()]) + b"\r\n" for name in signed)
+        hashed += _relaxed(b"DKIM-Signature", b" " + tags.encode())
+        signature = self._key.sign(hashed, padding.PKCS1v15(), hashes.SHA256())
+        value = base64.b64encode(signature).decode()
+        folded = "\r\n ".join(value[i : i + 72] for i in range(0, len(value), 72))
+        return f"DKIM-Signature: {tags}{folded}\r\n".encode() + data
 
     def sign_letter(self, letter: Letter) -> Letter:
         """The letter with its message signed."""
         return replace(letter, data=self.sign(letter.data))
 
 
-def read_private_key(settings: DKIMConfig) -> bytes:
+def _relaxed(name: bytes, value: bytes) -> bytes:
+    """RFC 6376 3.4.2: name lower-cased; value unfolded, runs of spaces made one, ends trimmed."""
+    value = _WSP.sub(b" ", _FOLD.sub(b"", value)).strip(b" ")
+    return name.strip().lower() + b":" + value
+
+
+def _simple_body(body: bytes) -> bytes:
+    """RFC 6376 3.4.3: the body with its trailing empty lines removed, ending in one CRLF."""
+    return body.rstrip(b"\r\n") + b"\r\n"
+
+
+def read_private_key(settings: DKIMConfig) -> rsa.RSAPrivateKey:
     """The PEM key named by ``dkim.private_key``; ConfigError (never showing the key) otherwise."""
     path = settings.private_key
     assert path is not None
     try:
-        key = path.read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"dkim.private_key {path}: cannot read the key: {exc.strerror}") from None
     try:
-        dkim.crypto.parse_pem_private_key(key)
-    except (dkim.crypto.UnparsableKeyError, ValueError, IndexError):
-        raise ConfigError(f"dkim.private_key {path}: not a PEM RSA private key") from None
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"dkim.private_key {path}: not a PEM RSA private key without a passphrase"
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ConfigError(f"dkim.private_key {path}: not an RSA key (rsa-sha256 needs one)")
+    if key.key_size < MIN_KEY_BITS:
+        raise ConfigError(
+            f"dkim.private_key {path}: a {key.key_size}-bit key is refused by receivers;"
+            " use 2048 bits"
+        )
     return key
 
 
@@ -75,7 +117,11 @@ def _unsigned(letter: Letter) -> Letter:
 
 
 def alignment_problem(settings: DKIMConfig, sender: str) -> str | None:
-    """Why letters from ``sender`` would fail DMARC alignment with the signing domain, if they do."""
+    """Why letters from ``sender`` would fail DMARC alignment with the signing domain, if so.
+
+    Relaxed alignment: the From domain and the signing domain are the same, or one is under the
+    other (a public-suffix list would be needed to be exact about organisational domains).
+    """
     if not settings.enabled or not sender:
         return None
     assert settings.domain is not None

@@ -11,6 +11,7 @@ import dkim
 import pytest
 from click.testing import CliRunner
 
+from mailaction.campaign import Campaign
 from mailaction.cli import main
 from mailaction.config import DKIMConfig, load_config
 from mailaction.dkim import DKIMSigner, alignment_problem
@@ -44,7 +45,10 @@ def received(maildir: Path) -> Iterator[bytes]:
 
 
 def test_letters_received_at_the_sink_verify_against_the_public_key(
-    tmp_path: Path, sink: RecordingSink, dkim_keys: tuple[Path, bytes], dkim_dns: Callable[..., bytes | None]
+    tmp_path: Path,
+    sink: RecordingSink,
+    dkim_keys: tuple[Path, bytes],
+    dkim_dns: Callable[..., bytes | None],
 ) -> None:
     send(signed_campaign(tmp_path, sink.port, dkim_keys[0]))
     messages = list(received(tmp_path / "maildir"))
@@ -57,12 +61,17 @@ def test_letters_received_at_the_sink_verify_against_the_public_key(
         assert {b"from", b"to", b"subject", b"date", b"message-id", b"mime-version"} <= signed
         assert signature.domain == DOMAIN.encode()
         # A changed subject no longer verifies: the signature covers it.
-        assert not dkim.verify(message.replace(b"Subject: Letter", b"Subject: Lettre"), dnsfunc=dkim_dns)
+        assert not dkim.verify(
+            message.replace(b"Subject: Letter", b"Subject: Lettre"), dnsfunc=dkim_dns
+        )
 
 
 @pytest.mark.skipif(not shutil.which(SMTP_SINK), reason="Postfix's smtp-sink is not installed")
 def test_letters_verify_after_passing_through_postfix_smtp_sink(
-    tmp_path: Path, free_port: int, dkim_keys: tuple[Path, bytes], dkim_dns: Callable[..., bytes | None]
+    tmp_path: Path,
+    free_port: int,
+    dkim_keys: tuple[Path, bytes],
+    dkim_dns: Callable[..., bytes | None],
 ) -> None:
     server = PostfixSink(free_port)
     try:
@@ -82,8 +91,12 @@ def test_a_signature_from_another_key_does_not_verify(
         ["openssl", "genrsa", "-out", str(other), "2048"], check=True, capture_output=True
     )
     data = letter(1).data
-    assert dkim.verify(DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, dkim_keys[0])).sign(data), dnsfunc=dkim_dns)
-    assert not dkim.verify(DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, other)).sign(data), dnsfunc=dkim_dns)
+    assert dkim.verify(
+        DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, dkim_keys[0])).sign(data), dnsfunc=dkim_dns
+    )
+    assert not dkim.verify(
+        DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, other)).sign(data), dnsfunc=dkim_dns
+    )
 
 
 def test_a_key_that_is_not_a_key_is_refused_without_showing_it(tmp_path: Path) -> None:
@@ -91,7 +104,9 @@ def test_a_key_that_is_not_a_key_is_refused_without_showing_it(tmp_path: Path) -
     key.write_text(
         "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0LXNlY3JldA==\n-----END RSA PRIVATE KEY-----\n"
     )
-    with pytest.raises(ConfigError, match="not a PEM RSA private key") as raised:
+    with pytest.raises(
+        ConfigError, match="not a PEM RSA private key without a passphrase"
+    ) as raised:
         DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, key))
     assert "c2VjcmV0" not in str(raised.value) and str(key) in str(raised.value)
 
@@ -157,5 +172,56 @@ def test_validate_with_an_unusable_key_is_one_line_and_exit_2(tmp_path: Path) ->
         main, ["validate", "--config", str(signed_campaign(tmp_path, 1025, key))]
     )
     assert result.exit_code == 2
-    assert f"Error: dkim.private_key {key}: not a PEM RSA private key" in result.output
+    assert (
+        f"Error: dkim.private_key {key}: not a PEM RSA private key without a passphrase"
+        in result.output
+    )
     assert "not a key" not in result.output.replace("not a PEM", "")
+
+
+def test_every_letter_of_the_example_campaign_verifies(
+    dkim_keys: tuple[Path, bytes], dkim_dns: Callable[..., bytes | None]
+) -> None:
+    signer = DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, dkim_keys[0]))
+    example = load_config(Path(__file__).resolve().parent.parent / "config.example.toml")
+    letters = list(Campaign(example).letters())
+    assert letters
+    for built in letters:
+        signed = signer.sign(built.data)
+        assert dkim.verify(signed, dnsfunc=dkim_dns), built.row
+        head = signed.partition(b"\r\n\r\n")[0]
+        assert max(map(len, head.split(b"\r\n"))) <= 998
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"From: a@example.org\r\nSubject: no body\r\n\r\n",
+        b"From: a@example.org\r\nSubject: blank lines\r\n\r\nText.\r\n\r\n\r\n",
+        b"From: a@example.org\r\nSubject:  folded\r\n   over\tlines \r\nTo: b@example.net\r\n\r\nHi\r\n",
+        b"From: a@example.org\r\nTo: first@example.net\r\nTo: second@example.net\r\n\r\nHi\r\n",
+    ],
+)
+def test_edge_cases_of_canonicalisation_verify(
+    data: bytes, dkim_keys: tuple[Path, bytes], dkim_dns: Callable[..., bytes | None]
+) -> None:
+    signed = DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, dkim_keys[0])).sign(data)
+    assert dkim.verify(signed, dnsfunc=dkim_dns)
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["genpkey", "-algorithm", "ed25519"], "not an RSA key"),
+        (["genrsa", "512"], "a 512-bit key is refused by receivers"),
+    ],
+)
+def test_keys_receivers_refuse_are_refused(
+    tmp_path: Path, command: list[str], message: str
+) -> None:
+    key = tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", *command[:1], "-out", str(key), *command[1:]], check=True, capture_output=True
+    )
+    with pytest.raises(ConfigError, match=message):
+        DKIMSigner(DKIMConfig(SELECTOR, DOMAIN, key))
