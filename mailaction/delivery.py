@@ -80,7 +80,7 @@ def decide(entry: Entry | None, letter: Letter, options: SendOptions) -> Decisio
     """Resume rules: a sent letter never goes again; uncertain and failed ones only when asked."""
     if entry is None or options.test_to:
         return Decision.SEND
-    if entry.state is State.SENT:
+    if entry.state in (State.SENT, State.BOUNCED):  # a bounced letter was sent: never again
         return Decision.ALREADY_SENT
     if entry.state in (State.UNCERTAIN, State.SENDING) and not options.resend_uncertain:
         return Decision.HELD_UNCERTAIN

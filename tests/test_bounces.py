@@ -347,3 +347,13 @@ def test_every_report_format_shows_the_bounced_letters(config: Path, tmp_path: P
         "bounced 5.1.1: smtp; 550-5.1.1 The email account that you tried to reach does not exist."
         in html
     )
+
+
+def test_a_bounced_letter_is_never_sent_again(config: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bounces"
+    write_maildir(path, mailbox_messages(config))
+    assert invoke("bounces", "--config", str(config), "--maildir", str(path)).exit_code == 0
+    result = invoke("send", "--config", str(config), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Nothing to send." in result.output
+    assert f"  {LETTERS} already sent" in result.output
