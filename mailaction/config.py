@@ -191,18 +191,18 @@ def _text(value: Any) -> str:
 
 
 def _https_url(value: Any) -> str:
-    value = _text(value)
+    url = _text(value)
     # RFC 8058: one-click unsubscribe is an HTTPS POST. Spaces may sit inside {{ ... }}.
-    if not value.startswith("https://") or re.search(r"[<>\x00-\x1f\x7f]", value):
-        raise ValueError(f"must be an https:// URL (a template) without <, > or line breaks, not {value!r}")
-    return value
+    if not url.startswith("https://") or re.search(r"[<>\x00-\x1f\x7f]", url):
+        raise ValueError(f"must be an https:// URL (a template) without <, > or line breaks, not {url!r}")
+    return url
 
 
 def _mailto(value: Any) -> str:
-    value = _text(value)
-    if not re.fullmatch(r"(mailto:)?[^\s<>@?]+@[^\s<>@?]+", value):
-        raise ValueError(f"must be an address like unsubscribe@example.org, not {value!r}")
-    return value
+    address = _text(value)
+    if not re.fullmatch(r"(mailto:)?[^\s<>@?]+@[^\s<>@?]+", address):
+        raise ValueError(f"must be an address like unsubscribe@example.org, not {address!r}")
+    return address
 
 
 def _port(value: Any) -> int:

@@ -149,38 +149,26 @@ def test_bounces_from_dovecot_over_imap(
     assert states(config) == before
 
 
-def test_imap_refuses_a_certificate_it_cannot_verify(
-    config: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize(
+    ("password", "trusted", "args", "message"),
+    [
+        (PASSWORD, False, [], "the server's certificate cannot be verified"),
+        ("not-the-password", True, [], "login failed"),
+        (PASSWORD, True, ["--folder", "Bounces"], "select Bounces refused: Mailbox doesn't exist"),
+    ],
+)
+def test_imap_problems_are_one_line_naming_the_server(
+    config: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch,
+    password: str, trusted: bool, args: list[str], message: str,
+) -> None:  # fmt: skip
     with_imap(config, dovecot.port)
-    monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
-    result = invoke("bounces", "--config", str(config))
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", password)
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.certificate.cert))
+    result = invoke("bounces", "--config", str(config), *args)
     assert result.exit_code == 2
-    assert f"127.0.0.1:{dovecot.port}: the server's certificate cannot be verified" in result.output
-    assert "Traceback" not in result.output
-
-
-def test_imap_with_a_wrong_password_is_one_line(
-    config: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with_imap(config, dovecot.port)
-    monkeypatch.setenv("TEST_IMAP_PASSWORD", "not-the-password")
-    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.certificate.cert))
-    result = invoke("bounces", "--config", str(config))
-    assert result.exit_code == 2
-    assert f"127.0.0.1:{dovecot.port}: login failed" in result.output
-    assert "not-the-password" not in result.output
-
-
-def test_an_imap_folder_that_does_not_exist_is_named(
-    config: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with_imap(config, dovecot.port)
-    monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
-    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.certificate.cert))
-    result = invoke("bounces", "--config", str(config), "--folder", "Bounces")
-    assert result.exit_code == 2
-    assert "select Bounces refused: Mailbox doesn't exist: Bounces" in result.output
+    assert f"Error: 127.0.0.1:{dovecot.port}: {message}" in result.output
+    assert "Traceback" not in result.output and "not-the-password" not in result.output
 
 
 def write_maildir(path: Path, messages: list[bytes]) -> None:
