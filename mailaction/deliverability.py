@@ -30,8 +30,7 @@ def check_campaign(campaign: Campaign) -> DeliverabilityCheck:
         DKIMSigner(settings)
         check.signing = f"{settings.domain} (selector {settings.selector})"
     held = recipient_filter(campaign.config.campaign, proof=False)
-    suppression = campaign.config.campaign.suppression
-    if not settings.enabled and (suppression is None or not suppression.exists()):
+    if not settings.enabled and not held:
         return check
     misaligned: dict[str, list[int]] = {}
     for letter in campaign.letters():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,21 +166,23 @@ def open_suppression(settings: CampaignConfig) -> SuppressionList:
     return SuppressionList(settings.suppression)
 
 
-def recipient_filter(settings: CampaignConfig, *, proof: bool) -> Callable[[Sequence[str]], bool]:
-    """Whether a letter to these recipients is held back: never for a proof (--test-to) run."""
+class HeldBack:
+    """Whether a letter to some recipients is held back: a snapshot of the suppression list."""
+
+    def __init__(self, keys: frozenset[str]) -> None:
+        self._keys = keys
+
+    def __call__(self, recipients: Sequence[str]) -> bool:
+        return any(address_key(address) in self._keys for address in recipients)
+
+    def __len__(self) -> int:
+        """How many addresses are held back."""
+        return len(self._keys)
+
+
+def recipient_filter(settings: CampaignConfig, *, proof: bool) -> HeldBack:
+    """What the campaign's suppression list holds back: nothing for a proof (--test-to) run."""
     if proof or settings.suppression is None or not settings.suppression.exists():
-        return _never
+        return HeldBack(frozenset())
     with SuppressionList(settings.suppression) as suppression:
-        keys = {address_key(entry.address) for entry in suppression}
-    return lambda recipients: any(address_key(address) in keys for address in recipients)
-
-
-def _never(recipients: Sequence[str]) -> bool:
-    return False
-
-
-def count_suppressed(
-    recipient_lists: Iterable[Sequence[str]], held: Callable[[Sequence[str]], bool]
-) -> int:
-    """How many of these letters (their recipient lists) the suppression list holds back."""
-    return sum(1 for recipients in recipient_lists if held(recipients))
+        return HeldBack(frozenset(address_key(entry.address) for entry in suppression))
