@@ -50,7 +50,8 @@ userdb {{
 }}
 service imap-login {{
   inet_listener imap {{
-    port = 0
+    address = 127.0.0.1
+    port = {starttls_port}
   }}
   inet_listener imaps {{
     address = 127.0.0.1
@@ -68,13 +69,15 @@ def require_dovecot() -> None:
 
 
 class Dovecot:
-    """One Dovecot serving IMAP over TLS (port ``port``) to USER with PASSWORD."""
+    """One Dovecot serving USER with PASSWORD over TLS: from the start on ``port``, after
+    STARTTLS on ``starttls_port`` (where logging in before STARTTLS is refused)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, starttls_port: int) -> None:
         require_dovecot()
         # Not under pytest's tmp_path: Dovecot's unprivileged users must reach this folder.
         folder = self.folder = Path(tempfile.mkdtemp(prefix="dovecot-"))
         self.port = port
+        self.starttls_port = starttls_port
         self.certificate: Certificate = make_certificate(folder)
         mail_user = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
         if os.geteuid() == 0:
@@ -87,6 +90,7 @@ class Dovecot:
         config.write_text(
             _CONFIG.format(
                 base=folder, cert=self.certificate.cert, key=self.certificate.key, port=port,
+                starttls_port=starttls_port,
                 user=USER, password=PASSWORD, uid=mail_user.pw_uid, gid=mail_user.pw_gid,
                 internal=internal, login=login,
             ),

@@ -8,6 +8,7 @@ import io
 import json
 import mailbox
 import re
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -116,16 +117,19 @@ def check_second_reading_changes_nothing(
 
 @pytest.fixture
 def dovecot(free_port: int) -> Iterator[Dovecot]:
-    server = Dovecot(free_port)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        starttls_port = other.getsockname()[1]
+    server = Dovecot(free_port, starttls_port)
     yield server
     server.stop()
 
 
-def with_imap(config: Path, port: int) -> Path:
+def with_imap(config: Path, port: int, security: str = "ssl") -> Path:
     with config.open("a", encoding="utf-8") as out:
         out.write(
             f'\n[imap]\nhost = "127.0.0.1"\nport = {port}\nusername = "{USER}"\n'
-            'password_env = "TEST_IMAP_PASSWORD"\n'
+            f'password_env = "TEST_IMAP_PASSWORD"\nsecurity = "{security}"\n'
         )
     return config
 
@@ -147,6 +151,18 @@ def test_bounces_from_dovecot_over_imap(
     assert "  5 bounce messages deleted from the mailbox" in result.output
     assert dovecot.count() == 3  # the auto-reply, the person's reply, the stranger's bounce
     assert states(config) == before
+
+
+def test_bounces_over_imap_with_starttls(
+    config: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_imap(config, dovecot.starttls_port, "starttls")
+    dovecot.append(*mailbox_messages(config))
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.certificate.cert))
+    result = invoke("bounces", "--config", str(config))
+    check_first_reading(config, result)
+    assert f"Read 8 messages from 127.0.0.1:{dovecot.starttls_port}/INBOX" in result.output
 
 
 @pytest.mark.parametrize(
