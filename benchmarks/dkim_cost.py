@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import dkim
+import dkim  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -65,7 +65,8 @@ def signers(key: Path) -> tuple[Callable[[bytes], bytes], Callable[[bytes], byte
     pem = key.read_bytes()
 
     def dkimpy(data: bytes) -> bytes:
-        return dkim.sign(data, SELECTOR.encode(), DOMAIN.encode(), pem) + data
+        signature: bytes = dkim.sign(data, SELECTOR.encode(), DOMAIN.encode(), pem)
+        return signature + data
 
     return ours.sign, dkimpy
 

@@ -150,7 +150,7 @@ class Dovecot:
         try:
             status, data = client.select(folder, readonly=True)
             assert status == "OK", data
-            return int(data[0])
+            return int(data[0] or b"0")
         finally:
             client.logout()
 

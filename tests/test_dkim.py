@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import dkim
+import dkim  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner
 

@@ -7,7 +7,7 @@ import email.policy
 from collections.abc import Callable
 from pathlib import Path
 
-import dkim
+import dkim  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner
 
