@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -36,7 +34,7 @@ from .bounces import IMAPMailbox, LocalMailbox, Mailbox, read_bounces
 from .campaign import Campaign
 from .config import Config, find_config, load_config
 from .deliverability import DeliverabilityCheck, check_campaign
-from .delivery import Run, SendOptions, SendPlan, campaign_key, real_campaigns, send_letters
+from .delivery import CampaignResult, Hooks, SendOptions, SendPlan, real_campaigns, send_campaign
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
 from .message import Letter
@@ -50,7 +48,7 @@ from .report import (
     write_html,
     write_json,
 )
-from .sender import Sender, check_server
+from .sender import SendSummary
 from .sink import Sink, StoredMessage
 from .suppression import SuppressionList, checked_address, open_suppression
 
@@ -149,6 +147,7 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
     """
     config = read_config(config_path, template, contacts, log)
     campaign = Campaign(config)
+    console.print(campaign.contacts.description, markup=False)
     result = campaign.validate()
     for problem in result.problems:
         console.print(str(problem), markup=False)
@@ -267,52 +266,49 @@ def send(
         test_to = _check_address(test_to)
         limit = limit or 1
     options = SendOptions(dry_run, limit, test_to, resend_uncertain, retry_failed)
-    campaign = Campaign(config, key=campaign_key(config.campaign.name, test_to))
-    with _open_log(config, campaign.key, dry_run) as delivery_log:
-        recovered = [] if dry_run else delivery_log.recover_interrupted()
-        run = Run(campaign, delivery_log, options)
-        plan = _checked_plan(run)
-        _print_plan(config, plan, recovered_count=len(recovered), test_to=test_to)
-        if not dry_run:
-            delivery_log.forget_untried(plan.gone)
-        if plan.to_send == 0:
-            console.print("Nothing to send.")
-            return
-        if dry_run:
+    hooks = Hooks(
+        plan=functools.partial(_print_plan, config, test_to=test_to),
+        confirm=functools.partial(_confirm, config=config, yes=yes),
+        password=functools.partial(_password, config),
+        progress=_progress,
+        interrupt=_interrupted,
+    )
+    result = send_campaign(config, options, hooks)
+    _finish(config, result, dry_run=dry_run)
+
+
+def _finish(config: Config, result: CampaignResult, *, dry_run: bool) -> None:
+    """The lines a run ends with, and its exit code."""
+    plan = result.plan
+    if result.declined:
+        console.print("Nothing was sent.")
+        return
+    if not result.sent:
+        if plan.to_send and dry_run:
             _print_sample(plan.sample)
             console.print(f"This was a dry run; nothing was sent. To send: mailaction send{_config_hint(config)}")
-            return
-        _confirm(plan, config, yes)
-        _warn_unverified(config)
-        password = _password(config)
-        sender = Sender(config.smtp, config.sending, delivery_log, password=password)
-        asyncio.run(check_server(config.smtp, config.sending, password))
-        outcome = _with_progress(plan.to_send)(sender, run.letters())
-        report = load_report(delivery_log)
-        print_summary(report, console)
+        else:
+            console.print("Nothing to send.")
+        return
+    _warn_unverified(config)
+    console.print(_run_line(result.summary), markup=False)
+    with DeliveryLog(result.log_path, result.campaign, create=False) as delivery_log:
+        print_summary(load_report(delivery_log), console)
     console.print(f"Full report: mailaction report{_config_hint(config)}")
-    if outcome.interrupted:
+    if result.interrupted:
         errors.print("Stopped by Ctrl-C. The delivery log is consistent; run send again to resume.")
         sys.exit(ExitStatus.INTERRUPTED)
-    if outcome.summary.stopped_reason:
-        errors.print(f"Stopped: {outcome.summary.stopped_reason}", markup=False)
-    if outcome.summary.failed or outcome.summary.uncertain or outcome.summary.stopped_reason:
+    if result.summary.stopped_reason:
+        errors.print(f"Stopped: {result.summary.stopped_reason}", markup=False)
+    if result.problems:
         sys.exit(ExitStatus.SOME_FAILED)
 
 
-def _checked_plan(run: Run) -> SendPlan:
-    """The run's plan, or InvalidCampaign when any row has a problem."""
-    plan = run.plan()
-    result = plan.validation
-    if result.invalid_rows:
-        more = result.problem_count - len(result.problems)
-        raise InvalidCampaign(
-            f"{result.problem_count} problem(s) in {result.invalid_rows} row(s)"
-            + (f" ({more} not shown)" if more else "")
-            + "; nothing was sent. Run `mailaction validate` after fixing them.",
-            result.problems,
-        )
-    return plan
+def _run_line(summary: SendSummary) -> str:
+    """This run alone: letters sent and the rate, over this run's time only."""
+    seconds = max(summary.finished - summary.started, 0.0)
+    rate = f" ({summary.sent / seconds:,.0f} letters/s)" if seconds > 0 and summary.sent > 1 else ""
+    return f"This run: {letter_count(summary.sent)} sent in {seconds:,.1f} s{rate}."
 
 
 def _check_address(address: str) -> str:
@@ -322,35 +318,28 @@ def _check_address(address: str) -> str:
         raise click.BadParameter(f"{address!r} is not a valid address: {exc}", param_hint="--test-to")
 
 
-@contextmanager
-def _open_log(config: Config, key: str, dry_run: bool) -> Iterator[DeliveryLog]:
-    """The campaign's log, locked for sending; a dry run without a log uses a throwaway one."""
-    path = config.campaign.log
-    assert path is not None
-    if dry_run and not path.exists():
-        with tempfile.TemporaryDirectory() as scratch, DeliveryLog(Path(scratch) / "dry-run.sqlite", key) as log:
-            yield log
-        return
-    with DeliveryLog(path, key, lock=not dry_run) as log:
-        yield log
-
-
-def _print_plan(config: Config, plan: SendPlan, *, recovered_count: int, test_to: str | None) -> None:
+def _print_plan(config: Config, plan: SendPlan, *, test_to: str | None) -> None:
     where = f"{config.smtp.host}:{config.smtp.port}"
     target = letter_count(plan.to_send)
     if test_to:
         target = f"{plan.to_send} proof cop{'y' if plan.to_send == 1 else 'ies'} to {test_to}"
-    console.print(f"Campaign [bold]{config.campaign.name}[/]: {target} to send through {where}.")
+    name = Text(config.campaign.name, style="bold")
+    console.print(Text.assemble("Campaign ", name, f": {target} to send through {where}."))
+    twins = ", ".join(f"row {row} as row {entry.row} of {entry.campaign!r}" for row, entry in plan.twins)
     notes = [
+        (plan.new if plan.had_letters and not test_to else 0, "new since the last run (rows added to the list)"),
+        (plan.rebuilt, "queued earlier and changed since (row or template): queued anew as they are now"),
         (plan.already_sent, "already sent; they will not be sent again"),
-        (recovered_count, "were in flight when an earlier run stopped; they are now 'uncertain'"),
+        (plan.recovered, "were in flight when an earlier run stopped; they are now 'uncertain'"),
         (plan.held_uncertain, "uncertain (may have arrived); not sent again without --resend-uncertain"),
         (plan.held_failed, "refused permanently before; not retried without --retry-failed"),
-        (0 if test_to else plan.left_for_later, "left for a later run (--limit or sending.daily_limit)"),
-        (len(plan.gone), "left for later by an earlier run but gone from the contact list; never sent, "
-         + "so taken off the delivery log"),
-        (len(plan.changed_after_send), "changed since they were sent or tried; not re-sent (rows "
-         + ", ".join(map(str, plan.changed_after_send[:10])) + ")"),
+        (0 if test_to else plan.left_for_later, "queued for a later run (--limit or sending.daily_limit)"),
+        (plan.withdrawn, "queued earlier but gone from the contact list; never sent, "
+         + "so taken off the queue"),
+        (plan.changed_after_send.count, "changed since they were sent or tried; not re-sent (rows "
+         + ", ".join(map(str, plan.changed_after_send.rows)) + ")"),
+        (plan.twin_count, "already sent under another id or campaign name; not sent again ("
+         + twins + ")"),
     ]  # fmt: skip
     for count, text in notes:
         if count:
@@ -360,7 +349,7 @@ def _print_plan(config: Config, plan: SendPlan, *, recovered_count: int, test_to
 def _print_sample(sample: list[Letter]) -> None:
     table = Table("row", "to", "subject", title="First letters")
     for letter in sample:
-        table.add_row(str(letter.row), ", ".join(letter.recipients), letter.subject)
+        table.add_row(Text(str(letter.row)), Text(", ".join(letter.recipients)), Text(letter.subject))
     console.print(table)
 
 
@@ -371,15 +360,17 @@ def _config_hint(config: Config) -> str:
     return f" --config {os.path.relpath(source)}"
 
 
-def _confirm(plan: SendPlan, config: Config, yes: bool) -> None:
+def _confirm(plan: SendPlan, *, config: Config, yes: bool) -> bool:
     if yes:
-        return
+        return True
     if not sys.stdin.isatty():
         raise click.UsageError("no terminal to ask for confirmation; pass --yes to send")
     question = f"Send {letter_count(plan.to_send)} through {config.smtp.host}:{config.smtp.port}?"
-    if not click.confirm(question, default=False):
-        console.print("Nothing was sent.")
-        sys.exit(ExitStatus.SUCCESS)
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:  # Ctrl-D or Ctrl-C at the question
+        console.print()
+        return False
 
 
 def _warn_unverified(config: Config) -> None:
@@ -416,33 +407,32 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:,.0f}/s" if task.speed else "")
 
 
-def _with_progress(total: int) -> Callable[[Sender, Iterator[Letter]], Any]:
-    """A send_letters that shows a progress bar with rate and ETA (quiet when not a terminal)."""
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[Letter, Outcome], None]]:
+    """A progress bar with rate and ETA while letters go out (quiet when not a terminal)."""
+    progress = Progress(
+        TextColumn("[bold]Sending"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"), RateColumn(),
+        TimeRemainingColumn(), console=console, disable=not console.is_terminal,
+    )  # fmt: skip
+    task = progress.add_task("send", total=total, failed=0)
+    failed = 0
 
-    def run(sender: Sender, letters: Iterator[Letter]) -> Any:
-        progress = Progress(
-            TextColumn("[bold]Sending"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]} failed"), RateColumn(),
-            TimeRemainingColumn(), console=console, disable=not console.is_terminal,
-        )  # fmt: skip
-        task = progress.add_task("send", total=total, failed=0)
-        failed = 0
+    def on_outcome(letter: Letter, outcome: Outcome) -> None:
+        nonlocal failed
+        if outcome.state is State.DEFERRED:
+            return
+        failed += outcome.state is not State.SENT
+        progress.update(task, advance=1, failed=failed)
 
-        def on_outcome(letter: Letter, outcome: Outcome) -> None:
-            nonlocal failed
-            if outcome.state is State.DEFERRED:
-                return
-            failed += outcome.state is not State.SENT
-            progress.update(task, advance=1, failed=failed)
+    with progress:
+        yield on_outcome
 
-        def on_interrupt(presses: int) -> None:
-            message = "Stopping after the letters in flight (Ctrl-C again to stop at once)..."
-            errors.print(message if presses == 1 else "Stopping now.")
 
-        with progress:
-            return send_letters(sender, letters, on_outcome=on_outcome, on_interrupt=on_interrupt)
-
-    return run
+def _interrupted(presses: int) -> None:
+    message = "Stopping after the letters in flight (Ctrl-C again to stop at once)..."
+    errors.print()
+    errors.print(message if presses == 1 else "Stopping now.")
 
 
 @main.command()
@@ -464,10 +454,7 @@ def report(
       mailaction report --format json                    for other tools
     """
     config = read_config(config_path, template, contacts, log)
-    assert config.campaign.log is not None
-    with DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log:
-        if config.source is None:  # only --log: the campaign is the one the file holds
-            delivery_log.campaign = _only_campaign(delivery_log)
+    with _campaign_log(config) as delivery_log:
         data = load_report(delivery_log, [State(s) for s in states] or None)
     if output is None:
         if fmt == "table":
@@ -481,6 +468,50 @@ def report(
         else:
             REPORT_WRITERS[fmt](data, out)
     console.print(f"Wrote {output}")
+
+
+@main.command()
+@campaign_options
+@click.argument("who")
+def show(
+    config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None, who: str,
+) -> None:  # fmt: skip
+    """Show what was sent to someone: the stored letter and its history.
+
+    WHO is a spreadsheet row number, a contact id or an address. The letter is
+    printed as the delivery log holds it; its Date header is set again as it
+    goes out (the history says when).
+
+    \b
+    Example:
+      mailaction show 12                  the letter of spreadsheet row 12
+      mailaction show ann@example.org     every letter to this address
+    """
+    config = read_config(config_path, template, contacts, log)
+    with _campaign_log(config) as delivery_log:
+        entries = delivery_log.find(who)
+        if not entries:
+            raise ContactsError(f"{delivery_log.path}: no letter of {delivery_log.campaign!r} for {who!r}")
+        for entry in entries:
+            console.print(Text(f"Row {entry.row} · {', '.join(entry.recipients)} · {entry.state}", style="bold"))
+            for line in delivery_log.history(entry.contact_id):
+                console.print(f"  {line}", markup=False)
+            message = delivery_log.message(entry.contact_id)
+            if message is None:
+                console.print("  (the letter's text is no longer stored: campaign.keep_letters_days)")
+            else:
+                console.print()
+                console.print(message.decode("utf-8", "replace").replace("\r\n", "\n"), markup=False)
+
+
+@contextmanager
+def _campaign_log(config: Config) -> Iterator[DeliveryLog]:
+    """The delivery log of the config's campaign, read only; without a config, the file's one."""
+    assert config.campaign.log is not None
+    with DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log:
+        if config.source is None:  # only --log: the campaign is the one the file holds
+            delivery_log.campaign = _only_campaign(delivery_log)
+        yield delivery_log
 
 
 def _only_campaign(delivery_log: DeliveryLog) -> str:
@@ -547,16 +578,15 @@ def demo() -> None:
     with Sink(maildir) as server:
         config = replace(base, smtp=replace(base.smtp, host="127.0.0.1", port=server.port, security="none", username=None))
         console.print(f"Demo SMTP server listening on 127.0.0.1:{server.port}")
-        campaign = Campaign(config)
-        with DeliveryLog(log_path, campaign.key, lock=True) as delivery_log:
-            run = Run(campaign, delivery_log, SendOptions())
-            plan = _checked_plan(run)
-            _print_plan(config, plan, recovered_count=0, test_to=None)
-            outcome = _with_progress(plan.to_send)(Sender(config.smtp, config.sending, delivery_log), run.letters())
-            print_summary(load_report(delivery_log), console)
-        console.print(f"The server received {server.count} messages; they are in {os.path.relpath(maildir)}/")
-    console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it with: mailaction report{_config_hint(config)}")
-    if outcome.summary.failed or outcome.summary.uncertain:
+        hooks = Hooks(plan=functools.partial(_print_plan, config, test_to=None), progress=_progress)
+        result = send_campaign(config, SendOptions(), hooks)
+        console.print(f"The server received {server.count} messages; they are in {os.path.relpath(maildir)}/", markup=False)
+    console.print()
+    with DeliveryLog(log_path, result.campaign, create=False) as delivery_log:
+        print_table(load_report(delivery_log), console)
+    console.print()
+    console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it again with: mailaction report{_config_hint(config)}", markup=False)
+    if result.problems:
         sys.exit(ExitStatus.SOME_FAILED)
 
 

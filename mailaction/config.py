@@ -88,8 +88,11 @@ class CampaignConfig:
     contacts: Path | None = None
     log: Path | None = None
     id_column: str = "email"
+    contacts_sheet: str | int | None = None  # a workbook's sheet: its name, or its number from 1
+    contacts_header_row: int | None = None  # the row holding the column names
     max_message_size: int = 10_000_000
     check_deliverability: bool = False
+    keep_letters_days: float | None = None  # delete stored letter texts after this many days
     # Deliverability (docs/deliverability.md): one-click unsubscribe headers, when set; the
     # suppression list, by default beside the delivery log.
     unsubscribe_url: str | None = None  # a Jinja template per contact: "https://.../{{ token }}"
@@ -190,6 +193,14 @@ def _text(value: Any) -> str:
     return value
 
 
+def _sheet(value: Any) -> str | int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"must be a sheet's name or its number from 1, not {value!r}")
+        return value
+    return _text(value)
+
+
 def _https_url(value: Any) -> str:
     url = _text(value)
     # RFC 8058: one-click unsubscribe is an HTTPS POST. Spaces may sit inside {{ ... }}.
@@ -226,7 +237,9 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     }),
     "campaign": (CampaignConfig, {
         "name": _text, "template": _text, "contacts": _text, "log": _text, "id_column": _text,
+        "contacts_sheet": _sheet, "contacts_header_row": _pos_int,
         "max_message_size": _pos_int, "check_deliverability": _bool,
+        "keep_letters_days": _pos_float,
         "unsubscribe_url": _https_url, "unsubscribe_mailto": _mailto, "suppression": _text,
     }),
     "dkim": (DKIMConfig, {"selector": _text, "domain": _text, "private_key": _text}),

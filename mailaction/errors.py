@@ -47,6 +47,12 @@ class SMTPSetupError(MailactionError):
     exit_status = ExitStatus.SOME_FAILED
 
 
+class SendingStopped(MailactionError):
+    """Sending stopped part-way (the delivery log could not be written); some letters went."""
+
+    exit_status = ExitStatus.SOME_FAILED
+
+
 class InvalidCampaign(MailactionError):
     """Validation found problems in the contacts or letters; nothing was sent."""
 

@@ -10,7 +10,7 @@ import json
 import mimetypes
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +53,9 @@ class Letter:
     fingerprint: str  # hash of the letter's content, independent of Date and Message-ID
     data: bytes  # the whole message, CRLF line endings, Bcc removed
     smtputf8: bool = False  # an address needs SMTPUTF8 (non-ASCII local part)
+    # The attachments whose parts ``data`` holds, shared by the letters naming the same file:
+    # the delivery log stores each part once.
+    attachments: tuple[Attachment, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,7 @@ class LetterBuilder:
             fingerprint=letter_fingerprint(rendered, body, attachments),
             data=data,
             smtputf8=envelope.smtputf8,
+            attachments=tuple(attachments),
         )
 
     def attachment(self, written: str) -> Attachment:

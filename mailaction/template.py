@@ -13,9 +13,12 @@ from jinja2 import FileSystemLoader, StrictUndefined, Template
 from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .contacts import column_alias
 from .errors import Problem, TemplateError
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from .contacts import Contact
 
 BODY = "body"
@@ -24,7 +27,7 @@ _GLOBALS = dict(ImmutableSandboxedEnvironment().globals)  # range, cycler, joine
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _UNDEFINED_NAME = re.compile(r"'(.+)' is undefined")
 _NEWLINE = re.compile(r"\r\n?")
-_MAX_LISTED_COLUMNS = 20
+_MAX_LISTED_COLUMNS = 100
 _JINJA_MARKS = ("{{", "{%", "{#")  # the environment sets no line statement or comment prefix
 
 
@@ -55,6 +58,7 @@ class _Part:
     template: Template
     place: str  # for messages: "the Subject header of letter.txt"
     constant: str | None  # the rendered text when the source has no Jinja syntax
+    line: int  # where the part starts in the template file
 
 
 class LetterTemplate:
@@ -137,7 +141,13 @@ class LetterTemplate:
             context = env.context_class(env, namespace, template.name, template.blocks)
             return "".join(template.root_render_func(context))
         except UndefinedError as exc:
-            message = _undefined_message(exc, contact, part.place)
+            missing = _UNDEFINED_NAME.fullmatch(str(exc))
+            if missing is not None:  # a name that is no column: the same in every row
+                line = f"{self.path.name}:{_failed_line(exc, part)}"
+                message = _not_a_column(missing.group(1), tuple(contact.values))
+                problems.append(Problem(line, None, part.name, message))
+                return ""
+            message = f"undefined value in {part.place}: {exc} (columns: {', '.join(contact.values)})"
         except SecurityError as exc:
             message = f"template tried an unsafe operation: {exc} (in {part.place})"
         except TemplateNotFound as exc:
@@ -166,7 +176,7 @@ def column_aliases(columns: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     taken = {"contact", *columns}
     aliases = []
     for column in columns:
-        alias = re.sub(r"\W+", "_", column).strip("_").lower()
+        alias = column_alias(column)
         if alias.isidentifier() and alias not in taken:
             taken.add(alias)
             aliases.append((alias, column))
@@ -213,7 +223,7 @@ def _make_part(
     """One compiled part; a part without Jinja syntax is rendered once, here."""
     template = _compile_part(env, source, name, first_line)
     literal = not any(mark in source for mark in _JINJA_MARKS)
-    return _Part(field, template, place, template.render() if literal else None)
+    return _Part(field, template, place, template.render() if literal else None, first_line)
 
 
 def _compile_part(
@@ -227,16 +237,25 @@ def _compile_part(
         raise TemplateError(f"{name}:{line}: {exc.message}") from None
 
 
-def _undefined_message(exc: UndefinedError, contact: Contact, where: str) -> str:
-    """Which name was missing and where, a likely intended column, and the columns there are."""
-    match = _UNDEFINED_NAME.fullmatch(str(exc))
-    if match is None:
-        return f"undefined value in {where}: {exc} (columns: {', '.join(contact.values)})"
-    usable = [
-        name for name in template_variables(contact) if name != "contact" and name.isidentifier()
-    ]
-    listed = ", ".join(usable[:_MAX_LISTED_COLUMNS])
-    more = ", ..." if len(usable) > _MAX_LISTED_COLUMNS else ""
-    guess = difflib.get_close_matches(match.group(1), usable, n=1)
-    hint = f"did you mean '{guess[0]}'? " if guess else ""
-    return f"undefined variable '{match.group(1)}' in {where} ({hint}columns: {listed}{more})"
+def _failed_line(exc: BaseException, part: _Part) -> int:
+    """The line of the template file where rendering ``part`` raised ``exc``."""
+    line = 1
+    frame: TracebackType | None = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename == "<template>":  # the part's compiled code
+            line = part.template.get_corresponding_lineno(frame.tb_lineno)
+        frame = frame.tb_next
+    return part.line + line - 1
+
+
+@lru_cache(maxsize=64)
+def _not_a_column(name: str, columns: tuple[str, ...]) -> str:
+    """Says that the template uses ``name`` and lists the columns as the header writes them."""
+    spellings = [*columns, *(alias for alias, _ in column_aliases(columns))]
+    guess = difflib.get_close_matches(name, spellings, n=1)
+    hint = f"did you mean {{{{ {guess[0]} }}}}? The" if guess else "the"
+    listed = ", ".join(columns[:_MAX_LISTED_COLUMNS])
+    if len(columns) > _MAX_LISTED_COLUMNS:
+        listed += f", … ({len(columns):,} in all)"
+    return f"uses {{{{ {name} }}}}, which is not a column; {hint} columns are: {listed}"
+

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.campaigns import RecordingSink
+from tests.campaigns import RecordingSink, cli_project
 
 
 @pytest.fixture
@@ -27,6 +27,12 @@ def sink(tmp_path: Path) -> Iterator[RecordingSink]:
     """A local SMTP sink on a free port, storing into ``tmp_path/maildir``."""
     with RecordingSink(tmp_path / "maildir") as server:
         yield server
+
+
+@pytest.fixture
+def project(tmp_path: Path, sink: RecordingSink) -> Path:
+    """A campaign folder (template, contacts, mailaction.toml) sending to ``sink``."""
+    return cli_project(tmp_path, sink.port)
 
 
 DKIM_SELECTOR = "mailaction"

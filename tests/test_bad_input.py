@@ -129,7 +129,7 @@ def test_every_bad_row_is_reported_not_only_the_first(tmp_path: Path, sink: Sink
                      ["letter.txt:9"], id="unclosed-block"),
         pytest.param(TEMPLATE.replace("Dear {{ name }}", "Dear {{ name }"), ["letter.txt:5"],
                      id="unclosed-variable"),
-        pytest.param(TEMPLATE.replace("Thank you.", "{{ nmae }}"), ["nmae", "did you mean 'name'"],
+        pytest.param(TEMPLATE.replace("Thank you.", "{{ nmae }}"), ["uses {{ nmae }}", "did you mean {{ name }}?"],
                      id="undefined-variable"),
         pytest.param(TEMPLATE.replace("Thank you.", "{{ ''.__class__.__mro__[1].__subclasses__() }}"),
                      ["unsafe"], id="sandbox-escape"),

@@ -11,7 +11,6 @@ from dataclasses import replace
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from mailaction.deliverylog import DeliveryLog, Outcome, State
+from mailaction.message import Letter
 from mailaction.report import (
     CSV_COLUMNS,
     MAX_BINS,
@@ -53,13 +53,15 @@ def log_letter(
     in_flight: bool = False,
 ) -> None:
     """Register one letter and play `attempts` attempts ending in `outcome`."""
-    letter = SimpleNamespace(  # the fields of message.Letter that the log records
+    letter = Letter(
         row=row,
         contact_id=contact_id,
+        sender="campaign@example.org",
         recipients=recipients or (contact_id,),
         subject="Release Maryia Kalesnikava — Свабоду Марыі",
         message_id=f"<{row}.campaign@example.org>",
         fingerprint=f"fp{row}",
+        data=b"Subject: test\r\n\r\nHello\r\n",
     )
     log.register(letter)
     for _ in range(attempts if outcome or in_flight else 0):

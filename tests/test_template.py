@@ -192,16 +192,17 @@ def test_newline_in_a_value_stays_inside_its_header_value() -> None:
 # Problems while rendering one row
 
 
-def test_undefined_variable_names_variable_part_and_row_and_the_rest_still_renders() -> None:
+def test_undefined_variable_is_the_templates_problem_naming_its_line_and_the_columns() -> None:
     text = "To: {{ email }}\nSubject: News from {{ town }}\n\nDear {{ first_name }},\n"
     letter = template(text).render(contact(7, email="ana@example.org", first_name="Ana"))
     assert len(letter.problems) == 1
     problem = letter.problems[0]
-    assert (problem.source, problem.row, problem.field) == ("contacts.csv", 7, "Subject")
-    assert problem.message == (
-        "undefined variable 'town' in the Subject header of letter.txt (columns: email, first_name)"
+    # The same in every row: a problem of the template (row None), reported once by validate.
+    assert (problem.source, problem.row, problem.field) == ("letter.txt:2", None, "Subject")
+    assert str(problem) == (
+        "letter.txt:2 (Subject): uses {{ town }}, which is not a column; "
+        "the columns are: email, first_name"
     )
-    assert str(problem).startswith("contacts.csv:7 (Subject): undefined variable 'town'")
     assert letter.header("To") == "ana@example.org"
     assert letter.body == "Dear Ana,\n"
 
@@ -210,17 +211,24 @@ def test_every_failing_part_of_a_row_is_reported() -> None:
     letter = template("Subject: {{ subject }}\n\n{{ greeting }}\n{% if town %}x{% endif %}").render(
         contact()
     )
-    assert [(p.field, "undefined variable 'subject'" in p.message) for p in letter.problems] == [
+    assert [(p.field, "uses {{ subject }}" in p.message) for p in letter.problems] == [
         ("Subject", True),
         ("body", False),
     ]
-    assert "undefined variable 'greeting' in the body of letter.txt" in letter.problems[1].message
+    assert letter.problems[1].source == "letter.txt:3"
+    assert letter.problems[1].message.startswith("uses {{ greeting }}, which is not a column")
     assert letter.header("Subject") == "" and letter.body == ""
 
 
 def test_undefined_variable_suggests_a_close_column() -> None:
     letter = template("Subject: x\n\n{{ frist_name }}").render(contact(first_name="Ana"))
-    assert "did you mean 'first_name'?" in letter.problems[0].message
+    assert "did you mean {{ first_name }}? The columns are: first_name" in letter.problems[0].message
+
+
+def test_undefined_variable_names_the_line_it_is_on() -> None:
+    text = "Subject: x\n\nDear friend,\n\n{% if 1 %}\nYou live in {{ town }}.\n{% endif %}\n"
+    letter = template(text).render(contact(name="Ana"))
+    assert letter.problems[0].source == "letter.txt:6"
 
 
 def test_missing_key_of_contact_is_a_problem() -> None:

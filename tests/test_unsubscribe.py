@@ -92,7 +92,7 @@ def test_the_headers_arrive_signed(
     [
         (
             "https://example.org/u/{{ token }}",
-            "contacts.csv:2 (List-Unsubscribe): undefined variable 'token'",
+            "campaign.unsubscribe_url:1 (List-Unsubscribe): uses {{ token }}, which is not a column",
         ),
         (
             "https://example.org/u/{{ email }} {{ n }}",
@@ -100,7 +100,7 @@ def test_the_headers_arrive_signed(
         ),
     ],
 )
-def test_validate_names_a_bad_url_with_its_row(tmp_path: Path, url: str, problem: str) -> None:
+def test_validate_names_a_bad_url_and_where_it_is(tmp_path: Path, url: str, problem: str) -> None:
     config = with_campaign_keys(
         numbered_campaign(tmp_path, 1025, 2, "list", ""), unsubscribe_url=url
     )

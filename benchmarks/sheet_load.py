@@ -1,0 +1,72 @@
+"""Time to read a 100,000-row workbook into contacts: `python benchmarks/sheet_load.py [ROWS]`.
+
+Writes an .xlsx in the spreadsheet programs' style (a title row above the header, a postcode in
+the `00000` format, a percentage, a dd/mm/yyyy date) into a temporary folder, then times
+`ContactList(path)` and reading every contact, three times, and prints the median and the range.
+"""
+
+from __future__ import annotations
+
+import datetime
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from data import COLUMNS, contact_rows
+
+from mailaction.contacts import ContactList
+
+ROUNDS = 3
+
+
+def write_workbook(path: Path, count: int) -> Path:
+    """``count`` generated contacts with a postcode, a share and a date, below a title row."""
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("Supporters")
+    sheet.append(["Supporters of the campaign"])
+    sheet.append([*COLUMNS, "postcode", "share", "joined"])
+    first_day = datetime.date(2024, 1, 1)
+
+    def cell(value: object, number_format: str) -> WriteOnlyCell:
+        made = WriteOnlyCell(sheet, value)
+        made.number_format = number_format
+        return made
+
+    for n, row in enumerate(contact_rows(count)):
+        postcode = cell(n % 100_000, "00000")
+        share = cell((n % 100) / 100, "0%")
+        joined = cell(first_day + datetime.timedelta(days=n % 1000), "dd/mm/yyyy")
+        sheet.append([*row, postcode, share, joined])
+    book.save(path)
+    return path
+
+
+def load(path: Path) -> float:
+    """Seconds to open ``path`` and read every contact."""
+    start = time.perf_counter()
+    count = sum(1 for _ in ContactList(path, id_column="email"))
+    elapsed = time.perf_counter() - start
+    assert count > 0
+    return elapsed
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    with tempfile.TemporaryDirectory() as scratch:
+        path = write_workbook(Path(scratch) / "contacts.xlsx", count)
+        times = [load(path) for _ in range(ROUNDS)]
+    print(
+        f"{count:,} rows × {len(COLUMNS) + 3} columns (.xlsx): median {statistics.median(times):.2f} s "
+        f"(min {min(times):.2f}, max {max(times):.2f}, {ROUNDS} rounds)"
+    )
+
+
+if __name__ == "__main__":
+    main()
