@@ -279,6 +279,7 @@ class IMAPMailbox:
     def __init__(self, settings: IMAPConfig, password: str, *, timeout: float = 30.0) -> None:
         assert settings.host is not None and settings.username is not None
         self.name = f"{settings.address}/{settings.folder}"
+        self._folder = _quoted(settings.folder)
         self._where = settings.address
         host, port = settings.host, int(settings.address.rpartition(":")[2])
         context = ssl.create_default_context()
@@ -297,7 +298,8 @@ class IMAPMailbox:
             step = "login"
             self._imap.login(settings.username, password)
             step = f"select {settings.folder}"
-            self._check(self._imap.select(_quoted(settings.folder)), step)
+            # Read-only until something is to be deleted: reading cannot change the mailbox.
+            self._check(self._imap.select(self._folder, readonly=True), step)
         except ssl.SSLCertVerificationError as exc:
             raise BouncesError(
                 f"{self._where}: the server's certificate cannot be verified ({exc.verify_message});"
@@ -329,6 +331,7 @@ class IMAPMailbox:
         if not keys:
             return
         try:
+            self._check(self._imap.select(self._folder), "select for deleting")
             self._check(self._imap.uid("STORE", ",".join(keys), "+FLAGS", "(\\Deleted)"), "delete")
             self._check(self._imap.expunge(), "expunge")
         except (OSError, imaplib.IMAP4.error) as exc:
