@@ -361,3 +361,10 @@ def test_a_bounced_letter_is_never_sent_again(config: Path, tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     assert "Nothing to send." in result.output
     assert f"  {LETTERS} already sent" in result.output
+
+
+def test_a_success_notification_is_no_bounce() -> None:
+    returned = dsn.Returned("p1@example.net", "<abc123@example.org>", "Letter 1")
+    delivered = dsn.postfix_hard(returned).replace(b"Action: failed", b"Action: delivered")
+    delivered = delivered.replace(b"Status: 5.1.1", b"Status: 2.0.0")
+    assert read_notification(email.message_from_bytes(delivered)).kind is Kind.OTHER
