@@ -134,16 +134,23 @@ def with_imap(config: Path, port: int, security: str = "ssl") -> Path:
     return config
 
 
-def test_bounces_from_dovecot_over_imap(
-    config: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+def first_imap_reading(
+    config: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch, port: int, security: str
 ) -> None:
-    with_imap(config, dovecot.port)
+    """The campaign's bounces put in Dovecot, then read over IMAP with ``security``."""
+    with_imap(config, port, security)
     dovecot.append(*mailbox_messages(config))
     monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
     monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.certificate.cert))
     result = invoke("bounces", "--config", str(config))
     check_first_reading(config, result)
-    assert f"Read 8 messages from 127.0.0.1:{dovecot.port}/INBOX" in result.output
+    assert f"Read 8 messages from 127.0.0.1:{port}/INBOX" in result.output
+
+
+def test_bounces_from_dovecot_over_imap(
+    config: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_imap_reading(config, dovecot, monkeypatch, dovecot.port, "ssl")
     before = states(config)
     check_second_reading_changes_nothing(config, invoke("bounces", "--config", str(config)), before)
     assert dovecot.count() == 8  # read without deleting
@@ -156,13 +163,7 @@ def test_bounces_from_dovecot_over_imap(
 def test_bounces_over_imap_with_starttls(
     config: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with_imap(config, dovecot.starttls_port, "starttls")
-    dovecot.append(*mailbox_messages(config))
-    monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
-    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.certificate.cert))
-    result = invoke("bounces", "--config", str(config))
-    check_first_reading(config, result)
-    assert f"Read 8 messages from 127.0.0.1:{dovecot.starttls_port}/INBOX" in result.output
+    first_imap_reading(config, dovecot, monkeypatch, dovecot.starttls_port, "starttls")
 
 
 @pytest.mark.parametrize(
