@@ -11,11 +11,11 @@ from .config import CampaignConfig, Config
 from .contacts import Contact, ContactList, DuplicateFinder
 from .errors import ConfigError, ContactsError, Problem
 from .keys import contact_key
-from .message import Letter, LetterBuilder
+from .message import Letter, LetterBuilder, prepare_letter
 from .parallel import ordered_map, pool_size
 from .template import LetterTemplate, column_aliases
 from .unsubscribe import UnsubscribeHeaders
-from .validate import LetterRules, prepare_letter
+from .validate import LetterRules
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,10 @@ class LetterChecks:
     def __init__(self, settings: CampaignConfig, key: str) -> None:
         assert settings.template is not None
         self.template = LetterTemplate.from_file(settings.template)
-        self.rules = LetterRules(settings.max_message_size, settings.check_deliverability)
-        self.builder = LetterBuilder(key, self.template.base_dir)
+        self.rules = LetterRules(
+            settings.max_message_size, settings.check_deliverability, settings.attachments
+        )
+        self.builder = LetterBuilder(key, self.template.base_dir, settings.attachments)
         self.unsubscribe = UnsubscribeHeaders(settings)
         # Headers written without template syntax read the same in every row: a problem in one
         # (an attachment not found, a bad fixed To) is the template's, at the header's line.

@@ -37,6 +37,7 @@ from .deliverability import DeliverabilityCheck, check_campaign
 from .delivery import CampaignResult, Hooks, SendOptions, SendPlan, real_campaigns, send_campaign
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
+from .mailmerge import convert_mailmerge
 from .message import Letter
 from .preview import print_letter, write_preview
 from .report import (
@@ -148,6 +149,8 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
     config = read_config(config_path, template, contacts, log)
     campaign = Campaign(config)
     console.print(campaign.contacts.description, markup=False)
+    for warning in campaign.template.warnings:
+        console.print(f"Warning: {warning}", markup=False)
     result = campaign.validate()
     for problem in result.problems:
         console.print(str(problem), markup=False)
@@ -550,6 +553,32 @@ def sink(host: str, port: int, maildir: Path) -> None:
 
 def _print_stored(message: StoredMessage) -> None:
     console.print(f"{message.mail_from} → {', '.join(message.recipients)}: {message.subject}", markup=False)
+
+
+@main.command()
+@click.argument("folder", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--from-mailmerge", "mailmerge_dir", metavar="DIR",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Convert a mailmerge folder (mailmerge_template.txt, mailmerge_database.csv, mailmerge_server.conf).",
+)  # fmt: skip
+@handle_errors
+def init(folder: Path | None, mailmerge_dir: Path | None) -> None:
+    """Write a campaign's mailaction.toml into FOLDER (default: the mailmerge folder itself).
+
+    With --from-mailmerge, the config sends the letters mailmerge would send from that folder:
+    same template, same database, same SMTP server and rate limit.
+
+    \b
+    Example:
+      mailaction init --from-mailmerge ~/mailmerge-campaign
+      cd ~/mailmerge-campaign && mailaction validate && mailaction send
+    """
+    if mailmerge_dir is None:
+        raise click.UsageError("give --from-mailmerge DIR to convert a mailmerge folder")
+    config_path = convert_mailmerge(mailmerge_dir, folder)
+    console.print(f"Wrote {config_path}", markup=False)
+    console.print(f"Next: mailaction validate --config {config_path}", markup=False)
 
 
 @main.command()

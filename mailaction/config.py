@@ -90,6 +90,7 @@ class CampaignConfig:
     id_column: str = "email"
     contacts_sheet: str | int | None = None  # a workbook's sheet: its name, or its number from 1
     contacts_header_row: int | None = None  # the row holding the column names
+    attachments: Path | None = None  # a folder contact values may name attachments in
     max_message_size: int = 10_000_000
     check_deliverability: bool = False
     keep_letters_days: float | None = None  # delete stored letter texts after this many days
@@ -237,7 +238,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     }),
     "campaign": (CampaignConfig, {
         "name": _text, "template": _text, "contacts": _text, "log": _text, "id_column": _text,
-        "contacts_sheet": _sheet, "contacts_header_row": _pos_int,
+        "contacts_sheet": _sheet, "contacts_header_row": _pos_int, "attachments": _text,
         "max_message_size": _pos_int, "check_deliverability": _bool,
         "keep_letters_days": _pos_float,
         "unsubscribe_url": _https_url, "unsubscribe_mailto": _mailto, "suppression": _text,
@@ -248,7 +249,10 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         "password_env": _str, "folder": _text, "verify_certificates": _bool,
     }),
 }  # fmt: skip
-_PATH_KEYS = {"campaign": ("template", "contacts", "log", "suppression"), "dkim": ("private_key",)}
+_PATH_KEYS = {
+    "campaign": ("template", "contacts", "log", "attachments", "suppression"),
+    "dkim": ("private_key",),
+}
 
 
 def find_config(cwd: Path | None = None) -> Path | None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser, BytesParser
+from email.parser import BytesParser, HeaderParser
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,6 +21,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .terminal import terminal_text
+
 if TYPE_CHECKING:
     from .campaign import PreparedRow
     from .message import Letter
@@ -29,7 +31,6 @@ SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date")
 INLINE_LIMIT = 500
 MAX_FILE_NAME = 80
 INDEX_NAME = "index.html"
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ def letter_parts(letter: Letter) -> LetterView:
     """Decode a letter's headers, bodies and attachment list."""
     message = BytesParser(policy=email.policy.default).parsebytes(letter.data)
     assert isinstance(message, EmailMessage)
-    raw = BytesHeaderParser(policy=email.policy.compat32).parsebytes(letter.data)
+    # Header fields as text: raw UTF-8 (SMTPUTF8 letters) decoded here, not by the email package.
+    head = letter.data.partition(b"\r\n\r\n")[0].decode("utf-8", "replace")
+    raw = HeaderParser(policy=email.policy.compat32).parsestr(head)
     headers = [(name, _decoded(value)) for name in SHOWN_HEADERS for value in raw.get_all(name, [])]
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",))
@@ -79,13 +82,12 @@ def letter_parts(letter: Letter) -> LetterView:
     )
 
 
-def _decoded(raw: str) -> str:
+def _decoded(text: str) -> str:
     """A header as a mail reader shows it: UTF-8 kept, RFC 2047 encoded words decoded and joined.
 
     The email package's default policy puts a space between adjacent encoded words inside an
     address's display name ("M aryia"); RFC 2047 says to drop whitespace there.
     """
-    text = raw.encode("ascii", "surrogateescape").decode("utf-8", "replace")
     try:
         return str(make_header(decode_header(text)))
     except (ValueError, LookupError):  # a malformed encoded word: show it as it is
@@ -121,21 +123,16 @@ def print_letter(letter: Letter, console: Console) -> None:
     headers.add_column(style="bold", no_wrap=True)
     headers.add_column()
     for name, value in view.headers:
-        headers.add_row(f"{name}:", _terminal_text(value))
-    parts = [headers, Text(""), _terminal_text(view.readable_text().rstrip("\n"))]
+        headers.add_row(f"{name}:", terminal_text(value))
+    parts = [headers, Text(""), terminal_text(view.readable_text().rstrip("\n"))]
     if view.attachments:
         parts.append(Text(""))
         parts.extend(
-            _terminal_text(_attachment_label(*attachment), style="dim")
+            terminal_text(_attachment_label(*attachment), style="dim")
             for attachment in view.attachments
         )
-    title = _terminal_text(_title(letter.row, ", ".join(letter.recipients)))
+    title = terminal_text(_title(letter.row, ", ".join(letter.recipients)))
     console.print(Panel(Group(*parts), title=title, title_align="left"), soft_wrap=False)
-
-
-def _terminal_text(text: str, style: str = "") -> Text:
-    # Letter text comes from contacts: an escape sequence in it must not reach the terminal.
-    return Text(CONTROL_CHARACTERS.sub("\N{REPLACEMENT CHARACTER}", text), style=style)
 
 
 def _attachment_label(name: str, kind: str, size: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import textwrap
 import time
 from collections.abc import Collection, Iterable
@@ -19,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .deliverylog import DeliveryLog, Entry, State
-from .preview import CONTROL_CHARACTERS
+from .terminal import terminal_text
 
 PROBLEM_STATES = frozenset({State.FAILED, State.DEFERRED, State.UNCERTAIN, State.BOUNCED})
 LIST_LIMIT = 1000  # letters listed one by one in the terminal and in HTML; CSV and JSON list all
@@ -28,8 +29,9 @@ CSV_COLUMNS = (
     "row", "contact_id", "recipients", "subject", "state", "attempts", "last_code", "last_reply",
     "refused", "message_id", "first_attempt_at", "last_attempt_at", "sent_at",
 )  # fmt: skip
-# OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula, also
+# in their fullwidth forms and behind spaces or invisible characters it skips.
+FORMULA_START = re.compile(r"[\s\u180e\u200b-\u200f\u2060-\u2064\ufeff]*[=+\-@\uff1d\uff0b\uff0d\uff20\t\r]")
 TERMINAL_STYLES = {
     State.SENT: "green", State.FAILED: "red", State.UNCERTAIN: "yellow",
     State.DEFERRED: "magenta", State.PENDING: "dim", State.SENDING: "dim", State.BOUNCED: "red",
@@ -179,32 +181,27 @@ def _refused_lines(entry: Entry) -> list[str]:
 # Terminal
 
 
-def _plain(value: object, style: str = "") -> Text:
-    """Text from contacts or servers, with control characters made visible and no markup."""
-    return Text(CONTROL_CHARACTERS.sub("\N{REPLACEMENT CHARACTER}", str(value)), style=style)
-
-
 def print_summary(report: Report, console: Console) -> None:
     """The short block a `send` ends with: how the letters stand and the rate achieved."""
     problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred", "bounced"))
-    console.print(_plain(_verdict(report), "bold " + ("yellow" if problems else "green")))
+    console.print(terminal_text(_verdict(report), "bold " + ("yellow" if problems else "green")))
     if report.sent_times:
         span = f"{_human_time(report.first_sent)} to {_human_time(report.last_sent)}"
-        console.print(_plain(f"Rate: {_rate_text(report)}, {span}"))
+        console.print(terminal_text(f"Rate: {_rate_text(report)}, {span}"))
 
 
 def print_table(report: Report, console: Console) -> None:
     """The full report for the terminal: counts, timing and the letters that need attention."""
     facts = Table.grid(padding=(0, 2))
-    facts.add_row(Text("Campaign", "bold"), _plain(report.campaign))
-    facts.add_row(Text("Delivery log", "bold"), _plain(report.log_path))
-    facts.add_row(Text("First sent", "bold"), _plain(_human_time(report.first_sent)))
-    facts.add_row(Text("Last sent", "bold"), _plain(_human_time(report.last_sent)))
-    facts.add_row(Text("Rate", "bold"), _plain(_rate_text(report)))
+    facts.add_row(Text("Campaign", "bold"), terminal_text(report.campaign))
+    facts.add_row(Text("Delivery log", "bold"), terminal_text(report.log_path))
+    facts.add_row(Text("First sent", "bold"), terminal_text(_human_time(report.first_sent)))
+    facts.add_row(Text("Last sent", "bold"), terminal_text(_human_time(report.last_sent)))
+    facts.add_row(Text("Rate", "bold"), terminal_text(_rate_text(report)))
     for part in (facts, _counts_table(report)):
         console.print(part)
         console.print()
-    console.print(_plain(_verdict(report), "bold"))
+    console.print(terminal_text(_verdict(report), "bold"))
     title, entries = _listed(report)
     if entries:
         console.print()
@@ -251,11 +248,11 @@ def _entries_table(title: str, entries: list[Entry]) -> Table:
         )
         table.add_row(
             str(entry.row),
-            _plain(recipients),
+            terminal_text(recipients),
             Text(entry.state, TERMINAL_STYLES[entry.state]),
             str(entry.attempts),
             "" if entry.last_code is None else str(entry.last_code),
-            _plain(reply.strip()),
+            terminal_text(reply.strip()),
         )
     return table
 
@@ -265,7 +262,7 @@ def _entries_table(title: str, entries: list[Entry]) -> Table:
 
 def _safe_cell(value: object) -> str:
     text = str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    return "'" + text if FORMULA_START.match(text) else text
 
 
 def write_csv(report: Report, out: TextIO) -> None:

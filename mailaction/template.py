@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import difflib
+import email
+import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Undefined
 from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError, UndefinedError
+from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .contacts import column_alias
@@ -29,6 +33,10 @@ _UNDEFINED_NAME = re.compile(r"'(.+)' is undefined")
 _NEWLINE = re.compile(r"\r\n?")
 _MAX_LISTED_COLUMNS = 100
 _JINJA_MARKS = ("{{", "{%", "{#")  # the environment sets no line statement or comment prefix
+_BODY_TYPES = {"text/markdown": "markdown", "text/html": "html"}
+# Markdown syntax is ASCII punctuation (and indentation at a line start); written as numeric
+# character references it shows as itself in the HTML and starts no markup.
+_MARKDOWN_SYNTAX = re.compile(r"[!-/:-@\[-`{-~]|(?:^|(?<=\n))[ \t]")
 
 
 @dataclass(frozen=True)
@@ -36,8 +44,13 @@ class RenderedLetter:
     """One contact's letter: rendered headers in template order, body, and rendering problems."""
 
     headers: list[tuple[str, str]]
-    body: str
+    body: str  # as sent in the text part (in text/html letters: values escaped for HTML)
     problems: list[Problem]
+    # Markdown and written multipart letters: the body with every printed value escaped, the
+    # source of the HTML part.
+    markup_body: str | None = None
+    # Positions in ``headers`` of values printed by template expressions (may hold contact data).
+    templated: frozenset[int] = frozenset()
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or None."""
@@ -48,6 +61,85 @@ class RenderedLetter:
         """Every value of header ``name`` (case-insensitive), in template order."""
         wanted = name.lower()
         return [value for key, value in self.headers if key.lower() == wanted]
+
+    def attachments(self) -> list[tuple[str, bool]]:
+        """(path as rendered, True when the template author wrote it without expressions)."""
+        return [
+            (value, index not in self.templated)
+            for index, (key, value) in enumerate(self.headers)
+            if key.lower() == "attachment"
+        ]
+
+    @property
+    def kind(self) -> str:
+        """The body kind from the Content-Type header: "markdown", "html" or "plain"."""
+        return body_type(self.header("Content-Type") or "")
+
+
+def body_type(content_type: str) -> str:
+    """"markdown", "html", "multipart" (parts the template writes) or "plain" for a Content-Type."""
+    media = content_type.partition(";")[0].strip().lower()
+    return "multipart" if media.startswith("multipart/") else _BODY_TYPES.get(media, "plain")
+
+
+def mime_parts(content_type: str, body: str) -> list[tuple[str, str]]:
+    """(subtype, text) of each part a multipart body writes, as mailmerge reads them.
+
+    ValueError saying what is wrong when the body holds no part, or a part that is not text.
+    """
+    message = email.message_from_string(f"Content-Type: {content_type}\n\n{body}")
+    boundary = message.get_boundary()
+    if boundary is None:
+        raise ValueError("a multipart body needs a boundary= parameter in its Content-Type")
+    parts = []
+    for part in message.walk() if message.is_multipart() else ():
+        if part.is_multipart():
+            continue
+        if part.get_content_maintype() != "text":
+            raise ValueError(f"a written part is {part.get_content_type()}; parts must be text")
+        text = str(part.get_payload())
+        data = part.get_payload(decode=True)
+        if str(part.get("Content-Transfer-Encoding", "")).lower() in ("base64", "quoted-printable"):
+            assert isinstance(data, bytes)  # a leaf part decodes to bytes
+            text = data.decode(part.get_content_charset() or "utf-8", "replace")
+        parts.append((part.get_content_subtype(), text))
+    if not parts:
+        raise ValueError(f"no part starts with the boundary line '--{boundary}'")
+    return parts
+
+
+class Trusted(str):
+    """A value the template marks as trusted markup (``{{ bio | trusted }}``): never escaped."""
+
+
+def _trusted(value: object) -> Trusted:
+    return Trusted(value)
+
+
+def markdown_text(value: str) -> str:
+    """``value`` as Markdown that shows it literally: no markup, no HTML, no links."""
+    return _MARKDOWN_SYNTAX.sub(lambda match: f"&#{ord(match[0])};", value)
+
+
+def _html_text(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+# In written multipart bodies values are escaped for HTML; their text parts keep them as they are.
+_ESCAPES: dict[str, Callable[[str], str]] = {
+    "markdown": markdown_text, "html": _html_text, "multipart": _html_text
+}
+
+
+def _finalizer(escape: Callable[[str], str]) -> Callable[[object], object]:
+    """Finalize for body expressions: every printed value escaped, unless marked trusted."""
+
+    def finalize(value: object) -> object:
+        if isinstance(value, (Trusted, Undefined)):  # str() of an Undefined raises, as it should
+            return value
+        return escape(str(value))
+
+    return finalize
 
 
 @dataclass(frozen=True)
@@ -64,11 +156,22 @@ class _Part:
 class LetterTemplate:
     """A letter template, compiled once and rendered for each contact."""
 
-    def __init__(self, headers: list[_Part], body: _Part, path: Path, base_dir: Path) -> None:
+    def __init__(
+        self,
+        headers: list[_Part],
+        body: _Part,
+        path: Path,
+        base_dir: Path,
+        escaped_bodies: dict[str, _Part] | None = None,
+        warnings: list[str] | None = None,
+    ) -> None:
         self.headers = headers
         self.body = body
         self.path = path
         self.base_dir = base_dir
+        # The body compiled again per kind ("markdown", "html"), printing values escaped.
+        self.escaped_bodies = escaped_bodies or {}
+        self.warnings = warnings or []  # what mailmerge accepts and the author may not mean
 
     @classmethod
     def from_file(cls, path: Path) -> LetterTemplate:
@@ -101,19 +204,27 @@ class LetterTemplate:
         lines = _NEWLINE.sub("\n", text.removeprefix("\ufeff")).split("\n")
         # The last item follows the final newline, so it cannot be the separating blank line.
         blank = next((i for i in range(len(lines) - 1) if not lines[i].strip()), None)
-        if blank is None:
-            raise TemplateError(
-                f"{name}: no blank line after the headers; "
-                "put one blank line between the header lines and the body"
-            )
-        env = _environment(base_dir)
+        if blank is None:  # headers only, as mailmerge allows: every line must be a header
+            lines = [*(lines[:-1] if not lines[-1].strip() else lines), ""]
+            blank = len(lines) - 1
+        env = _environment(base_dir, "")
         headers = [
             _make_part(env, field, value, name, lineno, f"the {field} header of {name}")
             for field, value, lineno in _parse_headers(lines[:blank], name)
         ]
         body_source = "\n".join(lines[blank + 1 :])
-        body = _make_part(env, BODY, body_source, name, blank + 2, f"the body of {name}")
-        return cls(headers, body, path, base_dir)
+        place = f"the body of {name}"
+        body = _make_part(env, BODY, body_source, name, blank + 2, place)
+        escaped = {
+            kind: _make_part(_environment(base_dir, kind), BODY, body_source, name, blank + 2, place)
+            for kind in _ESCAPES
+        }
+        warnings = []
+        if not any(part.name.lower() == "subject" for part in headers):
+            warnings.append(f"{name}: no Subject header; the letters go without a subject")
+        if not body_source.strip():
+            warnings.append(f"{name}: the body is empty; the letters have headers only")
+        return cls(headers, body, path, base_dir, escaped, warnings)
 
     def render(self, contact: Contact) -> RenderedLetter:
         """Render every header and the body for ``contact``, collecting problems instead of raising."""
@@ -123,8 +234,17 @@ class LetterTemplate:
             (part.name, self._render_part(part, namespace, contact, problems).strip(" \t"))
             for part in self.headers
         ]
-        body = self._render_part(self.body, namespace, contact, problems)
-        return RenderedLetter(headers, body, problems)
+        templated = frozenset(i for i, part in enumerate(self.headers) if part.constant is None)
+        kind = body_type(next((v for k, v in headers if k.lower() == "content-type"), ""))
+        escaped = self.escaped_bodies.get(kind)
+        markup_body = None
+        if kind == "html" and escaped is not None:
+            body = self._render_part(escaped, namespace, contact, problems)
+        else:
+            body = self._render_part(self.body, namespace, contact, problems)
+            if escaped is not None and escaped.constant is None and not problems:
+                markup_body = self._render_part(escaped, namespace, contact, problems)
+        return RenderedLetter(headers, body, problems, markup_body, templated)
 
     def _render_part(
         self, part: _Part, namespace: dict[str, object], contact: Contact, problems: list[Problem]
@@ -150,6 +270,8 @@ class LetterTemplate:
             message = f"undefined value in {part.place}: {exc} (columns: {', '.join(contact.values)})"
         except SecurityError as exc:
             message = f"template tried an unsafe operation: {exc} (in {part.place})"
+        except IncludeRefused as exc:
+            message = f"cannot include {exc.name!r}: {exc.message} (in {part.place})"
         except TemplateNotFound as exc:
             message = f"cannot include {exc.name!r}: no such file in the template's folder (in {part.place})"
         # The template's own expressions can raise anything ({{ 1/0 }}, {{ "a" + 1 }}); that is
@@ -205,16 +327,45 @@ def _parse_headers(lines: list[str], name: str) -> list[tuple[str, str, int]]:
     return headers
 
 
+class IncludeRefused(TemplateNotFound):
+    """An {% include %} names something other than a regular file inside the template's folder."""
+
+
+class _FolderLoader(FileSystemLoader):
+    """Loads included files from one folder: symlinks followed must stay inside, files only."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.folder = folder
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        path = self.folder.joinpath(*split_template_path(template))
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError, ValueError):
+            raise IncludeRefused(template, "the path cannot be resolved") from None
+        if not real.is_relative_to(self.folder.resolve()):
+            raise IncludeRefused(template, "it leads outside the template's folder")
+        if real.exists() and not real.is_file():
+            raise IncludeRefused(template, "not a regular file")
+        return super().get_source(environment, template)
+
+
 @lru_cache(maxsize=16)
-def _environment(base_dir: Path) -> ImmutableSandboxedEnvironment:
+def _environment(base_dir: Path, escape: str) -> ImmutableSandboxedEnvironment:
     """The sandbox templates are compiled in; {% include %} finds files in ``base_dir`` (as in
-    mailmerge), never outside it."""
-    return ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(base_dir),
+    mailmerge), never outside it. ``escape``: "markdown" or "html" escapes printed values."""
+    env = ImmutableSandboxedEnvironment(
+        loader=_FolderLoader(base_dir),
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
+        finalize=_finalizer(_ESCAPES[escape]) if escape else None,
     )
+    env.filters["trusted"] = _trusted
+    return env
 
 
 def _make_part(

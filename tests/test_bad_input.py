@@ -135,8 +135,6 @@ def test_every_bad_row_is_reported_not_only_the_first(tmp_path: Path, sink: Sink
                      ["unsafe"], id="sandbox-escape"),
         pytest.param(TEMPLATE.replace("Subject: A letter for {{ name }}", "Subject:"),
                      ["Subject"], id="empty-subject"),
-        pytest.param(TEMPLATE.replace("Dear {{ name }},\n\nThank you.\n", "\n"), ["body"],
-                     id="empty-body"),
         pytest.param("Attachment: missing.pdf\n" + TEMPLATE, ["missing.pdf"],
                      id="missing-attachment"),
     ],

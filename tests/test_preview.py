@@ -16,13 +16,17 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from mailaction.campaign import PreparedRow
+from mailaction.contacts import Contact
 from mailaction.errors import Problem
-from mailaction.message import Letter, LetterBuilder
+from mailaction.message import Letter, LetterBuilder, prepare_letter
 from mailaction.preview import html_to_text, letter_parts, print_letter, write_preview
-from mailaction.template import RenderedLetter
+from mailaction.template import LetterTemplate, RenderedLetter
+from mailaction.validate import LetterRules
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8
 SCRIPT = "<script>alert(1)</script>"
@@ -361,3 +365,65 @@ def test_long_encoded_display_names_show_as_written(tmp_path: Path, name: str) -
     headers = dict(letter_parts(letter).headers)
     assert headers["From"] == f"{name} <letters@example.org>"
     assert headers["Subject"] == name
+
+
+def test_non_ascii_local_part_previews_in_terminal_file_and_index(tmp_path: Path) -> None:
+    rendered = RenderedLetter(
+        [("From", "Jörg <jörg@example.org>"), ("To", "jörg@example.org"), ("Subject", "Grüße")],
+        "Liebe Jörg,\n",
+        [],
+    )
+    letter = LetterBuilder("campaign", tmp_path).build(rendered, "jörg@example.org", 2)
+    assert letter.smtputf8
+    assert dict(letter_parts(letter).headers)["To"] == "jörg@example.org"
+    console = Console(file=io.StringIO(), width=100)
+    print_letter(letter, console)
+    assert "jörg@example.org" in console.file.getvalue()
+    result = write_preview([PreparedRow(2, letter.contact_id, letter, [])], tmp_path / "out")
+    assert result.written == 1
+    assert "Grüße" in result.index.read_text(encoding="utf-8")
+
+
+PROPERTY_TEMPLATES = {
+    "plain": "",
+    "markdown": "Content-Type: text/markdown\n",
+    "html": "Content-Type: text/html\n",
+}
+LOCAL_PARTS = st.text(st.characters(categories=("Ll", "Lu", "Lo", "Nd")), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(sorted(PROPERTY_TEMPLATES)),
+    local=LOCAL_PARTS,
+    domain=st.sampled_from(["example.org", "bücher.example", "例え.example"]),
+    name=st.text(max_size=40),
+    subject=st.text(max_size=60),
+    body=st.text(max_size=200),
+)
+def test_every_letter_validate_accepts_previews(
+    tmp_path: Path, kind: str, local: str, domain: str, name: str, subject: str, body: str
+) -> None:
+    template = LetterTemplate.from_string(
+        'From: "{{ name }}" <campaign@example.org>\nTo: {{ email }}\nSubject: {{ subject }}\n'
+        f"{PROPERTY_TEMPLATES[kind]}\nDear {{{{ name }}}},\n\n{{{{ body }}}}\n",
+        "letter.txt",
+        tmp_path,
+    )
+    values = {"email": f"{local}@{domain}", "name": name, "subject": subject, "body": body}
+    contact = Contact(2, values, "contacts.csv")
+    letter, problems = prepare_letter(
+        template.render(contact), contact, values["email"], LetterBuilder("p", tmp_path), LetterRules()
+    )
+    if letter is None:
+        assert problems
+        return
+    console = Console(file=io.StringIO(), width=80)
+    print_letter(letter, console)
+    assert console.file.getvalue()
+    out = tmp_path / "out"
+    result = write_preview([PreparedRow(2, letter.contact_id, letter, [])], out)
+    assert result.written == 1
+    assert len(list(out.glob("*.eml"))) == 1
+    assert "<article" in result.index.read_text(encoding="utf-8")
+    shutil.rmtree(out)

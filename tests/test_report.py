@@ -252,7 +252,10 @@ def test_csv_has_one_row_per_letter_with_every_column(report: Report) -> None:
     assert eve["sent_at"] == eve["first_attempt_at"] == eve["last_code"] == ""
 
 
-@pytest.mark.parametrize("prefix", ["=", "+", "-", "@", "\t", "\r"])
+@pytest.mark.parametrize(
+    "prefix",
+    ["=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠", "  =", "\u200b=", "\ufeff+", "\u00a0 @", "\u2060－"],
+)
 def test_csv_cells_never_start_a_formula(tmp_path: Path, prefix: str) -> None:
     formula = f'{prefix}HYPERLINK("http://x.invalid","click")'
     with DeliveryLog(tmp_path / "log.sqlite", CAMPAIGN) as log:

@@ -85,8 +85,16 @@ def test_repeated_headers_are_all_kept_in_order() -> None:
     assert [name for name, _ in letter.headers] == ["Attachment", "Subject", "attachment"]
 
 
-def test_template_without_a_blank_line_is_an_error() -> None:
-    assert "letter.txt: no blank line" in compile_error("To: x@example.org\nSubject: Hi\n")
+@pytest.mark.parametrize("text", ["To: {{ email }}\nSubject: Hi\n", "To: {{ email }}\nSubject: Hi"])
+def test_a_template_of_headers_only_has_an_empty_body(text: str) -> None:
+    letter = template(text).render(contact(email="ann@example.org"))
+    assert letter.headers == [("To", "ann@example.org"), ("Subject", "Hi")]
+    assert letter.body == ""
+
+
+def test_body_lines_without_a_blank_line_before_them_are_an_error() -> None:
+    message = compile_error("To: x@example.org\nDear Minister,\n")
+    assert message == "letter.txt:2: expected a header line like 'Subject: ...' before the blank line"
 
 
 def test_first_line_must_be_a_header() -> None:
@@ -277,6 +285,29 @@ def test_include_reads_files_beside_the_template_and_nowhere_else(tmp_path: Path
         letter = LetterTemplate.from_file(letter_file).render(contact(name="Ana"))
         assert letter.body == ""
         assert letter.problems[0].message.startswith(message)
+
+
+def test_include_named_by_a_contact_stays_in_the_template_folder(tmp_path: Path) -> None:
+    (tmp_path / "letter.txt").write_text("Subject: Hi\n\n{% include part %}", encoding="utf-8")
+    (tmp_path / "intro.txt").write_text("Hello\n", encoding="utf-8")
+    (tmp_path.parent / "secret.txt").write_text("secret", encoding="utf-8")
+    (tmp_path / "out.txt").symlink_to(tmp_path.parent / "secret.txt")
+    (tmp_path / "null.txt").symlink_to("/dev/null")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "intro.txt")
+    letter_template = LetterTemplate.from_file(tmp_path / "letter.txt")
+    assert letter_template.render(contact(part="intro.txt")).body == "Hello\n"
+    assert letter_template.render(contact(part="link.txt")).body == "Hello\n"  # a link inside
+    for part, reason in [
+        ("out.txt", "it leads outside the template's folder"),
+        ("null.txt", "it leads outside the template's folder"),
+        ("/proc/self/environ", "no such file in the template's folder"),  # looked for inside
+        ("../secret.txt", "no such file in the template's folder"),
+    ]:
+        letter = letter_template.render(contact(part=part))
+        assert letter.body == ""
+        assert letter.problems[0].message.startswith(f"cannot include {part!r}: {reason}")
+    (tmp_path / "folder").mkdir()
+    assert "not a regular file" in letter_template.render(contact(part="folder")).problems[0].message
 
 
 def test_assignments_do_not_leak_between_parts_or_rows() -> None:
