@@ -103,6 +103,9 @@ def check_first_reading(config: Path, result: Result) -> None:
     )
     assert found["p0@example.org"][0] is State.SENT and found["p6@example.org"][0] is State.SENT
     assert suppressed(config) == set(HARD)
+    history = invoke("show", "--config", str(config), "p1@example.org").output
+    assert "Row 3 · p1@example.org · bounced" in history
+    assert re.search(r"UTC sent 250 .*\n.*UTC bounced 550 bounced 5\.1\.1: smtp; 550 5\.1\.1", history)
 
 
 def check_second_reading_changes_nothing(
