@@ -14,6 +14,7 @@ from .keys import contact_key
 from .message import Letter, LetterBuilder, prepare_letter
 from .parallel import ordered_map, pool_size
 from .template import LetterTemplate, column_aliases
+from .unsubscribe import UnsubscribeHeaders
 from .validate import LetterRules
 
 
@@ -97,6 +98,7 @@ class LetterChecks:
             settings.max_message_size, settings.check_deliverability, settings.attachments
         )
         self.builder = LetterBuilder(key, self.template.base_dir, settings.attachments)
+        self.unsubscribe = UnsubscribeHeaders(settings)
         # Headers written without template syntax read the same in every row: a problem in one
         # (an attachment not found, a bad fixed To) is the template's, at the header's line.
         lines: dict[str, list[int]] = {}
@@ -107,7 +109,7 @@ class LetterChecks:
 
     def prepare(self, contact: Contact, contact_id: str) -> tuple[Letter | None, list[Problem]]:
         """The contact's checked Letter, or None and every problem found in it."""
-        rendered = self.template.render(contact)
+        rendered = self.unsubscribe.add_to(self.template.render(contact), contact)
         letter, problems = prepare_letter(rendered, contact, contact_id, self.builder, self.rules)
         fixed = self._fixed
         return letter, [

@@ -8,6 +8,8 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,10 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .bounces import IMAPMailbox, LocalMailbox, Mailbox, read_bounces
 from .campaign import Campaign
 from .config import Config, find_config, load_config
+from .deliverability import DeliverabilityCheck, check_campaign
 from .delivery import CampaignResult, Hooks, SendOptions, SendPlan, real_campaigns, send_campaign
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
@@ -48,6 +52,7 @@ from .report import (
 )
 from .sender import SendSummary
 from .sink import Sink, StoredMessage
+from .suppression import SuppressionList, checked_address, open_suppression
 
 # emoji=False: ":name:" in a contact or campaign name stays as written.
 console = Console(highlight=False, soft_wrap=True, emoji=False)
@@ -159,6 +164,20 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
             f"{result.ready} letter(s) ready. Fix them and run validate again; nothing was sent.", []
         )
     console.print(f"[green]✓[/] {letter_count(result.ready)} ready ({escape(checked)}). Nothing was sent.")
+    _print_deliverability(check_campaign(campaign), config)
+
+
+def _print_deliverability(check: DeliverabilityCheck, config: Config) -> None:
+    if check.signing:
+        console.print(f"DKIM: letters will be signed for {check.signing}; the key loads.", markup=False)
+    for warning in check.warnings:
+        errors.print(f"Warning: {warning}", markup=False)
+    if check.suppressed:
+        console.print(
+            f"  {check.suppressed} suppressed: on the suppression list {config.campaign.suppression};"
+            " they will not be sent",
+            markup=False,
+        )
 
 
 @main.command()
@@ -319,6 +338,7 @@ def _print_plan(config: Config, plan: SendPlan, *, test_to: str | None) -> None:
         (plan.held_uncertain, "uncertain (may have arrived); not sent again without --resend-uncertain"),
         (plan.held_failed, "refused permanently before; not retried without --retry-failed"),
         (0 if test_to else plan.left_for_later, "queued for a later run (--limit or sending.daily_limit)"),
+        (plan.suppressed, "suppressed: on the suppression list, so not sent"),
         (plan.withdrawn, "queued earlier but gone from the contact list; never sent, "
          + "so taken off the queue"),
         (plan.changed_after_send.count, "changed since they were sent or tried; not re-sent (rows "
@@ -371,12 +391,18 @@ def _password(config: Config) -> str | None:
     smtp = config.smtp
     if not smtp.username:
         return None
-    if smtp.password_env and os.environ.get(smtp.password_env):
-        return os.environ[smtp.password_env]
+    return _secret("smtp", smtp.username, smtp.password_env, smtp.host)
+
+
+def _secret(section: str, username: str, password_env: str | None, host: str) -> str:
+    """The password from the variable named by ``password_env``, else asked on the terminal."""
+    if password_env and os.environ.get(password_env):
+        return os.environ[password_env]
+    service = section.upper()
     if not sys.stdin.isatty():
-        hint = f"set the environment variable {smtp.password_env}" if smtp.password_env else "set smtp.password_env"
-        raise ConfigError(f"no SMTP password for {smtp.username!r}: {hint} (there is no terminal to ask)")
-    return click.prompt(f"SMTP password for {smtp.username} at {smtp.host}", hide_input=True)
+        hint = f"set the environment variable {password_env}" if password_env else f"set {section}.password_env"
+        raise ConfigError(f"no {service} password for {username!r}: {hint} (there is no terminal to ask)")
+    return str(click.prompt(f"{service} password for {username} at {host}", hide_input=True))
 
 
 class RateColumn(ProgressColumn):
@@ -596,3 +622,181 @@ def init(folder: Path | None, mailmerge_dir: Path | None) -> None:
         console.print(f"  {path.relative_to(folder)}", markup=False)
     step = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
     console.print(f"Next: edit mailaction.toml, then {step}mailaction validate", markup=False)
+
+
+def suppression_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--config and --file, shared by the suppress commands."""
+    command = click.option(
+        "--file", "list_path", type=click.Path(path_type=Path, dir_okay=False),
+        help="Suppression list file. Default: campaign.suppression of the config.",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+        help="Config file. Default: ./mailaction.toml, else ./config.example.toml.",
+    )(command)  # fmt: skip
+    return handle_errors(command)
+
+
+def _suppression(config_path: Path | None, list_path: Path | None) -> SuppressionList:
+    """The list named by --file, else the config's."""
+    if list_path is not None:
+        return SuppressionList(list_path)
+    path = config_path or find_config()
+    if path is None:
+        raise ConfigError("no config: pass --config, or --file with the suppression list to use")
+    return open_suppression(load_config(path).campaign)
+
+
+@main.group()
+def suppress() -> None:
+    """The suppression list: addresses never written to (opt-outs, hard bounces).
+
+    `send` skips letters to them in every campaign that uses the list; proof copies
+    (--test-to) ignore it. Addresses match whatever their case.
+
+    \b
+    Example:
+      mailaction suppress add someone@example.org
+      mailaction suppress import opted-out.txt
+      mailaction suppress list
+    """
+
+
+@suppress.command("add")
+@suppression_options
+@click.argument("addresses", nargs=-1, required=True)
+def suppress_add(config_path: Path | None, list_path: Path | None, addresses: tuple[str, ...]) -> None:
+    """Put addresses on the list.
+
+    \b
+    Example:
+      mailaction suppress add someone@example.org other@example.net
+    """
+    checked = [checked_address(address, "suppress add") for address in addresses]
+    with _suppression(config_path, list_path) as suppression:
+        added = suppression.add_many(checked, "manual")
+        console.print(f"Added {added}, {len(checked) - added} already there; {len(suppression)} on {suppression.path}.", markup=False)
+
+
+@suppress.command("remove")
+@suppression_options
+@click.argument("addresses", nargs=-1, required=True)
+def suppress_remove(config_path: Path | None, list_path: Path | None, addresses: tuple[str, ...]) -> None:
+    """Take addresses off the list (they will be written to again).
+
+    \b
+    Example:
+      mailaction suppress remove someone@example.org
+    """
+    with _suppression(config_path, list_path) as suppression:
+        removed = sum(suppression.remove(address) for address in addresses)
+        console.print(f"Removed {removed}, {len(addresses) - removed} not on the list; {len(suppression)} on {suppression.path}.", markup=False)
+
+
+@suppress.command("list")
+@suppression_options
+def suppress_list(config_path: Path | None, list_path: Path | None) -> None:
+    """Print every address with why and when it was added (tab-separated).
+
+    \b
+    Example:
+      mailaction suppress list > suppressed.tsv
+    """
+    with _suppression(config_path, list_path) as suppression:
+        for entry in suppression:
+            added = datetime.fromtimestamp(entry.added_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            click.echo(f"{entry.address}\t{entry.reason}\t{added}")
+
+
+@suppress.command("import")
+@suppression_options
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
+def suppress_import(config_path: Path | None, list_path: Path | None, source: Path) -> None:
+    """Add the addresses of a text file, one a line (blank lines and # comments skipped).
+
+    Nothing is added when a line is not an address; the line is named.
+
+    \b
+    Example:
+      mailaction suppress import unsubscribed.txt
+    """
+    with _suppression(config_path, list_path) as suppression:
+        added = suppression.import_file(source)
+        console.print(f"Added {added} from {source}; {len(suppression)} on {suppression.path}.", markup=False)
+
+
+@main.command()
+@campaign_options
+@click.option("--maildir", "maildir", type=click.Path(path_type=Path, file_okay=False), help="Read this Maildir folder instead of the IMAP mailbox.")
+@click.option("--mbox", type=click.Path(path_type=Path, dir_okay=False), help="Read this mbox file instead of the IMAP mailbox.")
+@click.option("--folder", help="IMAP folder to read (overrides imap.folder; default INBOX).")
+@click.option("--delete-processed", is_flag=True, help="Delete the bounce messages whose letters were found in the log.")
+def bounces(
+    config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
+    maildir: Path | None, mbox: Path | None, folder: str | None, delete_processed: bool,
+) -> None:  # fmt: skip
+    """Read bounces (delivery status notifications) from a mailbox into the delivery log.
+
+    Hard bounces (5.x.x) make letters `bounced` and put their addresses on the suppression
+    list; soft bounces (4.x.x) are noted; auto-replies are recognised and left alone.
+    The mailbox is the [imap] one of the config (over TLS), or --maildir / --mbox.
+    Reading the same mailbox again changes nothing.
+
+    \b
+    Example:
+      mailaction bounces                       the [imap] mailbox of ./mailaction.toml
+      mailaction bounces --mbox ~/mail/bounces
+      mailaction bounces --delete-processed    then remove the bounces it used
+    """
+    config = read_config(config_path, template, contacts, log)
+    assert config.campaign.log is not None
+    source = _bounce_mailbox(config, maildir, mbox, folder)
+    try:
+        with (
+            DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log,
+            open_suppression(config.campaign) as suppression,
+        ):
+            summary = read_bounces(source, delivery_log, suppression, delete_processed=delete_processed)
+    finally:
+        source.close()
+    console.print(
+        f"Read {summary.messages} messages from {source.name}: {summary.bounce_messages} bounces,"
+        f" {summary.auto_replies} auto-replies.",
+        markup=False,
+    )
+    notes = [
+        (summary.hard, "letters now bounced (hard)"),
+        (summary.soft, "soft bounces noted (the server may still deliver)"),
+        (summary.suppressed, f"addresses added to the suppression list {suppression.path}"),
+        (summary.already, "bounces already in the delivery log"),
+        (summary.unmatched, "bounces of letters this campaign did not send (left alone)"),
+        (summary.deleted, "bounce messages deleted from the mailbox"),
+    ]
+    for count, text in notes:
+        if count:
+            console.print(f"  {count} {text}", markup=False)
+    if not summary.hard and not summary.soft:
+        console.print("Nothing new for the delivery log.")
+
+
+def _bounce_mailbox(config: Config, maildir: Path | None, mbox: Path | None, folder: str | None) -> Mailbox:
+    """The mailbox named on the command line, else the config's IMAP one."""
+    if maildir is not None and mbox is not None:
+        raise click.UsageError("pass --maildir or --mbox, not both")
+    if maildir is not None:
+        return LocalMailbox(maildir, "maildir")
+    if mbox is not None:
+        return LocalMailbox(mbox, "mbox")
+    imap = config.imap
+    if imap.host is None or imap.username is None:
+        raise ConfigError(
+            "no mailbox to read: set host and username in the [imap] section of the config,"
+            " or pass --maildir DIR or --mbox FILE"
+        )
+    if not imap.verify_certificates:
+        errors.print(
+            "Warning: imap.verify_certificates = false: the server's certificate is not checked.",
+            markup=False,
+        )
+    password = _secret("imap", imap.username, imap.password_env, imap.host)
+    return IMAPMailbox(replace(imap, folder=folder or imap.folder), password)

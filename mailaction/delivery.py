@@ -21,9 +21,11 @@ from pathlib import Path
 from .campaign import Campaign, ValidationResult
 from .config import Config
 from .deliverylog import PROOF_SUFFIX, DeliveryLog, Entry, Outcome, State
+from .dkim import letter_signer
 from .errors import DeliveryLogError, InvalidCampaign, SendingStopped
 from .message import Letter, restamped
 from .sender import Sender, SendSummary, check_server
+from .suppression import recipient_filter
 
 DAY = 86_400.0
 EXAMPLES = 10  # rows named in a plan's notes ("rows 4, 9, ...")
@@ -81,6 +83,7 @@ class SendPlan:
     held_failed: int = 0
     left_for_later: int = 0  # queued, beyond --limit or the daily limit
     withdrawn: int = 0  # queued, unsent letters whose contact left the list: taken off the queue
+    suppressed: int = 0  # letters to an address on the suppression list: never queued
     recovered: int = 0  # letters in flight when an earlier run stopped, now `uncertain`
     had_letters: bool = False  # the log held letters of this campaign before the plan
     changed_after_send: Rows = field(default_factory=Rows)  # edited since sent: not re-sent
@@ -108,7 +111,7 @@ def decide(entry: Entry | None, letter: Letter, options: SendOptions) -> Decisio
     """Resume rules: a sent letter never goes again; uncertain and failed ones only when asked."""
     if entry is None or options.test_to:
         return Decision.SEND
-    if entry.state is State.SENT:
+    if entry.state in (State.SENT, State.BOUNCED):  # a bounced letter was sent: never again
         return Decision.ALREADY_SENT
     if entry.state in (State.UNCERTAIN, State.SENDING) and not options.resend_uncertain:
         return Decision.HELD_UNCERTAIN
@@ -131,6 +134,8 @@ class Run:
         self.options = options
         self.write = write
         self.allowed = self._allowed()
+        self.sign = letter_signer(campaign.config.dkim)
+        self.held_back = recipient_filter(campaign.config.campaign, proof=bool(options.test_to))
 
     def _allowed(self) -> int | None:
         limits = [n for n in (self.options.limit, self._daily_room()) if n is not None]
@@ -166,6 +171,11 @@ class Run:
             entry = self.log.get(letter.contact_id) if plan.had_letters else None
             if tally:
                 self.log.note(letter.contact_id)
+            if self.held_back(letter.recipients):
+                plan.suppressed += 1
+                if self.write and entry is not None:
+                    self.log.withdraw(letter.contact_id)
+                continue
             if entry is None and check_twins:
                 twin = self.log.twin(letter)
                 if twin is not None:
@@ -220,7 +230,7 @@ class Run:
     def letters(self) -> Iterator[Letter]:
         """The queued letters this run sends, in spreadsheet order, dated as they go out."""
         for letter in self.log.queued(self.allowed):
-            yield restamped(letter)
+            yield self.sign(restamped(letter))  # signed after the Date is set: it is signed
 
 
 @dataclass

@@ -110,6 +110,7 @@ class State(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     UNCERTAIN = "uncertain"
+    BOUNCED = "bounced"  # accepted, then returned by a delivery status notification (5.x.x)
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,13 @@ class DeliveryLog:
             return int(self._run("SELECT count(*)" + where, params).fetchone()[0])
         return self._write("DELETE" + where, params).rowcount
 
+    def withdraw(self, contact_id: str) -> None:
+        """Take one contact's letter off the queue if it was never sent."""
+        self._write(
+            "DELETE FROM letters WHERE campaign = ? AND contact_id = ? AND state IN (?, ?)",
+            (self.campaign, contact_id, State.PENDING, State.DEFERRED),
+        )
+
     def queued(self, limit: int | None = None, batch: int = 256) -> Iterator[Letter]:
         """The pending letters, in spreadsheet order, rebuilt from what the log stores.
 
@@ -599,11 +607,11 @@ class DeliveryLog:
         return blob
 
     def sent_span(self) -> tuple[int, float | None, float | None]:
-        """How many letters were sent, and the first and last send time (None when none)."""
+        """How many letters were sent (bounced later or not), and the first and last send time."""
         count, first, last = self._run(
             "SELECT count(sent_at), min(sent_at), max(sent_at) FROM letters"
-            " WHERE campaign = ? AND state = ?",
-            (self.campaign, State.SENT),
+            " WHERE campaign = ? AND state IN (?, ?)",
+            (self.campaign, State.SENT, State.BOUNCED),
         ).fetchone()
         return count, first, last
 
@@ -611,8 +619,8 @@ class DeliveryLog:
         """Sent letters per time bin: bin n holds those sent in [start + n*width, + width)."""
         rows = self._run(
             "SELECT CAST((sent_at - ?) / ? AS INTEGER) AS bin, count(*) FROM letters"
-            " WHERE campaign = ? AND state = ? AND sent_at IS NOT NULL GROUP BY bin",
-            (start, width, self.campaign, State.SENT),
+            " WHERE campaign = ? AND state IN (?, ?) AND sent_at IS NOT NULL GROUP BY bin",
+            (start, width, self.campaign, State.SENT, State.BOUNCED),
         )
         return dict(rows.fetchall())
 
@@ -626,6 +634,22 @@ class DeliveryLog:
         )
         counts.update((State(state), n) for state, n in rows)
         return counts
+
+    def record_bounce(self, contact_id: str, code: int | None, reply: str, *, permanent: bool) -> bool:
+        """Record, committed, that a sent (or uncertain) letter bounced: `bounced` when permanent,
+        else a note in its last reply. False when the log already said so, or the letter was not
+        sent."""
+        state, bouncing = (State.BOUNCED, State.UNCERTAIN) if permanent else (State.SENT, State.SENT)
+        changed = self._write(
+            "UPDATE letters SET state = ?, last_code = ?, last_reply = ?, history = history || ?"
+            " WHERE campaign = ? AND contact_id = ? AND state IN (?, ?) AND last_reply != ?",
+            (
+                state, code, reply, _event(state, code, reply),
+                self.campaign, contact_id, State.SENT, bouncing, reply,
+            ),
+        ).rowcount  # fmt: skip
+        self.flush()
+        return changed == 1
 
 
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes
@@ -650,7 +674,6 @@ def _event(state: State, code: int | None, reply: str, moment: float | None = No
 @lru_cache(maxsize=2)
 def _utc(second: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(second))
-
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open the file in WAL mode, creating the tables on first use and upgrading older ones."""

@@ -27,9 +27,9 @@ from .deliverylog import DeliveryLog, Entry, State
 from .htmlpage import REPORT_CSP, write_page
 from .terminal import terminal_text
 
-PROBLEM_STATES = frozenset({State.FAILED, State.DEFERRED, State.UNCERTAIN})
+PROBLEM_STATES = frozenset({State.FAILED, State.DEFERRED, State.UNCERTAIN, State.BOUNCED})
 LIST_LIMIT = 1000  # letters listed one by one in the terminal and in HTML; CSV and JSON list all
-SUMMARY_KEYS = ("total", "sent", "failed", "deferred", "uncertain", "pending")
+SUMMARY_KEYS = ("total", "sent", "failed", "deferred", "uncertain", "pending", "bounced")
 CSV_COLUMNS = (
     "row", "contact_id", "recipients", "subject", "state", "attempts", "last_code", "last_reply",
     "refused", "message_id", "first_attempt_at", "last_attempt_at", "sent_at",
@@ -39,7 +39,7 @@ CSV_COLUMNS = (
 FORMULA_START = re.compile(r"[\s\u180e\u200b-\u200f\u2060-\u2064\ufeff]*[=+\-@\uff1d\uff0b\uff0d\uff20\t\r]")
 TERMINAL_STYLES = {
     State.SENT: "green", State.FAILED: "red", State.UNCERTAIN: "yellow",
-    State.DEFERRED: "magenta", State.PENDING: "dim", State.SENDING: "dim",
+    State.DEFERRED: "magenta", State.PENDING: "dim", State.SENDING: "dim", State.BOUNCED: "red",
 }  # fmt: skip
 
 EntryReader = Callable[[Collection[State] | None], Iterator[Entry]]
@@ -128,6 +128,7 @@ def summary(report: Report) -> dict[str, int]:
         "deferred": counts[State.DEFERRED],
         "uncertain": counts[State.UNCERTAIN],
         "pending": counts[State.PENDING] + counts[State.SENDING],
+        "bounced": counts[State.BOUNCED],  # accepted, then returned by the recipient's server
     }
 
 
@@ -202,7 +203,7 @@ def _listed(report: Report) -> tuple[str, int, Iterator[Entry]]:
 
 def print_summary(report: Report, console: Console) -> None:
     """The short block a `send` ends with: how the letters stand and the rate achieved."""
-    problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred"))
+    problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred", "bounced"))
     console.print(terminal_text(_verdict(report), "bold " + ("yellow" if problems else "green")))
     if report.sent_count:
         span = f"{_human_time(report.first_sent)} to {_human_time(report.last_sent)}"
@@ -370,6 +371,7 @@ CARDS = (
     ("deferred", "Deferred", "temporary errors"),
     ("uncertain", "Uncertain", "may have arrived"),
     ("pending", "Pending", "not sent yet"),
+    ("bounced", "Bounced", "returned after sending"),
 )
 
 
@@ -392,7 +394,9 @@ def write_html(report: Report, out: TextIO) -> None:
         title=f"Delivery report: {report.campaign}",
         report=report,
         generated=_human_time(report.generated_at, "%Y-%m-%d %H:%M UTC"),
-        problems=any(counts[key] for key in ("failed", "uncertain", "deferred", "pending")),
+        problems=any(
+            counts[key] for key in ("failed", "uncertain", "deferred", "pending", "bounced")
+        ),
         verdict=_verdict(report),
         cards=[_card(key, label, hint, counts, report.total) for key, label, hint in CARDS],
         timing=[

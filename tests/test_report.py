@@ -152,9 +152,10 @@ def spread(log: DeliveryLog, start: float, step: float) -> Report:
 
 def test_summary_counts_add_up_to_total(report: Report) -> None:
     counts = summary(report)
-    assert list(counts) == ["total", "sent", "failed", "deferred", "uncertain", "pending"]
+    assert list(counts) == ["total", "sent", "failed", "deferred", "uncertain", "pending", "bounced"]
     assert counts == {
         "total": 8, "sent": 2, "failed": 2, "deferred": 1, "uncertain": 1, "pending": 2,
+        "bounced": 0,
     }  # fmt: skip
     assert sum(counts.values()) - counts["total"] == counts["total"]
 
