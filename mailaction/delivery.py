@@ -171,11 +171,6 @@ class Run:
             entry = self.log.get(letter.contact_id) if plan.had_letters else None
             if tally:
                 self.log.note(letter.contact_id)
-            if self.held_back(letter.recipients):
-                plan.suppressed += 1
-                if self.write and entry is not None:
-                    self.log.withdraw(letter.contact_id)
-                continue
             if entry is None and check_twins:
                 twin = self.log.twin(letter)
                 if twin is not None:
@@ -203,6 +198,11 @@ class Run:
                 plan.changed_after_send.add(letter.row)
             if self.write and entry is not None and entry.row != letter.row:
                 self.log.move(letter.contact_id, letter.row)
+            return
+        if self.held_back(letter.recipients):
+            plan.suppressed += 1
+            if self.write and entry is not None:
+                self.log.withdraw(letter.contact_id)
             return
         later = self.allowed is not None and plan.to_send >= self.allowed
         if later and self.options.test_to:

@@ -615,12 +615,16 @@ class DeliveryLog:
         ).fetchone()
         return count, first, last
 
-    def sent_per_bin(self, start: float, width: float) -> dict[int, int]:
-        """Sent letters per time bin: bin n holds those sent in [start + n*width, + width)."""
+    def sent_per_bin(
+        self, start: float, width: float, states: tuple[State, ...] = (State.SENT, State.BOUNCED)
+    ) -> dict[int, int]:
+        """Sent letters (in ``states``) per time bin: bin n holds those sent in
+        [start + n*width, + width)."""
         rows = self._run(
             "SELECT CAST((sent_at - ?) / ? AS INTEGER) AS bin, count(*) FROM letters"
-            " WHERE campaign = ? AND state IN (?, ?) AND sent_at IS NOT NULL GROUP BY bin",
-            (start, width, self.campaign, State.SENT, State.BOUNCED),
+            f" WHERE campaign = ? AND state IN ({', '.join('?' * len(states))})"
+            " AND sent_at IS NOT NULL GROUP BY bin",
+            (start, width, self.campaign, *states),
         )
         return dict(rows.fetchall())
 

@@ -13,7 +13,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -91,6 +91,9 @@ def load_report(
     histogram = None
     if first is not None and last is not None:
         histogram = make_histogram(first, last, log.sent_per_bin)
+        if counts[State.BOUNCED]:
+            bounced = log.sent_per_bin(histogram.start, histogram.width, (State.BOUNCED,))
+            histogram = replace(histogram, bounced=_binned(histogram, bounced))
     return Report(
         campaign=log.campaign,
         log_path=Path(log.path),
@@ -446,6 +449,7 @@ class Histogram:
     start: float
     width: int
     counts: list[int]
+    bounced: list[int] = field(default_factory=list)  # of `counts`, the letters that bounced
 
     def bin_start(self, number: int) -> float:
         """When bin `number` starts."""
@@ -462,10 +466,16 @@ def make_histogram(
     width = next((w for w in BIN_WIDTHS if span / w <= MAX_BINS - 2), fallback)
     start = math.floor(first / width) * width
     counts = [0] * (int((last - start) // width) + 1)
-    for number, count in count_per_bin(start, width).items():
+    return Histogram(start, width, _binned(Histogram(start, width, counts), count_per_bin(start, width)))
+
+
+def _binned(bins: Histogram, per_bin: Mapping[int, int]) -> list[int]:
+    """Counts per bin number laid on ``bins``' bins."""
+    counts = [0] * len(bins.counts)
+    for number, count in per_bin.items():
         # Clamped: the counter's rounding may differ from ours by one bin at the very edges.
         counts[min(max(number, 0), len(counts) - 1)] += count
-    return Histogram(start, width, counts)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -500,6 +510,7 @@ class _Chart:
     caption: str = ""
     gridlines: list[_Gridline] = field(default_factory=list)
     bars: list[_Bar] = field(default_factory=list)
+    bounced: list[_Bar] = field(default_factory=list)  # drawn over the bars, in their colour
     ticks: list[_Tick] = field(default_factory=list)
     width: int = CHART_WIDTH
     height: int = CHART_HEIGHT
@@ -534,13 +545,19 @@ def _chart(report: Report) -> _Chart:
     description = (
         f"{letter_count(report.sent_count)} sent from {_human_time(report.first_sent)} "
         f"to {_human_time(report.last_sent)}, in {len(bins.counts)} bars of "
-        f"{_duration(bins.width)} each; the busiest bar has {letter_count(max(bins.counts))}."
+        f"{_duration(bins.width)} each; the busiest bar has {letter_count(max(bins.counts))}"
     )
+    caption = f"Each bar: letters sent in {_duration(bins.width)}."
+    returned = sum(bins.bounced)
+    if returned:
+        description += f"; {letter_count(returned)} of them bounced later"
+        caption += " The red part: letters that bounced later."
     return _Chart(
-        description,
-        caption=f"Each bar: letters sent in {_duration(bins.width)}. Times in UTC.",
+        description + ".",
+        caption=caption + " Times in UTC.",
         gridlines=_gridlines(max(bins.counts)),
-        bars=_bars(bins, clock),
+        bars=_bars(bins, bins.counts, clock),
+        bounced=_bars(bins, bins.bounced, clock, " bounced"),
         ticks=_ticks(bins, clock),
     )
 
@@ -563,17 +580,18 @@ def _gridlines(peak: int) -> list[_Gridline]:
     ]
 
 
-def _bars(bins: Histogram, clock: str) -> list[_Bar]:
+def _bars(bins: Histogram, heights: list[int], clock: str, what: str = "") -> list[_Bar]:
+    """One bar per bin of ``heights`` that is not empty, on the scale of ``bins``."""
     _, top = _y_scale(max(bins.counts))
     slot = (PLOT_RIGHT - PLOT_LEFT) / len(bins.counts)
     gap = min(2.0, slot / 4)
     bars = []
-    for number, count in enumerate(bins.counts):
+    for number, count in enumerate(heights):
         if not count:
             continue
         y = _y(count, top)
         start, end = bins.bin_start(number), bins.bin_start(number + 1)
-        label = f"{_human_time(start, clock)}–{_human_time(end, clock)}: {letter_count(count)}"
+        label = f"{_human_time(start, clock)}–{_human_time(end, clock)}: {letter_count(count)}{what}"
         x, height = PLOT_LEFT + number * slot + gap / 2, PLOT_BOTTOM - y
         bars.append(_Bar(f"{x:.1f}", f"{y:.1f}", f"{slot - gap:.1f}", f"{height:.1f}", label))
     return bars
