@@ -31,7 +31,7 @@ from rich.text import Text
 
 from . import __version__
 from .bounces import IMAPMailbox, LocalMailbox, Mailbox, read_bounces
-from .campaign import Campaign
+from .campaign import Campaign, PreparedRow
 from .config import Config, find_config, load_config
 from .deliverability import DeliverabilityCheck, check_campaign
 from .delivery import CampaignResult, Hooks, SendOptions, SendPlan, real_campaigns, send_campaign
@@ -200,7 +200,7 @@ def preview(
       mailaction preview --out preview/     every letter as .eml + preview/index.html
     """
     campaign = Campaign(read_config(config_path, template, contacts, log))
-    chosen = (p for p in campaign.rows() if not rows or p.row in rows)
+    chosen: Iterator[PreparedRow] = (p for p in campaign.rows() if not rows or p.row in rows)
     if limit is not None or (out is None and not rows):
         chosen = _first(chosen, limit or 3)
     problems = []
@@ -231,7 +231,7 @@ def preview(
         raise InvalidCampaign(f"{len(problems)} problem(s) in the letters shown; fix them before sending.", [])
 
 
-def _first(items: Iterator[Any], count: int) -> Iterator[Any]:
+def _first(items: Iterator[PreparedRow], count: int) -> Iterator[PreparedRow]:
     for index, item in enumerate(items):
         if index >= count:
             return
@@ -408,7 +408,7 @@ def _secret(section: str, username: str, password_env: str | None, host: str) ->
 class RateColumn(ProgressColumn):
     """Letters per second, once there is a measure."""
 
-    def render(self, task: Task) -> str:
+    def render(self, task: Task) -> Text:
         return Text(f"{task.speed:,.0f}/s" if task.speed else "")
 
 

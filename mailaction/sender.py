@@ -130,7 +130,8 @@ def _with_margin(rate: Rate | None) -> Rate | None:
 
 def retry_delay(base: float, attempt: int) -> float:
     """Seconds to wait after failed attempt ``attempt``: doubling, ±25 % jitter, at most 5 min."""
-    return min(base * 2 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25), MAX_RETRY_DELAY)
+    delay: float = base * 2 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25)
+    return min(delay, MAX_RETRY_DELAY)
 
 
 class _Failed(Exception):

@@ -543,7 +543,7 @@ class _XlsWorkbook(Workbook):
             self._book = xlrd.open_workbook(str(path), formatting_info=True, on_demand=True)
         except OSError as exc:
             raise open_error(path, exc) from None
-        except (xlrd.XLRDError, AssertionError, IndexError, ValueError) as exc:
+        except (xlrd.biffh.XLRDError, AssertionError, IndexError, ValueError) as exc:
             raise ContactsError(f"{self.source}: not a readable .xls workbook: {exc}") from None
 
     def sheet_names(self) -> list[str]:
@@ -555,7 +555,7 @@ class _XlsWorkbook(Workbook):
         book = self._book
         try:
             sheet = book.sheet_by_index(index)
-        except (xlrd.XLRDError, AssertionError, IndexError, ValueError) as exc:
+        except (xlrd.biffh.XLRDError, AssertionError, IndexError, ValueError) as exc:
             raise ContactsError(f"{self.source}: not a readable .xls workbook: {exc}") from None
         date1904 = book.datemode == 1
         for row in range(sheet.nrows):
@@ -563,13 +563,13 @@ class _XlsWorkbook(Workbook):
             for cell in sheet.row(row):
                 kind, value = cell.ctype, cell.value
                 if kind in (xlrd.XL_CELL_NUMBER, xlrd.XL_CELL_DATE):
-                    key = book.xf_list[cell.xf_index].format_key
+                    key = book.xf_list[cell.xf_index or 0].format_key
                     code = book.format_map[key].format_str if key in book.format_map else "General"
                     cells.append(format_number(value, code or "General", date1904))
                 elif kind == xlrd.XL_CELL_BOOLEAN:
                     cells.append("TRUE" if value else "FALSE")
                 elif kind == xlrd.XL_CELL_ERROR:
-                    cells.append(xlrd.error_text_from_code.get(value, "#VALUE!"))
+                    cells.append(xlrd.error_text_from_code.get(int(value), "#VALUE!"))
                 else:
                     cells.append(str(value))
             while cells and not cells[-1]:
