@@ -52,9 +52,10 @@ MAX_RETRY_DELAY = 300.0
 # jitter alone can put one letter too many into a one-second window counted at the server.
 # Measured at a sink on a busy 2-core machine, 1 % still let a 201st letter into a second.
 RATE_MARGIN = 1.015
-# Commits of `sending` marks between two checkpoints run in a thread (`_SendingMarks`): about
-# 25 WAL pages each at concurrency 8, so the WAL stays well under SQLite's 1,000-page trigger.
-CHECKPOINT_EVERY = 20
+# Letters marked `sending` between two checkpoints run in a thread (`_SendingMarks`): a letter
+# writes at most 6 WAL pages (its row and two index pages, twice), so the WAL stays under
+# SQLite's 1,000-page trigger for its own checkpoint.
+CHECKPOINT_EVERY = 150
 # Letters read ahead of the connections, in queues per recipient domain (`_DomainQueues`).
 LOOKAHEAD = 2000
 # A letter sent back untried by the server's limits this many times is charged an attempt.
@@ -132,7 +133,7 @@ def _with_margin(rate: Rate | None) -> Rate | None:
 
 def retry_delay(base: float, attempt: int) -> float:
     """Seconds to wait after failed attempt ``attempt``: doubling, ±25 % jitter, at most 5 min."""
-    return min(base * 2 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25), MAX_RETRY_DELAY)
+    return min(base * 2.0 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25), MAX_RETRY_DELAY)
 
 
 class _Failed(Exception):
@@ -197,19 +198,20 @@ class _SendingMarks:
     with synchronous=NORMAL it appends to the WAL without fsync, about 0.1-0.2 ms. What can
     stall the loop is SQLite's automatic checkpoint, which a commit runs when the WAL has grown
     past 1,000 pages and which fsyncs the database (measured 3-30 ms). So every
-    `CHECKPOINT_EVERY` commits a second connection, in a thread, checkpoints first: the WAL
+    `CHECKPOINT_EVERY` letters a second connection, in a thread, checkpoints first: the WAL
     then starts again from its beginning and the automatic checkpoint is never due.
     """
 
     def __init__(self, log: DeliveryLog) -> None:
         self.log = log
         self._commit: asyncio.Future[None] | None = None
-        self._commits = 0
+        self._marked = 0
         self._checkpoint: asyncio.Future[None] | None = None
 
     async def mark(self, contact_id: str) -> None:
         """Log the letter as sending; return once that is committed."""
         self.log.mark_sending(contact_id, commit=False)
+        self._marked += 1
         commit = self._commit
         if commit is None:
             loop = asyncio.get_running_loop()
@@ -226,10 +228,10 @@ class _SendingMarks:
             commit.set_exception(exc)
             return
         commit.set_result(None)
-        self._commits += 1
-        if self._commits % CHECKPOINT_EVERY == 0 and (
+        if self._marked >= CHECKPOINT_EVERY and (
             self._checkpoint is None or self._checkpoint.done()
         ):
+            self._marked = 0
             self._checkpoint = asyncio.ensure_future(asyncio.to_thread(_checkpoint, self.log.path))
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 from mailaction.delivery import Decision, SendOptions, decide
 from mailaction.deliverylog import DeliveryLog, State
 from tests.letters import letter
-from tests.smtpserver import FaultServer, FaultSession, reject_recipient, reply
+from tests.smtpserver import Action, FaultServer, FaultSession, reject_recipient, reply
 from tests.test_sender import entry, send
 
 
@@ -27,7 +27,7 @@ def log(tmp_path: Path) -> Iterator[DeliveryLog]:
         yield opened
 
 
-def deliver_and_reply(text: str):  # type: ignore[no-untyped-def]
+def deliver_and_reply(text: str) -> Action:
     """At DATA_END: keep the message, then answer ``text`` (which may be several lines)."""
 
     async def answer(session: FaultSession, arg: str | None) -> str | None:

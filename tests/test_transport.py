@@ -134,7 +134,8 @@ async def _354_then_close(session: FaultSession, arg: str | None) -> str | None:
     await session.push("354 End data with <CR><LF>.<CR><LF>")
     assert session.transport is not None
     session.transport.close()
-    return await session.loop.create_future()  # never done: the lost connection cancels us
+    never: asyncio.Future[str | None] = session.loop.create_future()
+    return await never  # never done: the lost connection cancels us
 
 
 async def test_a_connection_lost_before_the_data_is_written_is_unavailable_not_uncertain() -> None:
