@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,13 +12,9 @@ from mailaction.deliverylog import DeliveryLog
 from mailaction.message import Letter
 from tests.letters import letter
 from tests.smtpserver import FaultServer, ReceivedMessage
-from tests.test_sender import send
+from tests.test_sender import fresh_log, send
 
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[DeliveryLog]:
-    with DeliveryLog(tmp_path / "log.sqlite", "test") as opened:
-        yield opened
+log = pytest.fixture(fresh_log)
 
 
 def to_domains(counts: dict[str, int]) -> list[Letter]:

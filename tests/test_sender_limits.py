@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,13 +11,9 @@ from mailaction import ratelimit
 from mailaction.deliverylog import DeliveryLog, State
 from tests.letters import letters
 from tests.smtpserver import FaultServer, slow
-from tests.test_sender import entry, send, states
+from tests.test_sender import entry, fresh_log, send, states
 
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[DeliveryLog]:
-    with DeliveryLog(tmp_path / "log.sqlite", "test") as opened:
-        yield opened
+log = pytest.fixture(fresh_log)
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
@@ -82,4 +76,3 @@ async def test_the_connections_grow_back_when_the_server_allows(
     assert summary.sent == 80
     # Probing up again finds the limit again now and then, but never floods it.
     assert 2 <= server.refused_connections <= 12
-

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from mailaction.deliverylog import DeliveryLog, State
 from tests.letters import letter, letters
 from tests.smtpserver import FaultServer, FaultSession, reply
-from tests.test_sender import entry, send, states
+from tests.test_sender import entry, fresh_log, send, states
 
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[DeliveryLog]:
-    with DeliveryLog(tmp_path / "log.sqlite", "test") as opened:
-        yield opened
+log = pytest.fixture(fresh_log)
 
 
 @pytest.mark.parametrize(

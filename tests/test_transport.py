@@ -11,6 +11,7 @@ import pytest
 
 from mailaction.config import SMTPConfig
 from mailaction.transport import (
+    Connection,
     Reply,
     Unavailable,
     Uncertain,
@@ -129,6 +130,17 @@ def test_aiosmtplib_is_the_tested_minor_release() -> None:
     assert version("aiosmtplib").startswith("5.1.")
 
 
+async def waiting_for_data(server: FaultServer) -> Connection:
+    """A connection to ``server`` whose envelope was accepted: the server waits for the data."""
+    config = SMTPConfig(host="127.0.0.1", port=server.port, security="none")
+    connection = await open_connection(config, 5.0, None, "client.example.org")
+    replies = await connection.envelope(
+        [b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.org>", b"DATA"]
+    )
+    assert replies[-1].code == 354
+    return connection
+
+
 async def _354_then_close(session: FaultSession, arg: str | None) -> str | None:
     """At DATA: say "go ahead", then close before any data can come."""
     await session.push("354 End data with <CR><LF>.<CR><LF>")
@@ -141,12 +153,7 @@ async def _354_then_close(session: FaultSession, arg: str | None) -> str | None:
 async def test_a_connection_lost_before_the_data_is_written_is_unavailable_not_uncertain() -> None:
     with FaultServer() as server:
         server.on("DATA", _354_then_close)
-        config = SMTPConfig(host="127.0.0.1", port=server.port, security="none")
-        connection = await open_connection(config, 5.0, None, "client.example.org")
-        replies = await connection.envelope(
-            [b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.org>", b"DATA"]
-        )
-        assert replies[-1].code == 354
+        connection = await waiting_for_data(server)
 
         async def commit_slowly() -> None:  # the server's close arrives meanwhile
             await asyncio.sleep(0.2)
@@ -159,12 +166,7 @@ async def test_a_connection_lost_before_the_data_is_written_is_unavailable_not_u
 async def test_a_connection_lost_after_the_data_is_uncertain() -> None:
     with FaultServer() as server:
         server.on("DATA_END", drop)
-        config = SMTPConfig(host="127.0.0.1", port=server.port, security="none")
-        connection = await open_connection(config, 5.0, None, "client.example.org")
-        replies = await connection.envelope(
-            [b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.org>", b"DATA"]
-        )
-        assert replies[-1].code == 354
+        connection = await waiting_for_data(server)
 
         async def nothing() -> None:
             pass
