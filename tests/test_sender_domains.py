@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 
 import pytest
 
-from mailaction.config import parse_rate
+from mailaction import sender
+from mailaction.config import SendingConfig, SMTPConfig, parse_rate
 from mailaction.deliverylog import DeliveryLog
 from mailaction.message import Letter
+from mailaction.sender import Sender
 from tests.letters import letter
 from tests.smtpserver import FaultServer, ReceivedMessage
 from tests.test_sender import fresh_log, send
@@ -85,3 +89,31 @@ async def test_the_per_domain_limit_is_wired_from_the_settings(log: DeliveryLog)
     with FaultServer() as server:
         await send(server, log, batch, concurrency=4, per_domain_rate=parse_rate("4/s"))
     assert busiest_second(arrivals(server.messages)["example.org"]) == 4
+
+
+async def test_letters_are_read_ahead_only_up_to_the_lookahead(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender, "LOOKAHEAD", 10)
+    batch = to_domains({"example.org": 100})
+    for item in batch:
+        log.register(item)
+    read: list[Letter] = []
+
+    def reading() -> Iterator[Letter]:
+        for item in batch:
+            read.append(item)
+            yield item
+
+    stop = asyncio.Event()
+    with FaultServer() as server:
+        smtp = SMTPConfig(host="127.0.0.1", port=server.port, security="none")
+        settings = SendingConfig(concurrency=4, per_domain_rate=parse_rate("10/s"))
+        task = asyncio.create_task(Sender(smtp, settings, log).send(reading(), stop=stop))
+        await asyncio.sleep(0.5)
+        # Held: the window, and one letter taken by each connection; the rest went out.
+        assert len(read) - len(server.messages) <= 10 + 4
+        assert len(read) < 30
+        stop.set()
+        summary = await task
+    assert summary.sent == len(server.messages) <= 7
