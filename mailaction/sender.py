@@ -471,8 +471,11 @@ class _Run:
             self._queues.add(job, first=True)
         self._notify()
 
-    def finish(self, job: _Job, outcome: Outcome) -> None:
-        """Record how an attempt ended, schedule its retry, and keep the tally."""
+    def finish(self, job: _Job, outcome: Outcome, *, unavailable: bool = False) -> None:
+        """Record how an attempt ended, schedule its retry, and keep the tally.
+
+        ``unavailable``: the server could not be reached or refused every connection.
+        """
         self._in_flight -= 1
         letter, attempt = job.letter, job.attempt
         summary = self.summary
@@ -509,7 +512,7 @@ class _Run:
             summary.uncertain += 1
         else:
             summary.failed += 1
-        if _counts_as_failure(outcome):
+        if unavailable or _counts_as_failure(outcome):
             self._count_failure(outcome)
         self._notify()
         if self._on_outcome is not None:
@@ -574,8 +577,9 @@ def _for_now(recipients: tuple[str, ...]) -> str:
 def _counts_as_failure(outcome: Outcome) -> bool:
     """Whether an outcome counts toward pause_after_failures.
 
-    Only permanent refusals and an unreachable or vanishing server do: a temporary refusal
-    (4xx) is the server's pace, which retries and `ServerLimits` follow.
+    Only permanent refusals and an unreachable or vanishing server do (and a server refusing
+    every connection, which `finish` is told): a temporary refusal (4xx) is the server's pace,
+    which retries and `ServerLimits` follow.
     """
     if outcome.state is State.FAILED:
         return outcome.code is None or not _temporary(outcome.code)
@@ -697,7 +701,8 @@ class _Worker:
             # The log counts every attempt, also those that never reached the data; the outcome
             # is written right after this, with no await in between, and committed later.
             run.log.mark_sending(letter.contact_id, commit=False)
-            run.finish(job, failed.outcome)
+            # No connection could be opened, none other is open: the server is unavailable.
+            run.finish(job, failed.outcome, unavailable=failed.step == "connect")
             return
         run.finish(job, await self._data(connection, letter, refused))
 

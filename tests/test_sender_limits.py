@@ -10,7 +10,7 @@ import pytest
 from mailaction import ratelimit
 from mailaction.deliverylog import DeliveryLog, State
 from tests.letters import letters
-from tests.smtpserver import FaultServer, slow
+from tests.smtpserver import FaultServer, reply, slow
 from tests.test_sender import entry, fresh_log, send, states
 
 log = pytest.fixture(fresh_log)
@@ -76,3 +76,12 @@ async def test_the_connections_grow_back_when_the_server_allows(
     assert summary.sent == 80
     # Probing up again finds the limit again now and then, but never floods it.
     assert 2 <= server.refused_connections <= 12
+
+
+async def test_a_server_refusing_every_connection_pauses_the_run(log: DeliveryLog) -> None:
+    with FaultServer() as server:
+        server.on("GREETING", reply("421 4.3.2 service not available"))
+        summary = await send(server, log, letters(5), pause_after_failures=2, retry_delay=30.0)
+    assert summary.stopped_reason is not None
+    assert "421 connect refused for now" in summary.stopped_reason
+    assert states(log) == Counter({State.DEFERRED: 2, State.PENDING: 3})
