@@ -85,3 +85,19 @@ async def test_a_server_refusing_every_connection_pauses_the_run(log: DeliveryLo
     assert summary.stopped_reason is not None
     assert "421 connect refused for now" in summary.stopped_reason
     assert states(log) == Counter({State.DEFERRED: 2, State.PENDING: 3})
+
+
+async def test_both_limits_at_once_as_postfix_anvil_keeps_them(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "SLOW_DOWN_WINDOW", 2.0)
+    batch = letters(60)
+    with FaultServer(max_connections=2, message_rate=(20, 2.0), pipelining=True) as server:
+        started = time.monotonic()
+        summary = await send(server, log, batch, concurrency=8)
+        elapsed = time.monotonic() - started
+    assert summary.sent == 60 and summary.stopped_reason is None
+    assert server.received_ids() == Counter({item.message_id: 1 for item in batch})
+    assert {entry(log, item).attempts for item in batch} == {1}
+    assert server.refused_connections <= 8 and server.refused_messages <= 12
+    assert elapsed < 10
