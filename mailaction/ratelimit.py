@@ -76,6 +76,20 @@ class CampaignLimiter:
         server = self._server.limiter if self._server is not None else None
         return local, self._global if server is None else [*self._global, server]
 
+    def domain_key(self, domains: Iterable[str]) -> tuple[str, ...]:
+        """The domains whose limits apply to a letter to ``domains`` (none without a per-domain
+        rate): letters with the same key wait for the same slots."""
+        if self._per_domain_rate is None:
+            return ()
+        return tuple(sorted({d.lower() for d in domains}))
+
+    def domain_delay(self, key: tuple[str, ...]) -> float:
+        """Seconds before every domain of ``key`` has a free slot; 0 when they have now."""
+        if not key:
+            return 0.0
+        now = self._clock()
+        return max(0.0, max(self._domain(domain).next_slot for domain in key) - now)
+
     def delay(self, domains: Iterable[str]) -> float:
         """Seconds before a letter to ``domains`` could go; 0 when it may go now."""
         local, shared = self._limiters(domains)

@@ -20,7 +20,7 @@ import re
 import socket
 import sqlite3
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -52,9 +52,13 @@ MAX_RETRY_DELAY = 300.0
 # jitter alone can put one letter too many into a one-second window counted at the server.
 # Measured at a sink on a busy 2-core machine, 1 % still let a 201st letter into a second.
 RATE_MARGIN = 1.015
-# Commits of `sending` marks between two checkpoints run in a thread (`_SendingMarks`): about
-# 25 WAL pages each at concurrency 8, so the WAL stays well under SQLite's 1,000-page trigger.
-CHECKPOINT_EVERY = 20
+# Letters marked `sending` between two checkpoints run in a thread (`_SendingMarks`): a letter
+# writes at most 6 WAL pages (its row and two index pages, twice), so the WAL stays under
+# SQLite's 1,000-page trigger for its own checkpoint.
+CHECKPOINT_EVERY = 150
+# Letters read ahead of the connections, in queues per recipient domain (`_DomainQueues`).
+LOOKAHEAD = 2000
+LOOKAHEAD_BYTES = 64 * 2**20  # and at most this much message data (large attachments)
 # A letter sent back untried by the server's limits this many times is charged an attempt.
 MAX_PUT_BACK = 10
 _CONTROL = re.compile(rb"[\r\n\0]")
@@ -130,8 +134,7 @@ def _with_margin(rate: Rate | None) -> Rate | None:
 
 def retry_delay(base: float, attempt: int) -> float:
     """Seconds to wait after failed attempt ``attempt``: doubling, ±25 % jitter, at most 5 min."""
-    delay: float = base * 2 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25)
-    return min(delay, MAX_RETRY_DELAY)
+    return min(base * 2.0 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25), MAX_RETRY_DELAY)
 
 
 class _Failed(Exception):
@@ -181,6 +184,7 @@ class _Job:
     letter: Letter
     attempt: int = 1
     put_back: int = 0  # times the server's limits sent it back untried
+    key: tuple[str, ...] = ()  # the domains whose per-domain limits apply (`DomainQueues`)
     # For a retry of the recipients a server refused for now (452), the letter having gone to
     # the others: the permanent refusals so far. None for a letter not yet sent to anyone.
     partial: dict[str, str] | None = None
@@ -195,19 +199,20 @@ class _SendingMarks:
     with synchronous=NORMAL it appends to the WAL without fsync, about 0.1-0.2 ms. What can
     stall the loop is SQLite's automatic checkpoint, which a commit runs when the WAL has grown
     past 1,000 pages and which fsyncs the database (measured 3-30 ms). So every
-    `CHECKPOINT_EVERY` commits a second connection, in a thread, checkpoints first: the WAL
+    `CHECKPOINT_EVERY` letters a second connection, in a thread, checkpoints first: the WAL
     then starts again from its beginning and the automatic checkpoint is never due.
     """
 
     def __init__(self, log: DeliveryLog) -> None:
         self.log = log
         self._commit: asyncio.Future[None] | None = None
-        self._commits = 0
+        self._marked = 0
         self._checkpoint: asyncio.Future[None] | None = None
 
     async def mark(self, contact_id: str) -> None:
         """Log the letter as sending; return once that is committed."""
         self.log.mark_sending(contact_id, commit=False)
+        self._marked += 1
         commit = self._commit
         if commit is None:
             loop = asyncio.get_running_loop()
@@ -224,10 +229,10 @@ class _SendingMarks:
             commit.set_exception(exc)
             return
         commit.set_result(None)
-        self._commits += 1
-        if self._commits % CHECKPOINT_EVERY == 0 and (
+        if self._marked >= CHECKPOINT_EVERY and (
             self._checkpoint is None or self._checkpoint.done()
         ):
+            self._marked = 0
             self._checkpoint = asyncio.ensure_future(asyncio.to_thread(_checkpoint, self.log.path))
 
     async def close(self) -> None:
@@ -243,6 +248,65 @@ def _checkpoint(path: Path) -> None:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
     except sqlite3.Error:
         pass  # the automatic checkpoint will do it, on the loop
+
+
+class _DomainQueues:
+    """Letters read ahead, one queue per recipient domain, as an MTA's queue manager keeps them.
+
+    A connection takes the next letter whose domains have a free slot, so each domain goes at
+    its own limit and the run at their sum; domains take turns, so a large one cannot starve a
+    small one. At most `LOOKAHEAD` letters, and `LOOKAHEAD_BYTES` of their data, are held. A domain whose letter was taken is busy
+    until that letter has its slot: another connection takes another domain meanwhile.
+    """
+
+    def __init__(self, limiter: CampaignLimiter) -> None:
+        self._limiter = limiter
+        self._queues: dict[tuple[str, ...], deque[_Job]] = {}
+        self._busy: Counter[str] = Counter()
+        self.size = 0
+        self.bytes = 0
+
+    def full(self) -> bool:
+        return self.size >= LOOKAHEAD or self.bytes >= LOOKAHEAD_BYTES
+
+    def add(self, job: _Job, *, first: bool = False) -> None:
+        queue = self._queues.setdefault(job.key, deque())
+        if first:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
+        self.size += 1
+        self.bytes += len(job.letter.data)
+
+    def ready(self) -> _Job | None:
+        """The first letter of the first domain, in turn, whose slot is free now; taken out."""
+        for key, queue in self._queues.items():
+            if self._free(key) and self._limiter.domain_delay(key) <= 0:
+                job = queue.popleft()
+                del self._queues[key]
+                if queue:
+                    self._queues[key] = queue  # to the back: the others' turn first
+                self.size -= 1
+                self.bytes -= len(job.letter.data)
+                self._busy.update(key)
+                return job
+        return None
+
+    def delay(self) -> float | None:
+        """Seconds before a queued letter's domains could be free; None when none is queued
+        or only busy domains are (their release wakes the waiting connections)."""
+        delays = [self._limiter.domain_delay(key) for key in self._queues if self._free(key)]
+        return min(delays, default=None)
+
+    def release(self, key: tuple[str, ...]) -> None:
+        """The letter taken for these domains has its slot (or will not go now)."""
+        for domain in key:
+            self._busy[domain] -= 1
+            if self._busy[domain] <= 0:
+                del self._busy[domain]
+
+    def _free(self, key: tuple[str, ...]) -> bool:
+        return not any(self._busy[domain] for domain in key)
 
 
 class _PutBack(Exception):
@@ -273,7 +337,7 @@ class _Run:
             _with_margin(sending.rate), _with_margin(sending.per_domain_rate), server=self.server
         )
         self._letters: Iterator[Letter] | None = iter(letters)
-        self._returned: deque[_Job] = deque()  # put back by the server's limits, go first
+        self._queues = _DomainQueues(self._limiter)
         self._retries: list[tuple[float, int, _Job]] = []  # (due, order, job)
         self._order = itertools.count()
         self._on_outcome = on_outcome
@@ -325,7 +389,7 @@ class _Run:
     def _over(self) -> bool:
         return self.stopped() or (
             self._letters is None
-            and not self._returned
+            and not self._queues.size
             and not self._retries
             and not self._in_flight
         )
@@ -350,30 +414,40 @@ class _Run:
         return self.connections > self.server.connections
 
     async def next_job(self) -> _Job | None:
-        """The next letter to try; None when the run is over."""
+        """The next letter whose domains have a free slot; None when the run is over."""
+        queues = self._queues
         while not self.stopped():
             now = time.monotonic()
-            if self._returned:
-                self._in_flight += 1
-                return self._returned.popleft()
-            if self._retries and self._retries[0][0] <= now:
-                _, _, job = heapq.heappop(self._retries)
+            while self._retries and self._retries[0][0] <= now:
+                queues.add(heapq.heappop(self._retries)[2], first=True)
+            job = queues.ready()
+            while job is None and self._letters is not None and not queues.full():
+                letter = next(self._letters, None)
+                if letter is None:
+                    self._letters = None
+                else:
+                    queues.add(self._job(letter))
+                    job = queues.ready()
+            if job is not None:
                 self._in_flight += 1
                 return job
-            if self._letters is not None:
-                letter = next(self._letters, None)
-                if letter is not None:
-                    self._in_flight += 1
-                    return _Job(letter)
-                self._letters = None
-            if not self._retries and not self._in_flight:
+            if self._over():
                 return None
-            await self._wait(self._retries[0][0] - now if self._retries else None)
+            waits = [queues.delay()]
+            if self._retries:
+                waits.append(self._retries[0][0] - now)
+            await self._wait(min((w for w in waits if w is not None), default=None))
         return None
 
-    async def slot(self, letter: Letter) -> bool:
-        """Wait until the rate limits let ``letter`` go; False if the run stopped meanwhile."""
-        domains = tuple(_domains(letter))
+    def _job(
+        self, letter: Letter, attempt: int = 1, partial: dict[str, str] | None = None
+    ) -> _Job:
+        key = self._limiter.domain_key(_domains(letter))
+        return _Job(letter, attempt, key=key, partial=partial)
+
+    async def slot(self, job: _Job) -> bool:
+        """Wait until the rate limits let the letter go; False if the run stopped meanwhile."""
+        domains = tuple(_domains(job.letter))
         if self._limiter.delay(domains) > 0:
             self.log.flush()  # the outcomes so far are committed before any wait
         slot = asyncio.ensure_future(self._limiter.acquire(domains))
@@ -381,22 +455,31 @@ class _Run:
             await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
         finally:
             slot.cancel()
+            self.release(job)
         if self.stopped():
             self._in_flight -= 1  # the letter stays as the log has it
-            self._notify()
             return False
         return True
+
+    def release(self, job: _Job) -> None:
+        """The letter's domains are free for other connections to take letters of."""
+        if job.key:
+            self._queues.release(job.key)
+            self._notify()
 
     def put_back(self, job: _Job) -> None:
         """Return a letter the server's limits kept from going; it goes first when they allow."""
         self._in_flight -= 1
         job.put_back += 1
         if not self.stopped():
-            self._returned.appendleft(job)
+            self._queues.add(job, first=True)
         self._notify()
 
-    def finish(self, job: _Job, outcome: Outcome) -> None:
-        """Record how an attempt ended, schedule its retry, and keep the tally."""
+    def finish(self, job: _Job, outcome: Outcome, *, unavailable: bool = False) -> None:
+        """Record how an attempt ended, schedule its retry, and keep the tally.
+
+        ``unavailable``: the server could not be reached or refused every connection.
+        """
         self._in_flight -= 1
         letter, attempt = job.letter, job.attempt
         summary = self.summary
@@ -423,7 +506,7 @@ class _Run:
                 outcome = Outcome(State.DEFERRED, outcome.code, _for_now(later), outcome.refused)
             if not self.stopped():
                 due = time.monotonic() + retry_delay(self.sending.retry_delay, attempt)
-                later_job = _Job(job.letter, attempt + 1, partial=job.partial)
+                later_job = self._job(job.letter, attempt + 1, partial=job.partial)
                 heapq.heappush(self._retries, (due, next(self._order), later_job))
         elif outcome.state is State.SENT:
             summary.sent += 1
@@ -433,7 +516,7 @@ class _Run:
             summary.uncertain += 1
         else:
             summary.failed += 1
-        if _counts_as_failure(outcome):
+        if unavailable or _counts_as_failure(outcome):
             self._count_failure(outcome)
         self._notify()
         if self._on_outcome is not None:
@@ -498,8 +581,9 @@ def _for_now(recipients: tuple[str, ...]) -> str:
 def _counts_as_failure(outcome: Outcome) -> bool:
     """Whether an outcome counts toward pause_after_failures.
 
-    Only permanent refusals and an unreachable or vanishing server do: a temporary refusal
-    (4xx) is the server's pace, which retries and `ServerLimits` follow.
+    Only permanent refusals and an unreachable or vanishing server do (and a server refusing
+    every connection, which `finish` is told): a temporary refusal (4xx) is the server's pace,
+    which retries and `ServerLimits` follow.
     """
     if outcome.state is State.FAILED:
         return outcome.code is None or not _temporary(outcome.code)
@@ -526,8 +610,7 @@ class _Worker:
                 job = await run.next_job()
                 if job is None:
                     break
-                if await run.slot(job.letter):
-                    await self._attempt(job)
+                await self._attempt(job)
                 if self.connection is not None and run.too_many_connections():
                     await self._quit()
                 if self.connection is None:
@@ -596,10 +679,21 @@ class _Worker:
         return connection
 
     async def _attempt(self, job: _Job) -> None:
-        """One try at one letter, its outcome handed to the run."""
+        """One try at one letter, its outcome handed to the run.
+
+        The connection is made ready before the letter takes its rate slot, so that the time
+        from the slot to the server is one write, not a connection set-up.
+        """
         run, letter = self.run, job.letter
         try:
-            connection, refused = await self._envelope(letter)
+            try:
+                connection = await self._connection()
+            finally:
+                if self.connection is None:
+                    run.release(job)
+            if not await run.slot(job):
+                return
+            connection, refused = await self._envelope(connection, letter)
         except _PutBack:
             run.put_back(job)
             return
@@ -611,13 +705,15 @@ class _Worker:
             # The log counts every attempt, also those that never reached the data; the outcome
             # is written right after this, with no await in between, and committed later.
             run.log.mark_sending(letter.contact_id, commit=False)
-            run.finish(job, failed.outcome)
+            # No connection could be opened, none other is open: the server is unavailable.
+            run.finish(job, failed.outcome, unavailable=failed.step == "connect")
             return
         run.finish(job, await self._data(connection, letter, refused))
 
-    async def _envelope(self, letter: Letter) -> tuple[Connection, dict[str, str]]:
+    async def _envelope(
+        self, connection: Connection, letter: Letter
+    ) -> tuple[Connection, dict[str, str]]:
         """MAIL FROM, RCPT TO and DATA on a ready connection; the refused recipients."""
-        connection = await self._connection()
         reused = self.used > 1
         try:
             return connection, await self._transaction(connection, letter)
