@@ -242,6 +242,14 @@ def test_empty_header_row_is_refused(tmp_path: Path) -> None:
     assert message.startswith("lists.xlsx: row 7 of sheet 'Members' is empty; campaign.contacts_header_row")
 
 
+def test_csv_title_lines_above_the_header_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("Supporters, March 2024;;\n;;\nname;E-mail\nAna;ana@example.org\n", encoding="utf-8")
+    contacts = ContactList(path, id_column="e_mail")
+    assert contacts.description == "list.csv, header on row 3"
+    assert [(c.row, c.values) for c in contacts] == [(4, {"name": "Ana", "E-mail": "ana@example.org"})]
+
+
 def test_csv_header_row_can_be_chosen(tmp_path: Path) -> None:
     path = tmp_path / "list.csv"
     path.write_text("Supporters,,\n\nemail,name\nana@example.org,Ana\n", encoding="utf-8")
