@@ -349,3 +349,59 @@ def test_damaged_sheet_part_is_refused_in_one_line(tmp_path: Path) -> None:
         for name, data in members.items():
             archive.writestr(name, data)
     assert error(path).startswith("lists.xlsx: not a readable .xlsx workbook: xl/worksheets/sheet1.xml: ")
+
+
+MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+RELATIONSHIPS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+
+
+def excel_style_xlsx(path: Path, main: str = MAIN, relationships: str = RELATIONSHIPS) -> Path:
+    """A workbook laid out as Excel writes one: shared strings (one in rich-text runs, one with a
+    phonetic guide), custom number formats in styles.xml, the 1904 date system."""
+    kinds = f"{relationships}/"
+    parts = {
+        "_rels/.rels": f'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{kinds}officeDocument" Target="xl/workbook.xml"/></Relationships>',
+        "xl/workbook.xml": f'<workbook xmlns="{main}" xmlns:r="{relationships}"><workbookPr date1904="1"/>'
+        '<sheets><sheet name="Supporters" sheetId="1" r:id="rId1"/></sheets></workbook>',
+        "xl/_rels/workbook.xml.rels": '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{kinds}worksheet" Target="worksheets/sheet1.xml"/>'
+        f'<Relationship Id="rId2" Type="{kinds}sharedStrings" Target="/xl/sharedStrings.xml"/>'
+        f'<Relationship Id="rId3" Type="{kinds}styles" Target="styles.xml"/></Relationships>',
+        "xl/sharedStrings.xml": f'<sst xmlns="{main}"><si><t>email</t></si><si><t>name</t></si>'
+        "<si><t>postcode</t></si><si><t>joined</t></si><si><t>ana@example.org</t></si>"
+        '<si><r><rPr><b/></rPr><t>An</t></r><r><t xml:space="preserve">a Lima</t></r></si>'
+        "<si><t>Tokyo</t><rPh sb=\"0\" eb=\"2\"><t>トウキョウ</t></rPh></si></sst>",
+        "xl/styles.xml": f'<styleSheet xmlns="{main}"><numFmts count="1">'
+        '<numFmt numFmtId="164" formatCode="00000"/></numFmts><cellXfs count="3">'
+        '<xf numFmtId="0"/><xf numFmtId="164"/><xf numFmtId="15"/></cellXfs></styleSheet>',
+        "xl/worksheets/sheet1.xml": f'<worksheet xmlns="{main}"><sheetData>'
+        '<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="s"><v>1</v></c><c r="C1" t="s"><v>2</v></c>'
+        '<c r="D1" t="s"><v>3</v></c><c r="E1" t="s"><v>6</v></c></row>'
+        '<row r="2"><c r="A2" t="s"><v>4</v></c><c r="B2" t="s"><v>5</v></c>'
+        '<c r="C2" s="1"><v>2134</v></c><c r="D2" s="2"><v>0</v></c><c r="E2" t="b"><v>1</v></c></row>'
+        "</sheetData></worksheet>",
+    }
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, xml in parts.items():
+            archive.writestr(name, '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n' + xml)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("main", "relationships"),
+    [
+        (MAIN, RELATIONSHIPS),
+        ("http://purl.oclc.org/ooxml/spreadsheetml/main",
+         "http://purl.oclc.org/ooxml/officeDocument/relationships"),
+    ],
+    ids=["transitional", "strict"],
+)  # fmt: skip
+def test_workbook_as_excel_writes_it(tmp_path: Path, main: str, relationships: str) -> None:
+    path = excel_style_xlsx(tmp_path / "list.xlsx", main, relationships)
+    contacts = ContactList(path, id_column="email")
+    assert contacts.columns == ["email", "name", "postcode", "joined", "Tokyo"]
+    assert [c.values for c in contacts] == [
+        {"email": "ana@example.org", "name": "Ana Lima", "postcode": "02134", "joined": "1-Jan-04",
+         "Tokyo": "TRUE"},
+    ]  # fmt: skip
