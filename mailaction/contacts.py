@@ -69,7 +69,9 @@ class ContactList:
         self.source = self.path.name
         suffix = self.path.suffix.lower()
         if suffix in WORKBOOK_SUFFIXES:
-            self._table: _SheetTable | _TextTable = _SheetTable(self.path, sheet, header_row, id_column)
+            self._table: _SheetTable | _TextTable = _SheetTable(
+                self.path, sheet, header_row, id_column
+            )
         elif suffix in _TEXT_SUFFIXES:
             if sheet is not None:
                 raise ContactsError(
@@ -438,7 +440,9 @@ class _SheetTable:
         named = [index for index, cell in enumerate(cells) if cell.strip()]
         self._start, self._end = named[0], named[-1] + 1
         self.header = cells[self._start : self._end]
-        self.description = f"{self.source}, sheet {self.sheet_name!r}, header on row {self.header_row}"
+        self.description = (
+            f"{self.source}, sheet {self.sheet_name!r}, header on row {self.header_row}"
+        )
 
     def column_label(self, index: int) -> str:
         """How the sheet names the table's column ``index`` (from 0): "column C"."""
@@ -452,7 +456,9 @@ class _SheetTable:
                 continue
             cells = row.cells
             if len(cells) > end or any(cells[:start]):
-                outside = [i for i, cell in enumerate(cells) if not start <= i < end and cell.strip()]
+                outside = [
+                    i for i, cell in enumerate(cells) if not start <= i < end and cell.strip()
+                ]
                 if outside:
                     raise ContactsError(
                         f"{self.source}:{row.number}: column {column_letter(outside[0])} has a "

@@ -15,7 +15,9 @@ HEADERS = "To: {{ email }}\nFrom: Campaign <campaign@example.org>\nSubject: Hell
 
 def campaign(folder: Path, template: str, rows: int = 47, extra: str = "") -> Path:
     """A campaign of ``rows`` contacts (columns email, First Name, file); returns its config."""
-    lines = "".join(f"p{n}@example.org,Person {n},{extra if n == 3 else 'note.txt'}\n" for n in range(rows))
+    lines = "".join(
+        f"p{n}@example.org,Person {n},{extra if n == 3 else 'note.txt'}\n" for n in range(rows)
+    )
     (folder / "contacts.csv").write_text("email,First Name,file\n" + lines, encoding="utf-8")
     (folder / "note.txt").write_text("a note\n", encoding="utf-8")
     (folder / "letter.txt").write_text(template, encoding="utf-8")
@@ -38,10 +40,14 @@ def test_a_variable_that_is_no_column_is_one_line_for_all_47_rows(tmp_path: Path
     config = campaign(tmp_path, HEADERS + "\nDear {{ first_name }},\n\nGreetings to {{ town }}.\n")
     assert validate(config) == [
         "contacts.csv, header on row 1",
-        ("letter.txt:7 (body): uses {{ town }}, which is not a column (all 47 rows); "
-        "the columns are: email, First Name, file"),
-        ("Error: 1 problem(s) in 47 row(s) of contacts.csv with letter.txt; 0 letter(s) ready. Fix them "
-        "and run validate again; nothing was sent."),
+        (
+            "letter.txt:7 (body): uses {{ town }}, which is not a column (all 47 rows); "
+            "the columns are: email, First Name, file"
+        ),
+        (
+            "Error: 1 problem(s) in 47 row(s) of contacts.csv with letter.txt; 0 letter(s) ready. Fix them "
+            "and run validate again; nothing was sent."
+        ),
     ]
 
 
@@ -71,8 +77,10 @@ def test_worker_processes_report_the_same_once(tmp_path: Path) -> None:
     alone, pooled = checked.validate(workers=0), checked.validate(workers=2)
     assert alone.problems == pooled.problems
     assert [str(problem) for problem in alone.problems] == [
-        ("letter.txt:5 (body): uses {{ town }}, which is not a column (all 300 rows); "
-        "the columns are: email, First Name, file")
+        (
+            "letter.txt:5 (body): uses {{ town }}, which is not a column (all 300 rows); "
+            "the columns are: email, First Name, file"
+        )
     ]
     assert (alone.problem_count, alone.invalid_rows) == (1, 300)
 
@@ -84,9 +92,13 @@ def test_a_list_20000_columns_wide_is_validated(tmp_path: Path) -> None:
     (tmp_path / "contacts.csv").write_text(
         ",".join(names) + f"\np1@example.org,{values}\np2@example.org,{values}\n", encoding="utf-8"
     )
-    (tmp_path / "letter.txt").write_text(HEADERS + "\n{{ column_19999 }} {{ town }}\n", encoding="utf-8")
+    (tmp_path / "letter.txt").write_text(
+        HEADERS + "\n{{ column_19999 }} {{ town }}\n", encoding="utf-8"
+    )
     config = tmp_path / "mailaction.toml"
-    config.write_text('[campaign]\ntemplate = "letter.txt"\ncontacts = "contacts.csv"\n', encoding="utf-8")
+    config.write_text(
+        '[campaign]\ntemplate = "letter.txt"\ncontacts = "contacts.csv"\n', encoding="utf-8"
+    )
     result = Campaign(load_config(config)).validate(workers=0)
     assert [str(problem) for problem in result.problems] == [
         "letter.txt:5 (body): uses {{ town }}, which is not a column (all 2 rows); the columns are: "
