@@ -427,3 +427,59 @@ def test_workbook_as_excel_writes_it(tmp_path: Path, main: str, relationships: s
         {"email": "ana@example.org", "name": "Ana Lima", "postcode": "02134", "joined": "1-Jan-04",
          "Tokyo": "TRUE"},
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("header", "found"), [(20, True), (21, False)])
+def test_the_header_is_looked_for_in_the_first_20_rows(
+    tmp_path: Path, header: int, found: bool
+) -> None:
+    book = openpyxl.Workbook()
+    book.active[f"A{header}"], book.active[f"A{header + 1}"] = "email", "ana@example.org"
+    book.save(tmp_path / "list.xlsx")
+    if found:
+        contacts = ContactList(tmp_path / "list.xlsx", id_column="email")
+        assert contacts.description == f"list.xlsx, sheet 'Sheet', header on row {header}"
+    else:
+        assert "no header row with a column 'email' in the first 20 rows of sheet 'Sheet'" in error(
+            tmp_path / "list.xlsx", id_column="email"
+        )
+
+
+@pytest.mark.parametrize("sheet", [0, 3])
+def test_a_sheet_number_outside_the_workbook_is_refused(tmp_path: Path, sheet: int) -> None:
+    assert error(two_lists(tmp_path / "lists.xlsx"), sheet=sheet).startswith(
+        f"lists.xlsx: no sheet {sheet}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "contacts_sheet = 0",
+            "campaign.contacts_sheet must be a sheet's name or its number from 1, not 0",
+        ),
+        ('contacts_sheet = ""', "campaign.contacts_sheet must not be empty"),
+        ("contacts_sheet = true", "campaign.contacts_sheet must be a string, not True"),
+        ("contacts_header_row = 0", "campaign.contacts_header_row must be greater than 0, not 0"),
+        (
+            'contacts_header_row = "3"',
+            "campaign.contacts_header_row must be a whole number, not '3'",
+        ),
+    ],
+)
+def test_bad_sheet_settings_are_refused_naming_the_key(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    config = tmp_path / "mailaction.toml"
+    config.write_text(f"[campaign]\n{line}\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["validate", "--config", str(config)])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_sheet_settings_are_read(tmp_path: Path) -> None:
+    config = tmp_path / "mailaction.toml"
+    config.write_text("[campaign]\ncontacts_sheet = 2\ncontacts_header_row = 3\n", encoding="utf-8")
+    settings = load_config(config).campaign
+    assert (settings.contacts_sheet, settings.contacts_header_row) == (2, 3)
