@@ -6,9 +6,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from mailaction.campaign import Campaign
+from mailaction.campaign import Campaign, PreparedRow, ValidationResult
 from mailaction.cli import main
 from mailaction.config import load_config
+from mailaction.errors import Problem
 
 HEADERS = "To: {{ email }}\nFrom: Campaign <campaign@example.org>\nSubject: Hello\n"
 
@@ -105,3 +106,24 @@ def test_a_list_20000_columns_wide_is_validated(tmp_path: Path) -> None:
         + ", ".join(names[:100])
         + ", … (20,001 in all)"
     ]
+
+
+def test_validation_result_counts_a_template_problem_once_and_keeps_row_problems() -> None:
+    shared = Problem(
+        "letter.txt:3",
+        None,
+        "body",
+        "uses {{ town }}, which is not a column; the columns are: email",
+    )
+    result = ValidationResult(keep=1)
+    result.add(PreparedRow(2, "a", None, [shared, Problem("contacts.csv", 2, "To", "bad")]))
+    assert result.problems[0].message.endswith(
+        "not a column (the only row); the columns are: email"
+    )
+    result.add(PreparedRow(3, "b", None, [shared, Problem("contacts.csv", 3, "To", "worse")]))
+    result.add(PreparedRow(4, "c", None, []))
+    assert [str(p) for p in result.problems] == [
+        "letter.txt:3 (body): uses {{ town }}, which is not a column (2 of 3 rows); the columns are: email",
+        "contacts.csv:2 (To): bad",
+    ]
+    assert (result.ready, result.invalid_rows, result.problem_count) == (1, 2, 3)
