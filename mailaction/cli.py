@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from typing import Any
 import click
 from email_validator import EmailNotValidError, validate_email
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,6 +37,7 @@ from .deliverability import DeliverabilityCheck, check_campaign
 from .delivery import CampaignResult, Hooks, SendOptions, SendPlan, real_campaigns, send_campaign
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
+from .example import DEMO_FOLDER, demo_config, reset_demo, write_example
 from .mailmerge import convert_mailmerge
 from .message import Letter
 from .preview import print_letter, write_preview
@@ -53,10 +54,10 @@ from .sender import SendSummary
 from .sink import Sink, StoredMessage
 from .suppression import SuppressionList, checked_address, open_suppression
 
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: ":name:" in a contact or campaign name stays as written.
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 REPORT_WRITERS = {"csv": write_csv, "json": write_json, "html": write_html}
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -162,7 +163,7 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
             f"{result.problem_count} problem(s) in {result.invalid_rows} row(s) of {checked}; "
             f"{result.ready} letter(s) ready. Fix them and run validate again; nothing was sent.", []
         )
-    console.print(f"[green]✓[/] {letter_count(result.ready)} ready ({checked}). Nothing was sent.")
+    console.print(f"[green]✓[/] {letter_count(result.ready)} ready ({escape(checked)}). Nothing was sent.")
     _print_deliverability(check_campaign(campaign), config)
 
 
@@ -213,7 +214,7 @@ def preview(
 
     if out is not None:
         result = write_preview(checked(), out)
-        console.print(f"Wrote {letter_count(result.written)} to {out}/. Open {result.index} in a browser to read them.")
+        console.print(f"Wrote {letter_count(result.written)} to {out}/. Open {result.index} in a browser to read them.", markup=False)
     else:
         for prepared in checked():
             if prepared.letter is not None:
@@ -289,7 +290,7 @@ def _finish(config: Config, result: CampaignResult, *, dry_run: bool) -> None:
     if not result.sent:
         if plan.to_send and dry_run:
             _print_sample(plan.sample)
-            console.print(f"This was a dry run; nothing was sent. To send: mailaction send{_config_hint(config)}")
+            console.print(f"This was a dry run; nothing was sent. To send: mailaction send{_config_hint(config)}", markup=False)
         else:
             console.print("Nothing to send.")
         return
@@ -297,7 +298,7 @@ def _finish(config: Config, result: CampaignResult, *, dry_run: bool) -> None:
     console.print(_run_line(result.summary), markup=False)
     with DeliveryLog(result.log_path, result.campaign, create=False) as delivery_log:
         print_summary(load_report(delivery_log), console)
-    console.print(f"Full report: mailaction report{_config_hint(config)}")
+    console.print(f"Full report: mailaction report{_config_hint(config)}", markup=False)
     if result.interrupted:
         errors.print("Stopped by Ctrl-C. The delivery log is consistent; run send again to resume.")
         sys.exit(ExitStatus.INTERRUPTED)
@@ -459,18 +460,18 @@ def report(
     config = read_config(config_path, template, contacts, log)
     with _campaign_log(config) as delivery_log:
         data = load_report(delivery_log, [State(s) for s in states] or None)
-    if output is None:
-        if fmt == "table":
-            print_table(data, console)
-        else:
-            REPORT_WRITERS[fmt](data, sys.stdout)
-        return
-    with output.open("w", encoding="utf-8", newline="" if fmt == "csv" else None) as out:
-        if fmt == "table":
-            print_table(data, Console(file=out, width=120, highlight=False))
-        else:
-            REPORT_WRITERS[fmt](data, out)
-    console.print(f"Wrote {output}")
+        if output is None:
+            if fmt == "table":
+                print_table(data, console)
+            else:
+                REPORT_WRITERS[fmt](data, sys.stdout)
+            return
+        with output.open("w", encoding="utf-8", newline="" if fmt == "csv" else None) as out:
+            if fmt == "table":
+                print_table(data, Console(file=out, width=120, highlight=False))
+            else:
+                REPORT_WRITERS[fmt](data, out)
+    console.print(f"Wrote {output}", markup=False)
 
 
 @main.command()
@@ -544,15 +545,45 @@ def sink(host: str, port: int, maildir: Path) -> None:
       mailaction send --config config.example.toml     (in another terminal)
     """
     with Sink(maildir, host=host, port=port, on_message=_print_stored) as server:
-        console.print(f"Listening on {host}:{server.port}; storing messages in {maildir}/ (Ctrl-C to stop)")
+        console.print(f"Listening on {host}:{server.port}; storing messages in {maildir}/ (Ctrl-C to stop)", markup=False)
         try:
             signal.pause()
         except KeyboardInterrupt:
-            console.print(f"Stopped; {server.count} messages stored in {maildir}/")
+            console.print(f"Stopped; {server.count} messages stored in {maildir}/", markup=False)
 
 
 def _print_stored(message: StoredMessage) -> None:
     console.print(f"{message.mail_from} → {', '.join(message.recipients)}: {message.subject}", markup=False)
+
+
+@main.command()
+@handle_errors
+def demo() -> None:
+    """Send the example campaign to a built-in SMTP server, then show the report.
+
+    Needs no configuration and no network: a local test server starts on a free
+    loopback port, receives every letter and stores it in a Maildir. The delivery
+    log and the received letters go to ./mailaction-demo/ (replaced on each run).
+
+    \b
+    Example:
+      mailaction demo
+      mailaction report --log mailaction-demo/demo.sqlite     the demo's report, afterwards
+    """
+    log_path, maildir = reset_demo(Path(DEMO_FOLDER))
+    with Sink(maildir) as server:
+        config = demo_config(log_path, server.port)
+        console.print(f"Demo SMTP server listening on 127.0.0.1:{server.port}")
+        hooks = Hooks(plan=functools.partial(_print_plan, config, test_to=None), progress=_progress)
+        result = send_campaign(config, SendOptions(), hooks)
+        console.print(f"The server received {server.count} messages; they are in {os.path.relpath(maildir)}/", markup=False)
+    console.print()
+    with DeliveryLog(log_path, result.campaign, create=False) as delivery_log:
+        print_table(load_report(delivery_log), console)
+    console.print()
+    console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it again with: mailaction report --log {os.path.relpath(log_path)}", markup=False)
+    if result.problems:
+        sys.exit(ExitStatus.SOME_FAILED)
 
 
 @main.command()
@@ -564,59 +595,32 @@ def _print_stored(message: StoredMessage) -> None:
 )  # fmt: skip
 @handle_errors
 def init(folder: Path | None, mailmerge_dir: Path | None) -> None:
-    """Write a campaign's mailaction.toml into FOLDER (default: the mailmerge folder itself).
+    """Start a campaign in FOLDER: a small working example, or a mailmerge folder converted.
 
-    With --from-mailmerge, the config sends the letters mailmerge would send from that folder:
-    same template, same database, same SMTP server and rate limit.
+    Without --from-mailmerge, writes mailaction.toml, a letter, contacts and an
+    attachment into FOLDER (default: here), and nothing if any of them exists.
+    With --from-mailmerge, writes a mailaction.toml (into FOLDER, default: the
+    mailmerge folder itself) that sends the letters mailmerge would send from
+    that folder: same template, database, SMTP server and rate limit.
 
     \b
     Example:
+      mailaction init my-campaign
+      cd my-campaign && mailaction validate
       mailaction init --from-mailmerge ~/mailmerge-campaign
-      cd ~/mailmerge-campaign && mailaction validate && mailaction send
     """
-    if mailmerge_dir is None:
-        raise click.UsageError("give --from-mailmerge DIR to convert a mailmerge folder")
-    config_path = convert_mailmerge(mailmerge_dir, folder)
-    console.print(f"Wrote {config_path}", markup=False)
-    console.print(f"Next: mailaction validate --config {config_path}", markup=False)
-
-
-@main.command()
-@handle_errors
-def demo() -> None:
-    """Send the example campaign to a built-in SMTP server, then show the report.
-
-    Needs no configuration and no network: a local test server starts on a free
-    loopback port, receives every letter and stores it in a Maildir.
-
-    \b
-    Example:
-      mailaction demo
-      mailaction report          the demo's delivery report, afterwards
-    """
-    config_path = find_config(REPO_ROOT) or find_config()
-    if config_path is None or config_path.name != "config.example.toml":
-        config_path = REPO_ROOT / "config.example.toml"
-    base = load_config(config_path)
-    log_path = base.campaign.log
-    assert log_path is not None
-    maildir = log_path.parent / "demo-maildir"
-    shutil.rmtree(maildir, ignore_errors=True)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{log_path}{suffix}").unlink(missing_ok=True)
-    with Sink(maildir) as server:
-        config = replace(base, smtp=replace(base.smtp, host="127.0.0.1", port=server.port, security="none", username=None))
-        console.print(f"Demo SMTP server listening on 127.0.0.1:{server.port}")
-        hooks = Hooks(plan=functools.partial(_print_plan, config, test_to=None), progress=_progress)
-        result = send_campaign(config, SendOptions(), hooks)
-        console.print(f"The server received {server.count} messages; they are in {os.path.relpath(maildir)}/", markup=False)
-    console.print()
-    with DeliveryLog(log_path, result.campaign, create=False) as delivery_log:
-        print_table(load_report(delivery_log), console)
-    console.print()
-    console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it again with: mailaction report{_config_hint(config)}", markup=False)
-    if result.problems:
-        sys.exit(ExitStatus.SOME_FAILED)
+    if mailmerge_dir is not None:
+        config_path = convert_mailmerge(mailmerge_dir, folder)
+        console.print(f"Wrote {config_path}", markup=False)
+        console.print(f"Next: mailaction validate --config {config_path}", markup=False)
+        return
+    folder = folder or Path(".")
+    written = write_example(folder)
+    console.print(f"Wrote {len(written)} files to {folder}/:", markup=False)
+    for path in written:
+        console.print(f"  {path.relative_to(folder)}", markup=False)
+    step = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
+    console.print(f"Next: edit mailaction.toml, then {step}mailaction validate", markup=False)
 
 
 def suppression_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -164,7 +164,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
-        return value
+        return str(value)
 
     return check
 
@@ -188,10 +188,10 @@ def _non_negative(kind: type) -> Callable[[Any], Any]:
 
 
 def _text(value: Any) -> str:
-    value = _typed(str)(value)
-    if not value.strip():
+    text: str = _typed(str)(value)
+    if not text.strip():
         raise ValueError("must not be empty")
-    return value
+    return text
 
 
 def _sheet(value: Any) -> str | int:
@@ -218,10 +218,10 @@ def _mailto(value: Any) -> str:
 
 
 def _port(value: Any) -> int:
-    value = _typed(int)(value)
-    if not 1 <= value <= 65535:
-        raise ValueError(f"must be a port number from 1 to 65535, not {value!r}")
-    return value
+    port: int = _typed(int)(value)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"must be a port number from 1 to 65535, not {port!r}")
+    return port
 
 
 _str, _pos_int, _pos_float, _bool = _typed(str), _typed(int, positive=True), _typed(float, positive=True), _typed(bool)
@@ -285,10 +285,10 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     where = str(path) if path else "config"
     sections: dict[str, Any] = {}
     for section, value in data.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {_misplaced(section)}")
         if section not in _SCHEMA:
             raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(_SCHEMA)})")
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {section} must be a [{section}] table")
     for section, (cls, checks) in _SCHEMA.items():
         values: dict[str, Any] = {}
         for key, value in data.get(section, {}).items():
@@ -314,6 +314,16 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     if 0 < len(missing) < 3:
         raise ConfigError(f"{where}: [dkim] needs selector, domain and private_key; missing {', '.join(missing)}")
     return Config(sections["smtp"], sections["sending"], campaign, path, dkim, sections["imap"])
+
+
+def _misplaced(key: str) -> str:
+    """What is wrong with a setting written above every [section] (TOML puts it in none)."""
+    owners = [section for section, (_, checks) in _SCHEMA.items() if key in checks]
+    if owners:
+        return f"{key} is above [{owners[0]}]; move it under [{owners[0]}]"
+    if key in _SCHEMA:
+        return f"{key} must be a [{key}] table"
+    return f"unknown key {key} above the sections (settings go under [smtp], [sending] or [campaign])"
 
 
 def _slug(name: str) -> str:

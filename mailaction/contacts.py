@@ -71,6 +71,11 @@ class ContactList:
         if suffix in WORKBOOK_SUFFIXES:
             self._table: _SheetTable | _TextTable = _SheetTable(self.path, sheet, header_row, id_column)
         elif suffix in _TEXT_SUFFIXES:
+            if sheet is not None:
+                raise ContactsError(
+                    f"{self.source}: a text file has no sheets; campaign.contacts_sheet is for "
+                    "workbooks (.xlsx, .ods, .xls)"
+                )
             self._table = _TextTable(self.path, _TEXT_SUFFIXES[suffix], chunk_size, header_row)
         else:
             raise ContactsError(

@@ -471,8 +471,12 @@ class DeliveryLog:
         self.flush()
         return cursor.rowcount
 
-    def mark_sending(self, contact_id: str) -> None:
-        """Record, committed, that the letter's data is about to be written to the server."""
+    def mark_sending(self, contact_id: str, *, commit: bool = True) -> None:
+        """Record, committed, that the letter's data is about to be written to the server.
+
+        With ``commit=False`` the caller commits it (`flush`) before the data is written, so the
+        marks of letters going out together share one commit.
+        """
         now = time.time()
         self._update(
             contact_id,
@@ -481,7 +485,8 @@ class DeliveryLog:
             " history = history || ? WHERE campaign = ? AND contact_id = ?",
             (State.SENDING, now, now, _event(State.SENDING, None, "", now)),
         )
-        self.flush()
+        if commit:
+            self.flush()
 
     def mark_outcome(self, contact_id: str, outcome: Outcome) -> None:
         """Record how the last attempt ended (committed with the next `mark_sending` or `flush`)."""
@@ -593,6 +598,35 @@ class DeliveryLog:
                 self._blob_cache.pop(next(iter(self._blob_cache)))
             blob = self._blob_cache[digest] = found[0]
         return blob
+
+    def sent_span(self) -> tuple[int, float | None, float | None]:
+        """How many letters were sent, and the first and last send time (None when none)."""
+        count, first, last = self._run(
+            "SELECT count(sent_at), min(sent_at), max(sent_at) FROM letters"
+            " WHERE campaign = ? AND state = ?",
+            (self.campaign, State.SENT),
+        ).fetchone()
+        return count, first, last
+
+    def sent_per_bin(self, start: float, width: float) -> dict[int, int]:
+        """Sent letters per time bin: bin n holds those sent in [start + n*width, + width)."""
+        rows = self._run(
+            "SELECT CAST((sent_at - ?) / ? AS INTEGER) AS bin, count(*) FROM letters"
+            " WHERE campaign = ? AND state = ? AND sent_at IS NOT NULL GROUP BY bin",
+            (start, width, self.campaign, State.SENT),
+        )
+        return dict(rows.fetchall())
+
+    def refused_counts(self) -> dict[State, int]:
+        """How many letters in each state had some of their recipients refused."""
+        counts = dict.fromkeys(State, 0)
+        rows = self._run(
+            "SELECT state, count(*) FROM letters WHERE campaign = ? AND refused != '{}'"
+            " GROUP BY state",
+            (self.campaign,),
+        )
+        counts.update((State(state), n) for state, n in rows)
+        return counts
 
     def record_bounce(self, contact_id: str, code: int | None, reply: str, *, permanent: bool) -> bool:
         """Record, committed, that a sent (or uncertain) letter bounced: `bounced` when permanent,

@@ -394,8 +394,9 @@ class MarkdownRenderer:
 # definitions; fenced code, comments and raw HTML blocks, which may contain blank lines.
 _LINKING_MARKS = ("]:", "[^", "```", "~~~", "<!", "<?")
 _HTML_BLOCK = re.compile(r"^[ \t]*<", re.MULTILINE)
-# Lines of words that Markdown turns into one <p> unchanged: no markup, no trailing spaces.
-_PLAIN_PARAGRAPH = re.compile(r"(?:[^\W\d_](?:[^\W_]|[ ,.;?!'])*(?<! )(?:\n|\Z))+")
+# Lines of words that Markdown turns into one <p> unchanged: no markup, no trailing spaces;
+# numeric character references (escaped contact values) pass through Markdown as they are.
+_PLAIN_PARAGRAPH = re.compile(r"(?:[^\W\d_](?:[^\W_]|[ ,.;?!']|&#\d+;)*(?<! )(?:\n|\Z))+")
 
 
 def _linking(block: str) -> bool:

@@ -10,6 +10,7 @@ in text and are dropped.
 from __future__ import annotations
 
 import datetime
+import math
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -60,7 +61,7 @@ class _Section:
 def format_number(value: float, code: str, date1904: bool = False) -> str:
     """``value`` shown in number format ``code``; General shows up to 15 significant digits."""
     numeric = _numeric_sections(code)
-    if not numeric:
+    if not numeric or not math.isfinite(value):  # no spreadsheet saves inf or nan; a broken file
         return general(value)
     section, minus = _choose(numeric, value)
     if any(kind == "general" for kind, _ in section.tokens):
@@ -73,26 +74,11 @@ def format_number(value: float, code: str, date1904: bool = False) -> str:
     return _format_plain(value if minus else abs(value), section)
 
 
-def format_text(text: str, code: str) -> str:
-    """A text cell in format ``code``: the text section's "@" replaced by the text."""
-    if "@" not in code:
-        return text
-    texts = [section for section in _parse(code) if section.is_text]
-    if not texts:
-        return text
-    return "".join(text if kind == "@" else part for kind, part in _literals(texts[-1].tokens))
-
-
 def general(value: float) -> str:
     """A number in the General format: 1234 not 1234.0, 0.3 not 0.30000000000000004."""
-    if value == int(value) and abs(value) < 1e15:
+    if abs(value) < 1e15 and value == int(value):
         return str(int(value))
     return f"{value:.15g}"
-
-
-def is_date_format(code: str) -> bool:
-    """Whether ``code`` shows numbers as dates or times."""
-    return code.lower() not in ("general", "") and any(s.is_date for s in _parse(code))
 
 
 @lru_cache(maxsize=256)
@@ -176,10 +162,6 @@ def _holds(condition: tuple[str, float], value: float) -> bool:
         "<": value < bound, "<=": value <= bound, ">": value > bound, ">=": value >= bound,
         "=": value == bound, "<>": value != bound,
     }[operator]  # fmt: skip
-
-
-def _literals(tokens: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
-    return [(kind, text) for kind, text in tokens if kind in ("literal", "char", "@")]
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ import html
 import posixpath
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 from xml.parsers import expat
 
 from .errors import ContactsError
@@ -132,8 +133,9 @@ class _Zipped(Workbook):
                 parser.Parse(b"", True)
             except expat.ExpatError as exc:
                 raise self._unreadable(f"{member}: {exc}") from None
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise self._unreadable(str(exc)) from None
+            # A damaged archive, or a number or string index that is no number or too large.
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, IndexError) as exc:
+                raise self._unreadable(f"{member}: {exc}") from None
         yield
 
     def _unreadable(self, why: str) -> ContactsError:
@@ -151,6 +153,9 @@ class _Handlers:
 
     def text(self, data: str) -> None:
         """Character data."""
+
+
+_H = TypeVar("_H", bound=_Handlers)
 
 
 def _local(name: str) -> str:
@@ -191,12 +196,10 @@ class _XlsxWorkbook(_Zipped):
         return [name for name, _ in self._sheets]
 
     def rows(self, index: int) -> Generator[SheetRow, None, None]:
-        _, relation = self._sheets[index]
-        folder = posixpath.dirname(self._workbook_part)
-        rels = posixpath.join(folder, "_rels", posixpath.basename(self._workbook_part) + ".rels")
-        part = self._target(folder, rels, relation, by_id=True)
+        name, relation = self._sheets[index]
+        part = self._related(relation, by_id=True)
         if part is None:
-            raise self._unreadable(f"sheet {self._sheets[index][0]!r} has no part")
+            raise self._unreadable(f"sheet {name!r} has no part")
         handlers = _XlsxSheet(self._shared_strings(), self._number_formats(), self.date1904)
         for _ in self._parse(part, handlers):
             yield from handlers.done
@@ -217,8 +220,14 @@ class _XlsxWorkbook(_Zipped):
                 raise open_error(self.path, exc) from None
         return self._names
 
+    def _related(self, wanted: str, by_id: bool = False) -> str | None:
+        """The workbook's part that one of its relationships points at."""
+        folder, name = posixpath.split(self._workbook_part)
+        return self._target(folder, posixpath.join(folder, "_rels", name + ".rels"), wanted, by_id)
+
     def _target(self, folder: str, rels: str, wanted: str, by_id: bool = False) -> str | None:
-        """The part a relationship points at: by its Id, or by the end of its Type."""
+        """The part a relationship in ``rels`` points at, by its Id or by the end of its Type;
+        None when there is none or the archive lacks it."""
         if rels not in self._members():
             return None
         targets: list[str] = []
@@ -232,33 +241,28 @@ class _XlsxWorkbook(_Zipped):
         if not targets:
             return None
         target = targets[0]
-        if target.startswith("/"):
-            return target[1:]
-        return posixpath.normpath(posixpath.join(folder, target))
+        part = target[1:] if target.startswith("/") else posixpath.normpath(posixpath.join(folder, target))
+        return part if part in self._members() else None
 
     def _shared_strings(self) -> list[str]:
         if self._strings is None:
-            folder = posixpath.dirname(self._workbook_part)
-            rels = posixpath.join(folder, "_rels", posixpath.basename(self._workbook_part) + ".rels")
-            part = self._target(folder, rels, "sharedStrings")
-            handlers = _SharedStrings()
-            if part is not None and part in self._members():
-                self._read_all(part, handlers)
-            self._strings = handlers.strings
+            self._strings = self._read_related("sharedStrings", _SharedStrings()).strings
         return self._strings
 
     def _number_formats(self) -> list[str]:
         """The number format code of each cell style, by style number."""
         if self._formats is None:
-            folder = posixpath.dirname(self._workbook_part)
-            rels = posixpath.join(folder, "_rels", posixpath.basename(self._workbook_part) + ".rels")
-            part = self._target(folder, rels, "styles")
-            handlers = _Styles()
-            if part is not None and part in self._members():
-                self._read_all(part, handlers)
-            codes = {**BUILTIN_FORMATS, **handlers.codes}
-            self._formats = [codes.get(number, "General") for number in handlers.cell_formats]
+            styles = self._read_related("styles", _Styles())
+            codes = {**BUILTIN_FORMATS, **styles.codes}
+            self._formats = [codes.get(number, "General") for number in styles.cell_formats]
         return self._formats
+
+    def _read_related(self, kind: str, handlers: _H) -> _H:
+        """``handlers`` after reading the workbook's part of ``kind``, if it has one."""
+        part = self._related(kind)
+        if part is not None:
+            self._read_all(part, handlers)
+        return handlers
 
 
 class _SharedStrings(_Handlers):
@@ -549,7 +553,10 @@ class _XlsWorkbook(Workbook):
         import xlrd
 
         book = self._book
-        sheet = book.sheet_by_index(index)
+        try:
+            sheet = book.sheet_by_index(index)
+        except (xlrd.XLRDError, AssertionError, IndexError, ValueError) as exc:
+            raise ContactsError(f"{self.source}: not a readable .xls workbook: {exc}") from None
         date1904 = book.datemode == 1
         for row in range(sheet.nrows):
             cells = []

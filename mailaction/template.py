@@ -215,9 +215,14 @@ class LetterTemplate:
         body_source = "\n".join(lines[blank + 1 :])
         place = f"the body of {name}"
         body = _make_part(env, BODY, body_source, name, blank + 2, place)
+        # The kinds a letter can be: those fixed Content-Types name (none: plain), else any.
+        content_types = [part for part in headers if part.name.lower() == "content-type"]
+        kinds = set(_ESCAPES)
+        if all(part.constant is not None for part in content_types):
+            kinds &= {body_type(part.constant or "") for part in content_types}
         escaped = {
             kind: _make_part(_environment(base_dir, kind), BODY, body_source, name, blank + 2, place)
-            for kind in _ESCAPES
+            for kind in kinds
         }
         warnings = []
         if not any(part.name.lower() == "subject" for part in headers):

@@ -223,3 +223,13 @@ def test_a_written_multipart_body_needs_a_boundary(tmp_path: Path) -> None:
         main, ["validate", "--template", str(tmp_path / "letter.txt"), "--contacts", str(tmp_path / "contacts.csv")]
     )
     assert "contacts.csv:2 (body): a written part is image/png; parts must be text" in result.output
+
+
+def test_a_content_type_chosen_per_row_still_escapes_values(tmp_path: Path) -> None:
+    template = MARKDOWN_LETTER.replace("text/markdown", "text/{{ fmt }}")
+    rendered = LetterTemplate.from_string(template, base_dir=tmp_path).render(
+        Contact(2, {"email": "ana@example.org", "name": PAYLOADS[0], "fmt": "markdown"}, "contacts.csv")
+    )
+    view = letter_parts(LetterBuilder("data", tmp_path).build(rendered, "ana@example.org", 2))
+    assert "script" not in _Html(view.html or "").tags
+    assert "".join(_Html(view.html or "").text).count(PAYLOADS[0]) == 2

@@ -130,12 +130,6 @@ def test_missing_files_and_an_existing_config_are_refused(tmp_path: Path) -> Non
         convert_mailmerge(folder)
 
 
-def test_init_without_a_source_says_what_to_give() -> None:
-    result = CliRunner().invoke(main, ["init"])
-    assert result.exit_code == 2
-    assert "--from-mailmerge" in result.output
-
-
 def test_a_letter_without_subject_validates_with_a_warning(tmp_path: Path) -> None:
     folder = sample_folder(tmp_path, "host = 127.0.0.1\nport = 25\n")
     template = folder / "mailmerge_template.txt"

@@ -741,6 +741,7 @@ def test_a_definition_in_one_block_applies_to_another() -> None:
 MARKDOWN_ALPHABET = st.sampled_from(
     list("aZé1 \t\n\n\n-*+>#`~[]()!:|^_={}.<&\\/'\"")
     + ["1. ", "- ", "    ", "```", "<div>", "</div>", "<!--", "-->", "[^1]", "]: ", "Dear ", ": "]
+    + ["&#46;", "&#60;", "&#35; ", "&#", "&#x41;"]  # escaped contact values, and near misses
 )
 markdown_texts = st.lists(MARKDOWN_ALPHABET, max_size=60).map("".join)
 

@@ -195,8 +195,8 @@ def test_rows_with_problems_are_listed_without_eml(tmp_path: Path, letters: list
     assert not list(tmp_path.glob("00009-*"))
     page = result.index.read_text(encoding="utf-8")
     assert "Rows with problems (1)" in page
-    assert "contacts.csv:9 (email): &#x27;bob@&#x27; is not a valid address" in page
-    assert "letter.txt:9: undefined variable &#x27;town&#x27;" in page
+    assert "contacts.csv:9 (email): &#39;bob@&#39; is not a valid address" in page
+    assert "letter.txt:9: undefined variable &#39;town&#39;" in page
 
 
 def test_contact_data_is_escaped_and_no_script_can_run(tmp_path: Path) -> None:
@@ -427,3 +427,37 @@ def test_every_letter_validate_accepts_previews(
     assert len(list(out.glob("*.eml"))) == 1
     assert "<article" in result.index.read_text(encoding="utf-8")
     shutil.rmtree(out)
+
+
+def test_a_new_preview_removes_the_letters_of_the_last_one_and_nothing_else(
+    tmp_path: Path, letters: list[Letter]
+) -> None:
+    mine = tmp_path / "00099-mine@example.org.eml"
+    mine.write_bytes(b"Subject: kept\r\n\r\nMine.\r\n")
+    write_preview(map(ready, letters), tmp_path)
+    assert len(list(tmp_path.glob("*.eml"))) == len(letters) + 1
+
+    result = write_preview(map(ready, letters[:1]), tmp_path)
+
+    remaining = sorted(path.name for path in tmp_path.glob("*.eml"))
+    assert remaining == sorted([mine.name, unquote(first_eml_link(result.index))])
+    assert mine.read_bytes().startswith(b"Subject: kept")
+
+
+def test_a_hostile_manifest_removes_nothing_outside_the_folder(tmp_path: Path, letters: list[Letter]) -> None:
+    outside = tmp_path / "outside.eml"
+    outside.write_text("keep")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".mailaction-preview").write_text("../outside.eml\n/etc/hostname\n")
+
+    write_preview(map(ready, letters[:1]), tmp_path / "out")
+
+    assert outside.read_text() == "keep"
+
+
+def first_eml_link(index: Path) -> str:
+    return next(
+        attrs["href"] or ""
+        for tag, attrs in page_tags(index)
+        if tag == "a" and not (attrs["href"] or "").startswith("#")
+    )

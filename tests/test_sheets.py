@@ -249,6 +249,7 @@ def test_csv_header_row_can_be_chosen(tmp_path: Path) -> None:
     assert contacts.description == "list.csv, header on row 3"
     assert [(c.row, c.values) for c in contacts] == [(4, {"email": "ana@example.org", "name": "Ana"})]
     assert "row 2 is empty" in error(path, header_row=2)
+    assert error(path, sheet="Supporters").startswith("list.csv: a text file has no sheets")
 
 
 # --- formulas ---
@@ -329,3 +330,14 @@ def test_xls_that_is_not_a_workbook_is_refused(tmp_path: Path) -> None:
 def test_xlsx_saved_under_an_xls_name_is_read(tmp_path: Path) -> None:
     path = two_lists(tmp_path / "lists.xlsx").rename(tmp_path / "lists.xls")
     assert [c.values for c in ContactList(path)] == [{"email": "ana@example.org", "name": "Ana"}]
+
+
+def test_damaged_sheet_part_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = two_lists(tmp_path / "lists.xlsx")
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["xl/worksheets/sheet1.xml"] = members["xl/worksheets/sheet1.xml"][:200]
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    assert error(path).startswith("lists.xlsx: not a readable .xlsx workbook: xl/worksheets/sheet1.xml: ")
