@@ -338,6 +338,7 @@ def _print_plan(config: Config, plan: SendPlan, *, test_to: str | None) -> None:
         (plan.held_uncertain, "uncertain (may have arrived); not sent again without --resend-uncertain"),
         (plan.held_failed, "refused permanently before; not retried without --retry-failed"),
         (0 if test_to else plan.left_for_later, "queued for a later run (--limit or sending.daily_limit)"),
+        (plan.suppressed, "suppressed: on the suppression list, so not sent"),
         (plan.withdrawn, "queued earlier but gone from the contact list; never sent, "
          + "so taken off the queue"),
         (plan.changed_after_send.count, "changed since they were sent or tried; not re-sent (rows "
@@ -595,13 +596,13 @@ def demo() -> None:
 )  # fmt: skip
 @handle_errors
 def init(folder: Path | None, mailmerge_dir: Path | None) -> None:
-    """Start a campaign in FOLDER: a small working example, or a mailmerge folder converted.
+    """Write a small working campaign into FOLDER (default: here), or convert a mailmerge folder.
 
-    Without --from-mailmerge, writes mailaction.toml, a letter, contacts and an
-    attachment into FOLDER (default: here), and nothing if any of them exists.
-    With --from-mailmerge, writes a mailaction.toml (into FOLDER, default: the
-    mailmerge folder itself) that sends the letters mailmerge would send from
-    that folder: same template, database, SMTP server and rate limit.
+    Without --from-mailmerge: mailaction.toml, a letter template with an attachment and a
+    contact list, to edit; nothing is written if any of them exists. With --from-mailmerge,
+    a mailaction.toml that sends the letters mailmerge would send from that folder (same
+    template, database, SMTP server and rate limit), written into FOLDER (default: the
+    mailmerge folder itself).
 
     \b
     Example:

@@ -25,6 +25,7 @@ from .dkim import letter_signer
 from .errors import DeliveryLogError, InvalidCampaign, SendingStopped
 from .message import Letter, restamped
 from .sender import Sender, SendSummary, check_server
+from .suppression import recipient_filter
 
 DAY = 86_400.0
 EXAMPLES = 10  # rows named in a plan's notes ("rows 4, 9, ...")
@@ -82,6 +83,7 @@ class SendPlan:
     held_failed: int = 0
     left_for_later: int = 0  # queued, beyond --limit or the daily limit
     withdrawn: int = 0  # queued, unsent letters whose contact left the list: taken off the queue
+    suppressed: int = 0  # letters to an address on the suppression list: never queued
     recovered: int = 0  # letters in flight when an earlier run stopped, now `uncertain`
     had_letters: bool = False  # the log held letters of this campaign before the plan
     changed_after_send: Rows = field(default_factory=Rows)  # edited since sent: not re-sent
@@ -133,6 +135,7 @@ class Run:
         self.write = write
         self.allowed = self._allowed()
         self.sign = letter_signer(campaign.config.dkim)
+        self.held_back = recipient_filter(campaign.config.campaign, proof=bool(options.test_to))
 
     def _allowed(self) -> int | None:
         limits = [n for n in (self.options.limit, self._daily_room()) if n is not None]
@@ -168,6 +171,11 @@ class Run:
             entry = self.log.get(letter.contact_id) if plan.had_letters else None
             if tally:
                 self.log.note(letter.contact_id)
+            if self.held_back(letter.recipients):
+                plan.suppressed += 1
+                if self.write and entry is not None:
+                    self.log.withdraw(letter.contact_id)
+                continue
             if entry is None and check_twins:
                 twin = self.log.twin(letter)
                 if twin is not None:

@@ -398,6 +398,13 @@ class DeliveryLog:
             return int(self._run("SELECT count(*)" + where, params).fetchone()[0])
         return self._write("DELETE" + where, params).rowcount
 
+    def withdraw(self, contact_id: str) -> None:
+        """Take one contact's letter off the queue if it was never sent."""
+        self._write(
+            "DELETE FROM letters WHERE campaign = ? AND contact_id = ? AND state IN (?, ?)",
+            (self.campaign, contact_id, State.PENDING, State.DEFERRED),
+        )
+
     def queued(self, limit: int | None = None, batch: int = 256) -> Iterator[Letter]:
         """The pending letters, in spreadsheet order, rebuilt from what the log stores.
 
@@ -600,11 +607,11 @@ class DeliveryLog:
         return blob
 
     def sent_span(self) -> tuple[int, float | None, float | None]:
-        """How many letters were sent, and the first and last send time (None when none)."""
+        """How many letters were sent (bounced later or not), and the first and last send time."""
         count, first, last = self._run(
             "SELECT count(sent_at), min(sent_at), max(sent_at) FROM letters"
-            " WHERE campaign = ? AND state = ?",
-            (self.campaign, State.SENT),
+            " WHERE campaign = ? AND state IN (?, ?)",
+            (self.campaign, State.SENT, State.BOUNCED),
         ).fetchone()
         return count, first, last
 
@@ -612,8 +619,8 @@ class DeliveryLog:
         """Sent letters per time bin: bin n holds those sent in [start + n*width, + width)."""
         rows = self._run(
             "SELECT CAST((sent_at - ?) / ? AS INTEGER) AS bin, count(*) FROM letters"
-            " WHERE campaign = ? AND state = ? AND sent_at IS NOT NULL GROUP BY bin",
-            (start, width, self.campaign, State.SENT),
+            " WHERE campaign = ? AND state IN (?, ?) AND sent_at IS NOT NULL GROUP BY bin",
+            (start, width, self.campaign, State.SENT, State.BOUNCED),
         )
         return dict(rows.fetchall())
 

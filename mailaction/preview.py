@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .htmlpage import PREVIEW_CSP, write_page
-from .terminal import plain_text
+from .terminal import terminal_text
 
 if TYPE_CHECKING:
     from .campaign import PreparedRow
@@ -124,15 +124,15 @@ def print_letter(letter: Letter, console: Console) -> None:
     headers.add_column(style="bold", no_wrap=True)
     headers.add_column()
     for name, value in view.headers:
-        headers.add_row(f"{name}:", plain_text(value))
-    parts: list[RenderableType] = [headers, Text(""), plain_text(view.readable_text().rstrip("\n"))]
+        headers.add_row(f"{name}:", terminal_text(value))
+    parts: list[RenderableType] = [headers, Text(""), terminal_text(view.readable_text().rstrip("\n"))]
     if view.attachments:
         parts.append(Text(""))
         parts.extend(
-            plain_text(_attachment_label(*attachment), style="dim")
+            terminal_text(_attachment_label(*attachment), style="dim")
             for attachment in view.attachments
         )
-    title = plain_text(_title(letter.row, ", ".join(letter.recipients)))
+    title = terminal_text(_title(letter.row, ", ".join(letter.recipients)))
     console.print(Panel(Group(*parts), title=title, title_align="left"), soft_wrap=False)
 
 

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from .deliverylog import DeliveryLog, Entry, State
 from .htmlpage import REPORT_CSP, write_page
-from .terminal import plain_text
+from .terminal import terminal_text
 
 PROBLEM_STATES = frozenset({State.FAILED, State.DEFERRED, State.UNCERTAIN, State.BOUNCED})
 LIST_LIMIT = 1000  # letters listed one by one in the terminal and in HTML; CSV and JSON list all
@@ -204,24 +204,24 @@ def _listed(report: Report) -> tuple[str, int, Iterator[Entry]]:
 def print_summary(report: Report, console: Console) -> None:
     """The short block a `send` ends with: how the letters stand and the rate achieved."""
     problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred", "bounced"))
-    console.print(plain_text(_verdict(report), "bold " + ("yellow" if problems else "green")))
+    console.print(terminal_text(_verdict(report), "bold " + ("yellow" if problems else "green")))
     if report.sent_count:
         span = f"{_human_time(report.first_sent)} to {_human_time(report.last_sent)}"
-        console.print(plain_text(f"Rate: {_rate_text(report)}, {span}"))
+        console.print(terminal_text(f"Rate: {_rate_text(report)}, {span}"))
 
 
 def print_table(report: Report, console: Console) -> None:
     """The full report for the terminal: counts, timing and the letters that need attention."""
     facts = Table.grid(padding=(0, 2))
-    facts.add_row(Text("Campaign", "bold"), plain_text(report.campaign))
-    facts.add_row(Text("Delivery log", "bold"), plain_text(report.log_path))
-    facts.add_row(Text("First sent", "bold"), plain_text(_human_time(report.first_sent)))
-    facts.add_row(Text("Last sent", "bold"), plain_text(_human_time(report.last_sent)))
-    facts.add_row(Text("Rate", "bold"), plain_text(_rate_text(report)))
+    facts.add_row(Text("Campaign", "bold"), terminal_text(report.campaign))
+    facts.add_row(Text("Delivery log", "bold"), terminal_text(report.log_path))
+    facts.add_row(Text("First sent", "bold"), terminal_text(_human_time(report.first_sent)))
+    facts.add_row(Text("Last sent", "bold"), terminal_text(_human_time(report.last_sent)))
+    facts.add_row(Text("Rate", "bold"), terminal_text(_rate_text(report)))
     for part in (facts, _counts_table(report)):
         console.print(part)
         console.print()
-    console.print(plain_text(_verdict(report), "bold"))
+    console.print(terminal_text(_verdict(report), "bold"))
     title, count, entries = _listed(report)
     if count:
         console.print()
@@ -256,11 +256,11 @@ def _entries_table(title: str, entries: Iterable[Entry]) -> Table:
             contact = f"{contact} ({', '.join(entry.recipients)})"
         table.add_row(
             str(entry.row),
-            plain_text(contact),
+            terminal_text(contact),
             Text(entry.state, TERMINAL_STYLES[entry.state]),
             str(entry.attempts),
             "" if entry.last_code is None else str(entry.last_code),
-            plain_text(" · ".join(_reply_parts(entry))),
+            terminal_text(" · ".join(_reply_parts(entry))),
         )
     return table
 

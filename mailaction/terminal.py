@@ -1,4 +1,4 @@
-"""Text from contacts, files and servers made safe for the terminal."""
+"""Text from contacts, letters and servers, made safe to print in a terminal."""
 
 from __future__ import annotations
 
@@ -9,6 +9,6 @@ from rich.text import Text
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def plain_text(value: object, style: str = "") -> Text:
-    """Rich text shown as written: no markup parsed, control characters made visible."""
+def terminal_text(value: object, style: str = "") -> Text:
+    """``value`` as rich Text: no markup, control characters (escape sequences) made visible."""
     return Text(CONTROL_CHARACTERS.sub("\N{REPLACEMENT CHARACTER}", str(value)), style=style)

@@ -130,6 +130,16 @@ def test_missing_files_and_an_existing_config_are_refused(tmp_path: Path) -> Non
         convert_mailmerge(folder)
 
 
+def test_init_without_a_mailmerge_folder_writes_the_example_campaign_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["init"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "mailaction.toml").is_file()
+    assert "Next: edit mailaction.toml, then mailaction validate" in result.output
+
+
 def test_a_letter_without_subject_validates_with_a_warning(tmp_path: Path) -> None:
     folder = sample_folder(tmp_path, "host = 127.0.0.1\nport = 25\n")
     template = folder / "mailmerge_template.txt"

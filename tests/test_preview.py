@@ -367,6 +367,40 @@ def test_long_encoded_display_names_show_as_written(tmp_path: Path, name: str) -
     assert headers["Subject"] == name
 
 
+def test_a_new_preview_removes_the_letters_of_the_last_one_and_nothing_else(
+    tmp_path: Path, letters: list[Letter]
+) -> None:
+    mine = tmp_path / "00099-mine@example.org.eml"
+    mine.write_bytes(b"Subject: kept\r\n\r\nMine.\r\n")
+    write_preview(map(ready, letters), tmp_path)
+    assert len(list(tmp_path.glob("*.eml"))) == len(letters) + 1
+
+    result = write_preview(map(ready, letters[:1]), tmp_path)
+
+    remaining = sorted(path.name for path in tmp_path.glob("*.eml"))
+    assert remaining == sorted([mine.name, unquote(first_eml_link(result.index))])
+    assert mine.read_bytes().startswith(b"Subject: kept")
+
+
+def test_a_hostile_manifest_removes_nothing_outside_the_folder(tmp_path: Path, letters: list[Letter]) -> None:
+    outside = tmp_path / "outside.eml"
+    outside.write_text("keep")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".mailaction-preview").write_text("../outside.eml\n/etc/hostname\n")
+
+    write_preview(map(ready, letters[:1]), tmp_path / "out")
+
+    assert outside.read_text() == "keep"
+
+
+def first_eml_link(index: Path) -> str:
+    return next(
+        attrs["href"] or ""
+        for tag, attrs in page_tags(index)
+        if tag == "a" and not (attrs["href"] or "").startswith("#")
+    )
+
+
 def test_non_ascii_local_part_previews_in_terminal_file_and_index(tmp_path: Path) -> None:
     rendered = RenderedLetter(
         [("From", "Jörg <jörg@example.org>"), ("To", "jörg@example.org"), ("Subject", "Grüße")],
@@ -427,37 +461,3 @@ def test_every_letter_validate_accepts_previews(
     assert len(list(out.glob("*.eml"))) == 1
     assert "<article" in result.index.read_text(encoding="utf-8")
     shutil.rmtree(out)
-
-
-def test_a_new_preview_removes_the_letters_of_the_last_one_and_nothing_else(
-    tmp_path: Path, letters: list[Letter]
-) -> None:
-    mine = tmp_path / "00099-mine@example.org.eml"
-    mine.write_bytes(b"Subject: kept\r\n\r\nMine.\r\n")
-    write_preview(map(ready, letters), tmp_path)
-    assert len(list(tmp_path.glob("*.eml"))) == len(letters) + 1
-
-    result = write_preview(map(ready, letters[:1]), tmp_path)
-
-    remaining = sorted(path.name for path in tmp_path.glob("*.eml"))
-    assert remaining == sorted([mine.name, unquote(first_eml_link(result.index))])
-    assert mine.read_bytes().startswith(b"Subject: kept")
-
-
-def test_a_hostile_manifest_removes_nothing_outside_the_folder(tmp_path: Path, letters: list[Letter]) -> None:
-    outside = tmp_path / "outside.eml"
-    outside.write_text("keep")
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / ".mailaction-preview").write_text("../outside.eml\n/etc/hostname\n")
-
-    write_preview(map(ready, letters[:1]), tmp_path / "out")
-
-    assert outside.read_text() == "keep"
-
-
-def first_eml_link(index: Path) -> str:
-    return next(
-        attrs["href"] or ""
-        for tag, attrs in page_tags(index)
-        if tag == "a" and not (attrs["href"] or "").startswith("#")
-    )
