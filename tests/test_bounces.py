@@ -364,6 +364,12 @@ def test_a_bounced_letter_is_never_sent_again(config: Path, tmp_path: Path) -> N
     result = invoke("send", "--config", str(config), "--yes")
     assert result.exit_code == 0, result.output
     assert "Nothing to send." in result.output
+    assert "  3 already sent" in result.output and "  4 suppressed" in result.output
+    # Off the suppression list, a bounced letter still counts as sent: it is not sent again.
+    assert invoke("suppress", "remove", "--config", str(config), *HARD).exit_code == 0
+    result = invoke("send", "--config", str(config), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Nothing to send." in result.output
     assert f"  {LETTERS} already sent" in result.output
 
 
