@@ -289,8 +289,6 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
             raise ConfigError(f"{where}: {_misplaced(section)}")
         if section not in _SCHEMA:
             raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(_SCHEMA)})")
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {section} must be a [{section}] table")
     for section, (cls, checks) in _SCHEMA.items():
         values: dict[str, Any] = {}
         for key, value in data.get(section, {}).items():
