@@ -361,10 +361,10 @@ class DeliveryLog:
         another key: another contact id or campaign name. Proof runs are not counted."""
         identity = letter_identity(letter.recipients, letter.fingerprint)
         found = self._entries(
-            f"SELECT {_COLUMNS} FROM letters WHERE identity = ? AND state IN (?, ?, ?)"
+            f"SELECT {_COLUMNS} FROM letters WHERE identity = ? AND state IN (?, ?, ?, ?)"
             " AND NOT (campaign = ? AND contact_id = ?) AND campaign NOT LIKE ? LIMIT 1",
             (
-                identity, State.SENT, State.SENDING, State.UNCERTAIN,
+                identity, State.SENT, State.SENDING, State.UNCERTAIN, State.BOUNCED,
                 self.campaign, letter.contact_id, f"%{PROOF_SUFFIX}",
             ),
         )  # fmt: skip
@@ -373,8 +373,8 @@ class DeliveryLog:
     def has_delivered(self) -> bool:
         """Whether any letter in the file (any campaign) was sent or may have been."""
         found = self._run(
-            "SELECT 1 FROM letters WHERE state IN (?, ?, ?) LIMIT 1",
-            (State.SENT, State.SENDING, State.UNCERTAIN),
+            "SELECT 1 FROM letters WHERE state IN (?, ?, ?, ?) LIMIT 1",
+            (State.SENT, State.SENDING, State.UNCERTAIN, State.BOUNCED),
         )
         return found.fetchone() is not None
 
@@ -534,10 +534,11 @@ class DeliveryLog:
         return counts
 
     def sent_since(self, since: float) -> int:
-        """How many of the campaign's letters were sent at or after ``since`` (a unix time)."""
+        """How many of the campaign's letters went out at or after ``since`` (bounced later or not)."""
         found = self._run(
-            "SELECT count(*) FROM letters WHERE campaign = ? AND state = ? AND sent_at >= ?",
-            (self.campaign, State.SENT, since),
+            "SELECT count(*) FROM letters WHERE campaign = ? AND state IN (?, ?)"
+            " AND sent_at >= ?",
+            (self.campaign, State.SENT, State.BOUNCED, since),
         )
         return int(found.fetchone()[0])
 
