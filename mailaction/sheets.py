@@ -556,12 +556,13 @@ class _XlsWorkbook(Workbook):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         import xlrd
+        from xlrd.biffh import XLRDError
 
         try:
             self._book = xlrd.open_workbook(str(path), formatting_info=True, on_demand=True)
         except OSError as exc:
             raise open_error(path, exc) from None
-        except (xlrd.biffh.XLRDError, AssertionError, IndexError, ValueError) as exc:
+        except (XLRDError, AssertionError, IndexError, ValueError) as exc:
             raise ContactsError(f"{self.source}: not a readable .xls workbook: {exc}") from None
 
     def sheet_names(self) -> list[str]:
@@ -569,11 +570,12 @@ class _XlsWorkbook(Workbook):
 
     def rows(self, index: int) -> Generator[SheetRow, None, None]:
         import xlrd
+        from xlrd.biffh import XLRDError
 
         book = self._book
         try:
             sheet = book.sheet_by_index(index)
-        except (xlrd.biffh.XLRDError, AssertionError, IndexError, ValueError) as exc:
+        except (XLRDError, AssertionError, IndexError, ValueError) as exc:
             raise ContactsError(f"{self.source}: not a readable .xls workbook: {exc}") from None
         date1904 = book.datemode == 1
         for row in range(sheet.nrows):
@@ -583,7 +585,7 @@ class _XlsWorkbook(Workbook):
                 if kind in (xlrd.XL_CELL_NUMBER, xlrd.XL_CELL_DATE):
                     key = book.xf_list[cell.xf_index or 0].format_key
                     code = book.format_map[key].format_str if key in book.format_map else "General"
-                    cells.append(format_number(value, code or "General", date1904))
+                    cells.append(format_number(float(value), code or "General", date1904))
                 elif kind == xlrd.XL_CELL_BOOLEAN:
                     cells.append("TRUE" if value else "FALSE")
                 elif kind == xlrd.XL_CELL_ERROR:
