@@ -33,6 +33,7 @@ from data import (
     write_mailmerge_config,
     write_template,
 )
+from dkim_cost import DOMAIN, SELECTOR, build_letters, make_key, per_letter, signers
 from servers import (
     SMTP_SINK,
     SMTP_SOURCE,
@@ -87,7 +88,7 @@ FULL = Sizes(
 QUICK = Sizes(
     1, 1_000, (1, 8), 100, 200, 10, 2.0, (10_000, 50_000), 30.0, (2_000, 5_000, 10_000), 2_000
 )  # fmt: skip
-NAMES = ("throughput", "latency", "ratelimit", "validate", "scale", "workers")
+NAMES = ("throughput", "latency", "ratelimit", "validate", "scale", "dkim", "workers")
 DELAY = 0.020  # the latency-bound sink's wait before each reply
 RATES = (200, 50)  # letters per second for the rate-limit benchmark
 
@@ -516,9 +517,60 @@ def workers(bench: Bench) -> list[Figure]:
     ]  # fmt: skip
 
 
+def dkim_signing(bench: Bench) -> list[Figure]:
+    """DKIM: what signing costs a letter (in process), and `send` with and without it."""
+    count = bench.sizes.letters
+    section = f"DKIM signing: RSA 2048, {count:,} letters"
+    if not SMTP_SINK.exists():
+        raise BenchmarkError("smtp-sink is not installed; run benchmarks/setup.sh")
+    key = make_key(bench.fresh_dir("dkim-key"))
+    ours, dkimpy = signers(key)
+    built: list[bytes] = []
+
+    def build() -> float:
+        built[:], cost = build_letters(bench.fresh_dir("dkim-letters"), count)
+        return cost
+
+    build_figure = Figure(section, "building a letter (render, check, MIME), in process", "µs")
+    sign_figure = Figure(section, "signing a letter, mailaction (OpenSSL)", "µs",
+                         target=Target("<=", 1000))  # fmt: skip
+    dkimpy_figure = Figure(section, "signing a letter, dkimpy (pure-Python RSA; 1 letter in 20)",
+                           "µs")  # fmt: skip
+    rounds: list[tuple[Figure, Callable[[], float]]] = [
+        (build_figure, build),
+        (sign_figure, lambda: per_letter(ours, built)),
+        (dkimpy_figure, lambda: per_letter(dkimpy, built[: max(len(built) // 20, 10)])),
+    ]
+    with PostfixSink() as sink:
+
+        def send(signed: bool) -> Callable[[], float]:
+            def run() -> float:
+                config, log = bench.mailaction_config(sink.port, count, 8)
+                if signed:
+                    with config.open("a", encoding="utf-8") as out:
+                        out.write(f'\n[dkim]\nselector = "{SELECTOR}"\ndomain = "{DOMAIN}"\n'
+                                  f'private_key = "{key}"\n')  # fmt: skip
+                seconds = mailaction_send(config, timeout=900).seconds
+                expect("mailaction's log", sent_in_log(log), count)
+                return count / seconds
+
+            return run
+
+        unsigned_figure = Figure(section, "mailaction send, concurrency 8, unsigned", "letters/s")
+        signed_figure = Figure(section, "mailaction send, concurrency 8, signed", "letters/s")
+        rounds += [(unsigned_figure, send(False)), (signed_figure, send(True))]
+        bench.measure(rounds)
+    return [figure for figure, _ in rounds] + [
+        ratio(section, "signing ÷ building a letter", sign_figure, build_figure, None),
+        ratio(section, "send signed ÷ unsigned", signed_figure, unsigned_figure, None),
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[Bench], list[Figure]]] = {
     "throughput": throughput, "latency": latency, "ratelimit": ratelimit, "validate": validate,
-    "scale": scale, "workers": workers,
+    "scale": scale,
+    "dkim": dkim_signing,
+    "workers": workers,
 }  # fmt: skip
 
 

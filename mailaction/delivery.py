@@ -19,10 +19,12 @@ from pathlib import Path
 from .campaign import Campaign, ValidationResult
 from .config import Config
 from .deliverylog import PROOF_SUFFIX, DeliveryLog, Entry, State, is_database_url, open_log
+from .dkim import letter_signer
 from .errors import DeliveryLogError, InvalidCampaign, SendingStopped
 from .message import Letter
 from .parallel import cores
 from .sender import SendSummary, check_server
+from .suppression import recipient_filter
 from .workers import (
     LEASE,
     Progress,
@@ -92,6 +94,7 @@ class SendPlan:
     held_failed: int = 0
     left_for_later: int = 0  # queued, beyond --limit or the daily limit
     withdrawn: int = 0  # queued, unsent letters whose contact left the list: taken off the queue
+    suppressed: int = 0  # letters to an address on the suppression list: never queued
     recovered: int = 0  # letters in flight when an earlier run stopped, now `uncertain`
     had_letters: bool = False  # the log held letters of this campaign before the plan
     changed_after_send: Rows = field(default_factory=Rows)  # edited since sent: not re-sent
@@ -119,7 +122,7 @@ def decide(entry: Entry | None, letter: Letter, options: SendOptions) -> Decisio
     """Resume rules: a sent letter never goes again; uncertain and failed ones only when asked."""
     if entry is None or options.test_to:
         return Decision.SEND
-    if entry.state is State.SENT:
+    if entry.state in (State.SENT, State.BOUNCED):  # a bounced letter was sent: never again
         return Decision.ALREADY_SENT
     if entry.state in (State.UNCERTAIN, State.SENDING) and not options.resend_uncertain:
         return Decision.HELD_UNCERTAIN
@@ -142,6 +145,8 @@ class Run:
         self.options = options
         self.write = write
         self.allowed = self._allowed()
+        self.sign = letter_signer(campaign.config.dkim)
+        self.held_back = recipient_filter(campaign.config.campaign, proof=bool(options.test_to))
 
     def _allowed(self) -> int | None:
         limits = [n for n in (self.options.limit, self._daily_room()) if n is not None]
@@ -206,6 +211,11 @@ class Run:
             if self.write and entry is not None and entry.row != letter.row:
                 self.log.move(letter.contact_id, letter.row)
             return
+        if self.held_back(letter.recipients):
+            plan.suppressed += 1
+            if self.write and entry is not None:
+                self.log.withdraw(letter.contact_id)
+            return
         later = self.allowed is not None and plan.to_send >= self.allowed
         if later and self.options.test_to:
             return  # proof runs queue only the copies they send
@@ -234,13 +244,14 @@ class Run:
         return None if self.allowed is None else self.log.queue_end(self.allowed)
 
     def letters(self) -> Iterator[Letter]:
-        """The queued letters this run sends, claimed in spreadsheet order, dated as they go.
+        """The queued letters this run sends, claimed in spreadsheet order, dated and signed
+        as they go.
 
         The log claims them for this process as a worker (see `DeliveryLog.join`).
         """
         if self.log.worker is None:
             self.log.join(worker_id())
-        return claimed(self.log, lease=self.options.lease, upto=self.upto())
+        return claimed(self.log, lease=self.options.lease, upto=self.upto(), sign=self.sign)
 
 
 @dataclass

@@ -26,6 +26,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import lru_cache
@@ -131,6 +132,7 @@ class State(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     UNCERTAIN = "uncertain"
+    BOUNCED = "bounced"  # accepted, then returned by a delivery status notification (5.x.x)
 
 
 @dataclass(frozen=True)
@@ -329,6 +331,15 @@ class DeliveryLog:
 
     def _rollback(self) -> None:
         self._execute("ROLLBACK", ())
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file from another connection (PASSIVE: never blocks);
+        safe to call from another thread."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=0.1)) as db:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # the automatic checkpoint will do it, on the loop
 
     def plan_lock(self) -> None:
         """Hold off other plans of the campaign until this transaction ends (the file's lock
@@ -624,10 +635,10 @@ class DeliveryLog:
         another key: another contact id or campaign name. Proof runs are not counted."""
         identity = letter_identity(letter.recipients, letter.fingerprint)
         found = self._entries(
-            f"SELECT {_COLUMNS} FROM letters WHERE identity = ? AND state IN (?, ?, ?)"
+            f"SELECT {_COLUMNS} FROM letters WHERE identity = ? AND state IN (?, ?, ?, ?)"
             " AND NOT (campaign = ? AND contact_id = ?) AND campaign NOT LIKE ? LIMIT 1",
             (
-                identity, State.SENT, State.SENDING, State.UNCERTAIN,
+                identity, State.SENT, State.SENDING, State.UNCERTAIN, State.BOUNCED,
                 self.campaign, letter.contact_id, f"%{PROOF_SUFFIX}",
             ),
         )  # fmt: skip
@@ -636,8 +647,8 @@ class DeliveryLog:
     def has_delivered(self) -> bool:
         """Whether any letter in the file (any campaign) was sent or may have been."""
         found = self._run(
-            "SELECT 1 FROM letters WHERE state IN (?, ?, ?) LIMIT 1",
-            (State.SENT, State.SENDING, State.UNCERTAIN),
+            "SELECT 1 FROM letters WHERE state IN (?, ?, ?, ?) LIMIT 1",
+            (State.SENT, State.SENDING, State.UNCERTAIN, State.BOUNCED),
         )
         return found.fetchone() is not None
 
@@ -660,6 +671,13 @@ class DeliveryLog:
         if count_only:
             return int(self._run("SELECT count(*)" + where, params).fetchone()[0])
         return int(self._write("DELETE" + where, params).rowcount)
+
+    def withdraw(self, contact_id: str) -> None:
+        """Take one contact's letter off the queue if it was never sent."""
+        self._write(
+            "DELETE FROM letters WHERE campaign = ? AND contact_id = ? AND state IN (?, ?)",
+            (self.campaign, contact_id, State.PENDING, State.DEFERRED),
+        )
 
     def message(self, contact_id: str) -> bytes | None:
         """The stored message of a letter (as queued, before its Date was set), or None."""
@@ -708,11 +726,13 @@ class DeliveryLog:
         self.flush()
         return int(cursor.rowcount)
 
-    def mark_sending(self, contact_id: str) -> None:
+    def mark_sending(self, contact_id: str, *, commit: bool = True) -> None:
         """Record, committed, that the letter's data is about to be written to the server.
 
-        A worker marks only letters it still holds: raises DeliveryLogError when its claim
-        was lost (it was taken for dead and its letters given to others).
+        With ``commit=False`` the caller commits it (`flush`) before the data is written, so the
+        marks of letters going out together share one commit. A worker marks only letters it
+        still holds: raises DeliveryLogError when its claim was lost (it was taken for dead and
+        its letters given to others).
         """
         now = time.time()
         mine, claim = self._mine()
@@ -729,7 +749,8 @@ class DeliveryLog:
             if self.worker is not None:
                 raise self._claim_lost() from None
             raise
-        self.flush()
+        if commit:
+            self.flush()
 
     def mark_outcome(self, contact_id: str, outcome: Outcome) -> None:
         """Record how the last attempt ended (committed with the next `mark_sending` or `flush`)."""
@@ -766,10 +787,11 @@ class DeliveryLog:
         return counts
 
     def sent_since(self, since: float) -> int:
-        """How many of the campaign's letters were sent at or after ``since`` (a unix time)."""
+        """How many of the campaign's letters went out at or after ``since`` (bounced later or not)."""
         found = self._run(
-            "SELECT count(*) FROM letters WHERE campaign = ? AND state = ? AND sent_at >= ?",
-            (self.campaign, State.SENT, since),
+            "SELECT count(*) FROM letters WHERE campaign = ? AND state IN (?, ?)"
+            " AND sent_at >= ?",
+            (self.campaign, State.SENT, State.BOUNCED, since),
         )
         return int(found.fetchone()[0])
 
@@ -839,6 +861,55 @@ class DeliveryLog:
             blob = self._blob_cache[digest] = found[0]
         return blob
 
+    def sent_span(self) -> tuple[int, float | None, float | None]:
+        """How many letters were sent (bounced later or not), and the first and last send time."""
+        count, first, last = self._run(
+            "SELECT count(sent_at), min(sent_at), max(sent_at) FROM letters"
+            " WHERE campaign = ? AND state IN (?, ?)",
+            (self.campaign, State.SENT, State.BOUNCED),
+        ).fetchone()
+        return count, first, last
+
+    def sent_per_bin(
+        self, start: float, width: float, states: tuple[State, ...] = (State.SENT, State.BOUNCED)
+    ) -> dict[int, int]:
+        """Sent letters (in ``states``) per time bin: bin n holds those sent in
+        [start + n*width, + width)."""
+        rows = self._run(
+            "SELECT CAST((sent_at - ?) / ? AS INTEGER) AS bin, count(*) FROM letters"
+            f" WHERE campaign = ? AND state IN ({', '.join('?' * len(states))})"
+            " AND sent_at IS NOT NULL GROUP BY bin",
+            (start, width, self.campaign, *states),
+        )
+        return dict(rows.fetchall())
+
+    def refused_counts(self) -> dict[State, int]:
+        """How many letters in each state had some of their recipients refused."""
+        counts = dict.fromkeys(State, 0)
+        rows = self._run(
+            "SELECT state, count(*) FROM letters WHERE campaign = ? AND refused != '{}'"
+            " GROUP BY state",
+            (self.campaign,),
+        )
+        counts.update((State(state), n) for state, n in rows)
+        return counts
+
+    def record_bounce(self, contact_id: str, code: int | None, reply: str, *, permanent: bool) -> bool:
+        """Record, committed, that a sent (or uncertain) letter bounced: `bounced` when permanent,
+        else a note in its last reply. False when the log already said so, or the letter was not
+        sent."""
+        state, bouncing = (State.BOUNCED, State.UNCERTAIN) if permanent else (State.SENT, State.SENT)
+        changed = self._write(
+            "UPDATE letters SET state = ?, last_code = ?, last_reply = ?, history = history || ?"
+            " WHERE campaign = ? AND contact_id = ? AND state IN (?, ?) AND last_reply != ?",
+            (
+                state, code, reply, _event(state, code, reply),
+                self.campaign, contact_id, State.SENT, bouncing, reply,
+            ),
+        ).rowcount  # fmt: skip
+        self.flush()
+        return int(changed) == 1
+
 
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes
 SHARED_PART_SIZE = 2048  # attachment parts this large are stored once, not in every letter
@@ -866,7 +937,6 @@ def _event(state: State, code: int | None, reply: str, moment: float | None = No
 @lru_cache(maxsize=2)
 def _utc(second: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(second))
-
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open the file in WAL mode, creating the tables on first use and upgrading older ones."""

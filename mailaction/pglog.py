@@ -154,6 +154,9 @@ class PostgresLog(DeliveryLog):
         except psycopg.Error as exc:
             raise DeliveryLogError(f"{self.where}: cannot write the delivery log: {exc}") from None
 
+    def checkpoint(self) -> None:
+        """PostgreSQL checkpoints by itself."""
+
     def plan_lock(self) -> None:
         """Hold off other machines' plans of this campaign until this transaction ends."""
         self._write("SELECT pg_advisory_xact_lock(hashtext(?))", (self.campaign,))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
@@ -56,9 +57,13 @@ class CampaignLimiter:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        server: ServerLimits | None = None,
+        shared: Limiter | None = None,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        self._server = server
+        self._shared = shared  # rates shared with other processes, waited for after these
         self._global = [RateLimiter(rate, clock=clock, sleep=sleep)] if rate else []
         self._per_domain_rate = per_domain_rate
         self._domains: dict[str, RateLimiter] = {}
@@ -71,15 +76,44 @@ class CampaignLimiter:
             self._domains[domain] = limiter
         return limiter
 
+    def _limiters(self, domains: Iterable[str]) -> tuple[list[RateLimiter], list[RateLimiter]]:
+        """The per-domain limiters and the global ones (the server's learnt pace included)."""
+        if self._per_domain_rate is None:
+            local = []
+        else:
+            local = [self._domain(d) for d in sorted({d.lower() for d in domains})]
+        server = self._server.limiter if self._server is not None else None
+        return local, self._global if server is None else [*self._global, server]
+
+    def domain_key(self, domains: Iterable[str]) -> tuple[str, ...]:
+        """The domains whose limits apply to a letter to ``domains`` (none without a per-domain
+        rate): letters with the same key wait for the same slots."""
+        if self._per_domain_rate is None:
+            return ()
+        return tuple(sorted({d.lower() for d in domains}))
+
+    def domain_delay(self, key: tuple[str, ...]) -> float:
+        """Seconds before every domain of ``key`` has a free slot; 0 when they have now."""
+        if not key:
+            return 0.0
+        now = self._clock()
+        return max(0.0, max(self._domain(domain).next_slot for domain in key) - now)
+
+    def delay(self, domains: Iterable[str]) -> float:
+        """Seconds before a letter to ``domains`` could go; 0 when it may go now."""
+        local, shared = self._limiters(domains)
+        if not local and not shared:
+            return 0.0
+        return max(0.0, max(limiter.next_slot for limiter in local + shared) - self._clock())
+
     async def acquire(self, domains: Iterable[str]) -> None:
         """Wait until a letter to ``domains`` may go under every applicable rate."""
-        if self._per_domain_rate is None:
-            limiters = []
-        else:
-            limiters = [self._domain(d) for d in sorted({d.lower() for d in domains})]
+        local, shared = self._limiters(domains)
         # Holding a global slot while a busy domain makes us wait would leave it unused.
-        await _until_free(limiters, self._clock, self._sleep)
-        await _take_slot(limiters + self._global, self._clock, self._sleep)
+        await _until_free(local, self._clock, self._sleep)
+        await _take_slot(local + shared, self._clock, self._sleep)
+        if self._shared is not None:
+            await self._shared.acquire(domains)
 
 
 async def _until_free(limiters: list[RateLimiter], clock: Clock, sleep: Sleep) -> None:
@@ -110,3 +144,100 @@ async def _take_slot(limiters: list[RateLimiter], clock: Clock, sleep: Sleep) ->
         await sleep(slot - now)
         if clock() - slot <= late:
             return
+
+
+# Postfix's anvil counts a client's messages and connections per minute (anvil_rate_time_unit),
+# as most servers' limits do: the rate learnt from a "slow down" is counted over this window.
+SLOW_DOWN_WINDOW = 60.0
+# With no "slow down" for this long, one more connection is tried, and the learnt rate is raised
+# by a tenth: each probe that finds the limit again costs one refusal, a handful per minute.
+PROBE_AFTER = 15.0
+RATE_STEP_UP = 1.1
+# A refused connection waits this long before the next is tried, doubling while they keep being
+# refused; a success starts again from the first.
+CONNECT_BACKOFF = (1.0, 60.0)
+DECREASE = 0.5  # multiplicative decrease of the connections
+
+
+class ServerLimits:
+    """What a server's "slow down" replies taught a run: how many connections and how fast.
+
+    Additive increase, multiplicative decrease (AIMD), as TCP does: a connection refused at
+    connect halves the connections (never below those working); a refusal of a letter for its
+    rate (450/452 4.7.x at MAIL) sets a rate as many letters as the server accepted in the last
+    `SLOW_DOWN_WINDOW`, pauses until that window has passed, and halves the connections. Each
+    `PROBE_AFTER` seconds without a refusal, one more connection and a tenth more rate.
+    """
+
+    def __init__(
+        self,
+        connections: int,
+        *,
+        window: float | None = None,
+        probe_after: float | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.max_connections = connections
+        self.connections = connections
+        self.window = SLOW_DOWN_WINDOW if window is None else window
+        self.probe_after = PROBE_AFTER if probe_after is None else probe_after
+        # The server's own pace, once learnt; its next_slot also holds every letter in a pause.
+        self.limiter: RateLimiter | None = None
+        self.connect_after = -math.inf  # no new connection before this time
+        self.refused_connections = 0
+        self.slow_downs = 0
+        self._clock = clock
+        self._accepted: deque[float] = deque()
+        self._last_change = clock()
+        self._connect_backoff = CONNECT_BACKOFF[0]
+        self._paused_until = -math.inf
+
+    def accepted(self) -> None:
+        """A letter was accepted: count it, and probe for more when it has been quiet long."""
+        now = self._clock()
+        self._accepted.append(now)
+        self._forget(now)
+        if now - self._last_change < self.probe_after:
+            return
+        self._last_change = now
+        if self.connections < self.max_connections:
+            self.connections += 1
+        if self.limiter is not None:
+            self.limiter.interval /= RATE_STEP_UP
+
+    def connected(self) -> None:
+        """A connection was opened: the next refusal waits the shortest time again."""
+        self._connect_backoff = CONNECT_BACKOFF[0]
+
+    def connection_refused(self, working: int) -> None:
+        """A connection was refused at connect or greeting while ``working`` others are open."""
+        now = self._clock()
+        self.refused_connections += 1
+        if now >= self.connect_after:  # one decrease per wave of refusals
+            self.connections = max(1, working, int(self.connections * DECREASE))
+            self._last_change = now
+        self.connect_after = now + self._connect_backoff
+        self._connect_backoff = min(self._connect_backoff * 2, CONNECT_BACKOFF[1])
+
+    def slow_down(self) -> None:
+        """The server refused a letter for its rate: pause, then go at the rate it accepted."""
+        now = self._clock()
+        self._forget(now)
+        self.slow_downs += 1
+        self._last_change = now
+        if now < self._paused_until:
+            return  # refusals of letters already on their way when the first came
+        self.connections = max(1, int(self.connections * DECREASE))
+        count = max(1, len(self._accepted))
+        first = self._accepted[0] if self._accepted else now
+        if self.limiter is None:
+            self.limiter = RateLimiter(Rate(count, self.window), clock=self._clock)
+        else:
+            self.limiter.interval = max(self.limiter.interval, self.window / count)
+        # The server's window opened around the first letter it counted; it closes one window on.
+        self._paused_until = max(self.limiter.next_slot, first + self.window, now)
+        self.limiter.next_slot = self._paused_until
+
+    def _forget(self, now: float) -> None:
+        while self._accepted and self._accepted[0] <= now - self.window:
+            self._accepted.popleft()

@@ -11,35 +11,32 @@ scheduled (DEFERRED); a progress bar should advance on the final outcomes only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import heapq
-import ipaddress
 import itertools
-import os
 import random
 import re
 import socket
-import ssl
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiosmtplib import (
-    SMTP,
-    SMTPConnectError,
-    SMTPException,
-    SMTPResponse,
-    SMTPResponseException,
-    SMTPServerDisconnected,
-    SMTPTimeoutError,
-)
-from aiosmtplib.protocol import MAX_RESPONSE_LENGTH, SMTPProtocol
-
 from .config import Rate, SendingConfig, SMTPConfig
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import SMTPSetupError
-from .ratelimit import CampaignLimiter, Limiter
+from .ratelimit import CampaignLimiter, Limiter, ServerLimits
+from .transport import (
+    Connection,
+    Reply,
+    Unavailable,
+    Uncertain,
+    check_connection,
+    is_loopback,
+    open_connection,
+)
 
 if TYPE_CHECKING:
     from .message import Letter
@@ -52,9 +49,15 @@ MAX_RETRY_DELAY = 300.0
 # jitter alone can put one letter too many into a one-second window counted at the server.
 # Measured at a sink on a busy 2-core machine, 1 % still let a 201st letter into a second.
 RATE_MARGIN = 1.015
-QUIT_TIMEOUT = 5.0
-_LEADING_DOT = re.compile(rb"(?m)^\.")
-_CONNECTION_ERRORS = (SMTPServerDisconnected, SMTPTimeoutError, SMTPConnectError, OSError)
+# Letters marked `sending` between two checkpoints run in a thread (`_SendingMarks`): a letter
+# writes at most 6 WAL pages (its row and two index pages, twice), so the WAL stays under
+# SQLite's 1,000-page trigger for its own checkpoint.
+CHECKPOINT_EVERY = 150
+# Letters read ahead of the connections, in queues per recipient domain (`_DomainQueues`).
+LOOKAHEAD = 2000
+LOOKAHEAD_BYTES = 64 * 2**20  # and at most this much message data (large attachments)
+# A letter sent back untried by the server's limits this many times is charged an attempt.
+MAX_PUT_BACK = 10
 _CONTROL = re.compile(rb"[\r\n\0]")
 _INTERRUPTED = Outcome(
     State.UNCERTAIN,
@@ -76,6 +79,8 @@ class SendSummary:
     started: float = 0.0  # unix time
     finished: float = 0.0
     stopped_reason: str | None = None  # set when the run stopped before the end of the letters
+    refused_connections: int = 0  # connections the server refused at connect (its limits)
+    slow_downs: int = 0  # letters the server refused for its rate (450/452 4.7.x at MAIL)
 
 
 class Sender:
@@ -117,29 +122,18 @@ class Sender:
 async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: str | None) -> None:
     """Connect, secure, log in and quit, so a run does not start against a server it cannot use."""
     try:
-        client = await _open(smtp, sending.timeout, password, await _local_hostname())
-    except _Failed as failed:
-        raise SMTPSetupError(f"{smtp.address}: {failed.outcome.reply}") from None
-    await _quit(client)
+        await check_connection(smtp, sending.timeout, password, await _local_hostname())
+    except Unavailable as unavailable:
+        raise SMTPSetupError(f"{smtp.address}: {unavailable.reply}") from None
 
 
 def _with_margin(rate: Rate | None) -> Rate | None:
     return None if rate is None else Rate(rate.count, rate.seconds * RATE_MARGIN)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is this machine (localhost, 127.0.0.0/8, ::1)."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def retry_delay(base: float, attempt: int) -> float:
     """Seconds to wait after failed attempt ``attempt``: doubling, ±25 % jitter, at most 5 min."""
-    return min(base * 2 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25), MAX_RETRY_DELAY)
+    return min(base * 2.0 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25), MAX_RETRY_DELAY)
 
 
 class _Failed(Exception):
@@ -156,119 +150,12 @@ class _Failed(Exception):
     ) -> None:
         super().__init__(reply)
         self.step = step
+        # RFC 3463 X.7.x is policy: a 450/452 4.7.x to MAIL FROM is a rate limit (Postfix anvil).
+        self.slow_down = (
+            step == "MAIL FROM" and code in (450, 451, 452) and reply.startswith("4.7.")
+        )
         state = State.DEFERRED if retry else State.FAILED
         self.outcome = Outcome(state, code, reply, refused or {})
-
-
-async def _open(
-    config: SMTPConfig, timeout: float, password: str | None, local_hostname: str
-) -> SMTP:
-    """Connect, say EHLO, secure the connection and log in, as the config asks.
-
-    Raises SMTPSetupError when the settings or the server's policy rule sending out, and
-    `_Failed` when the server is unavailable for now.
-    """
-    where = config.address
-    if config.username and config.security == "none" and not is_loopback(config.host):
-        raise SMTPSetupError(
-            f"{where}: refusing to send the password for {config.username!r} over an unencrypted"
-            ' connection; set smtp.security to "starttls" or "ssl"'
-        )
-    client = SMTP(
-        hostname=config.host, port=config.port, timeout=timeout, local_hostname=local_hostname,
-        use_tls=config.security == "ssl", start_tls=False,
-        validate_certs=config.verify_certificates,
-    )  # fmt: skip
-    step = "connect"
-    try:
-        await client.connect()
-        assert client.protocol is not None
-        # aiosmtplib builds its protocol itself and offers no way to pass another class.
-        client.protocol.__class__ = _PipeliningProtocol
-        step = "EHLO"
-        await client.ehlo()
-        if config.security == "starttls":
-            if not client.supports_extension("starttls"):
-                raise SMTPSetupError(
-                    f"{where}: the server does not offer STARTTLS; refusing to send the password"
-                    " or letters in clear text"
-                )
-            step = "STARTTLS"
-            await client.starttls()
-            step = "EHLO"
-            await client.ehlo()
-        if config.username:
-            step = "login"
-            await client.login(config.username, password or "")
-    except (SMTPException, OSError) as exc:
-        client.close()
-        raise _open_failure(exc, config, step, timeout) from None
-    except BaseException:
-        client.close()
-        raise
-    return client
-
-
-def _open_failure(exc: Exception, config: SMTPConfig, step: str, timeout: float) -> Exception:
-    """SMTPSetupError for what waiting will not fix, `_Failed` for what it may."""
-    where = config.address
-    tls = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
-    if isinstance(tls, ssl.SSLCertVerificationError):
-        return SMTPSetupError(
-            f"{where}: the server's certificate cannot be verified ({tls.verify_message}); set"
-            " smtp.verify_certificates = false only for a server you trust"
-        )
-    if isinstance(tls, ssl.SSLError):
-        hint = ""
-        if tls.reason == "WRONG_VERSION_NUMBER" and config.security == "ssl":
-            hint = (
-                "; the server does not speak TLS from the start on this port: use"
-                ' smtp.security = "starttls" (usually port 587), or port 465 for "ssl"'
-            )
-        return SMTPSetupError(f"{where}: TLS failed: {tls.reason or tls}{hint}")
-    if isinstance(exc, SMTPResponseException):
-        reply = f"{exc.code} {_text(exc.message)}"
-        if _temporary(exc.code):
-            return _Failed(exc.code, f"{step} refused for now: {reply}")
-        if step == "login":
-            return SMTPSetupError(f"{where}: login refused for user {config.username!r}: {reply}")
-        return SMTPSetupError(f"{where}: the server refused {step}: {reply}")
-    if isinstance(exc, _CONNECTION_ERRORS):
-        return _lost(exc, step, timeout)
-    return SMTPSetupError(f"{where}: {step} failed: {exc}")
-
-
-def _lost(exc: Exception, step: str, timeout: float) -> _Failed:
-    """A lost or silent connection, described for the log; worth retrying."""
-    if isinstance(exc, SMTPConnectError) and isinstance(exc.__cause__, OSError):
-        exc = exc.__cause__  # the reason itself, e.g. "Connection refused"
-    if isinstance(exc, TimeoutError):
-        reply = f"no reply to {step} within {timeout:g} s"
-    elif isinstance(exc, SMTPServerDisconnected):
-        reply = f"the server closed the connection at {step}"
-    else:
-        reply = f"{step}: {_reason(exc)}"
-    return _Failed(None, reply, step=step)
-
-
-def _reason(exc: Exception) -> str:
-    """An OS error in words ("Connection refused"), without asyncio's decoration."""
-    if not isinstance(exc, OSError):
-        return str(exc)
-    if exc.errno and not isinstance(exc, socket.gaierror):
-        return os.strerror(exc.errno)
-    return exc.strerror or str(exc)
-
-
-async def _quit(client: SMTP) -> None:
-    """Say goodbye politely if the connection is still up, then close it."""
-    try:
-        if client.is_connected:
-            await client.quit(timeout=QUIT_TIMEOUT)
-    except (SMTPException, OSError):
-        pass
-    finally:
-        client.close()
 
 
 async def _local_hostname() -> str:
@@ -281,87 +168,139 @@ def _fqdn() -> str:
     return socket.getfqdn()
 
 
-def _text(message: str) -> str:
-    """A server reply on one line."""
-    return message.replace("\n", " ") if "\n" in message else message
-
-
 def _temporary(code: int) -> bool:
     return 400 <= code < 500
 
 
-def _refusal(code: int) -> State:
-    """DEFERRED (to retry) for a 4xx refusal, FAILED for any other."""
-    return State.DEFERRED if _temporary(code) else State.FAILED
-
-
-def _dot_stuffed(data: bytes) -> bytes:
-    """The message as DATA sends it: leading dots doubled (RFC 5321 4.5.2), then CRLF "." CRLF."""
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
-
-
-async def _one_by_one(smtp: SMTP, commands: list[bytes], replies: list[SMTPResponse]) -> None:
-    """Send the commands in turn, each after the previous reply, into ``replies``."""
-    for command in commands:
-        if replies and not _worth_going_on(replies, len(commands) - 2):
-            return
-        replies.append(await smtp.execute_command(command))
-
-
-def _worth_going_on(replies: list[SMTPResponse], recipients: int) -> bool:
-    """Whether the next command of a transaction can still lead to the letter going out."""
-    if replies[0].code != 250 or replies[-1].code == 421:
-        return False
-    if len(replies) == recipients + 1:  # DATA is next: only with a recipient accepted
-        return any(response.code in (250, 251) for response in replies[1:])
-    return True
-
-
-async def _pipelined(
-    smtp: SMTP, commands: list[bytes], replies: list[SMTPResponse], timeout: float
-) -> None:
-    """Send the commands in one write (RFC 2920) and read their replies into ``replies``.
-
-    After a 421 the server closes the connection; no more replies will come.
-    """
-    protocol = smtp.protocol
-    if protocol is None or not protocol.is_connected:
-        raise SMTPServerDisconnected("Connection lost")
-    protocol.write(b"".join(command + b"\r\n" for command in commands))
-    while len(replies) < len(commands) and not (replies and replies[-1].code == 421):
-        replies.append(await protocol.read_response(timeout=timeout))
-
-
-class _PipeliningProtocol(SMTPProtocol):
-    """aiosmtplib's protocol, keeping the replies that arrive before the previous one was read.
-
-    aiosmtplib expects one reply per command and drops what comes while it is not waiting for
-    one; with PIPELINING several replies are on their way at once, and under load the next can
-    arrive before the task that waited for the previous one has run.
-    """
-
-    def data_received(self, data: bytes) -> None:
-        waiter = self._response_waiter
-        if waiter is not None and (waiter.done() or not self._response_pending):
-            self._buffer.extend(data)  # read by the next read_response
-            if len(self._buffer) > MAX_RESPONSE_LENGTH and self.transport is not None:
-                self.transport.close()  # a server sending this much unasked is not one to keep
-            return
-        super().data_received(data)
-
-    async def read_response(self, timeout: float | None = None) -> SMTPResponse:
-        waiter = self._response_waiter
-        if self._buffer and waiter is not None and not waiter.done():
-            response = self._read_response_from_buffer()
-            if response is not None:
-                waiter.set_result(response)
-        return await super().read_response(timeout)
-
-
 def _domains(letter: Letter) -> Iterator[str]:
     return (recipient.rpartition("@")[2] for recipient in letter.recipients)
+
+
+@dataclass
+class _Job:
+    """A letter to try, and what earlier attempts left for this one."""
+
+    letter: Letter
+    attempt: int = 1
+    put_back: int = 0  # times the server's limits sent it back untried
+    key: tuple[str, ...] = ()  # the domains whose per-domain limits apply (`DomainQueues`)
+    # For a retry of the recipients a server refused for now (452), the letter having gone to
+    # the others: the permanent refusals so far. None for a letter not yet sent to anyone.
+    partial: dict[str, str] | None = None
+
+
+class _SendingMarks:
+    """Commits the `sending` marks of the letters going out in one event-loop turn together.
+
+    Each letter's mark is written at once and its data waits for the commit, which runs as the
+    next callback of the loop: every letter that reached this point in the same turn shares it.
+    The commit stays on the loop (SQLite's connection may not move to a thread): in WAL mode
+    with synchronous=NORMAL it appends to the WAL without fsync, about 0.1-0.2 ms. What can
+    stall the loop is SQLite's automatic checkpoint, which a commit runs when the WAL has grown
+    past 1,000 pages and which fsyncs the database (measured 3-30 ms). So every
+    `CHECKPOINT_EVERY` letters a second connection, in a thread, checkpoints first: the WAL
+    then starts again from its beginning and the automatic checkpoint is never due.
+    """
+
+    def __init__(self, log: DeliveryLog) -> None:
+        self.log = log
+        self._commit: asyncio.Future[None] | None = None
+        self._marked = 0
+        self._checkpoint: asyncio.Future[None] | None = None
+
+    async def mark(self, contact_id: str) -> None:
+        """Log the letter as sending; return once that is committed."""
+        self.log.mark_sending(contact_id, commit=False)
+        self._marked += 1
+        commit = self._commit
+        if commit is None:
+            loop = asyncio.get_running_loop()
+            commit = self._commit = loop.create_future()
+            loop.call_soon(self._flush)
+        await asyncio.shield(commit)
+
+    def _flush(self) -> None:
+        commit, self._commit = self._commit, None
+        assert commit is not None
+        try:
+            self.log.flush()
+        except Exception as exc:  # noqa: BLE001 - every letter waiting gets the log's error
+            commit.set_exception(exc)
+            return
+        commit.set_result(None)
+        if self._marked >= CHECKPOINT_EVERY and (
+            self._checkpoint is None or self._checkpoint.done()
+        ):
+            self._marked = 0
+            self._checkpoint = asyncio.ensure_future(asyncio.to_thread(self.log.checkpoint))
+
+    async def close(self) -> None:
+        """Wait for a checkpoint still running."""
+        if self._checkpoint is not None:
+            await self._checkpoint
+
+
+class _DomainQueues:
+    """Letters read ahead, one queue per recipient domain, as an MTA's queue manager keeps them.
+
+    A connection takes the next letter whose domains have a free slot, so each domain goes at
+    its own limit and the run at their sum; domains take turns, so a large one cannot starve a
+    small one. At most `LOOKAHEAD` letters, and `LOOKAHEAD_BYTES` of their data, are held. A domain whose letter was taken is busy
+    until that letter has its slot: another connection takes another domain meanwhile.
+    """
+
+    def __init__(self, limiter: CampaignLimiter) -> None:
+        self._limiter = limiter
+        self._queues: dict[tuple[str, ...], deque[_Job]] = {}
+        self._busy: Counter[str] = Counter()
+        self.size = 0
+        self.bytes = 0
+
+    def full(self) -> bool:
+        return self.size >= LOOKAHEAD or self.bytes >= LOOKAHEAD_BYTES
+
+    def add(self, job: _Job, *, first: bool = False) -> None:
+        queue = self._queues.setdefault(job.key, deque())
+        if first:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
+        self.size += 1
+        self.bytes += len(job.letter.data)
+
+    def ready(self) -> _Job | None:
+        """The first letter of the first domain, in turn, whose slot is free now; taken out."""
+        for key, queue in self._queues.items():
+            if self._free(key) and self._limiter.domain_delay(key) <= 0:
+                job = queue.popleft()
+                del self._queues[key]
+                if queue:
+                    self._queues[key] = queue  # to the back: the others' turn first
+                self.size -= 1
+                self.bytes -= len(job.letter.data)
+                self._busy.update(key)
+                return job
+        return None
+
+    def delay(self) -> float | None:
+        """Seconds before a queued letter's domains could be free; None when none is queued
+        or only busy domains are (their release wakes the waiting connections)."""
+        delays = [self._limiter.domain_delay(key) for key in self._queues if self._free(key)]
+        return min(delays, default=None)
+
+    def release(self, key: tuple[str, ...]) -> None:
+        """The letter taken for these domains has its slot (or will not go now)."""
+        for domain in key:
+            self._busy[domain] -= 1
+            if self._busy[domain] <= 0:
+                del self._busy[domain]
+
+    def _free(self, key: tuple[str, ...]) -> bool:
+        return not any(self._busy[domain] for domain in key)
+
+
+class _PutBack(Exception):
+    """The server's limits, not the letter, stopped this attempt: try the letter again, uncharged."""
 
 
 class _Run:
@@ -377,16 +316,23 @@ class _Run:
         sending = sender.sending
         self.sending = sending
         self.log = sender.log
-        self.connect = functools.partial(_open, sender.smtp, sending.timeout, sender._password)
+        self.connect = functools.partial(
+            open_connection, sender.smtp, sending.timeout, sender._password
+        )
         self.summary = SendSummary(started=time.time())
+        self.marks = _SendingMarks(sender.log)
         self.error: Exception | None = None
-        self._limiter: Limiter | None = sender.limiter or (
-            CampaignLimiter(_with_margin(sending.rate), _with_margin(sending.per_domain_rate))
-            if sending.rate or sending.per_domain_rate
-            else None
+        self.server = ServerLimits(sending.concurrency)
+        shared = sender.limiter  # the rates are kept there, for every worker, not here
+        self._limiter = CampaignLimiter(
+            None if shared else _with_margin(sending.rate),
+            None if shared else _with_margin(sending.per_domain_rate),
+            server=self.server,
+            shared=shared,
         )
         self._letters: Iterator[Letter] | None = iter(letters)
-        self._retries: list[tuple[float, int, Letter, int]] = []  # (due, order, letter, attempt)
+        self._queues = _DomainQueues(self._limiter)
+        self._retries: list[tuple[float, int, _Job]] = []  # (due, order, job)
         self._order = itertools.count()
         self._on_outcome = on_outcome
         self._stop = stop
@@ -395,6 +341,8 @@ class _Run:
         self._failures_in_row = 0
         self._waiting = 0
         self._changed = asyncio.Event()
+        self.connections = 0  # connections held by workers: open or being opened
+        self.open_connections = 0
 
     async def execute(self) -> SendSummary:
         """Run the workers until the letters are settled or the run stops."""
@@ -405,6 +353,7 @@ class _Run:
         try:
             await asyncio.gather(*(worker.work() for worker in workers))
             self.log.flush()
+            await self.marks.close()
         finally:
             watcher.cancel()
             for worker in workers:
@@ -412,6 +361,8 @@ class _Run:
         if self.error is not None:
             raise self.error
         self.summary.finished = time.time()
+        self.summary.refused_connections = self.server.refused_connections
+        self.summary.slow_downs = self.server.slow_downs
         return self.summary
 
     def stopped(self) -> bool:
@@ -429,63 +380,137 @@ class _Run:
             self.error = error
         self.halt()
 
-    async def next_job(self) -> tuple[Letter, int] | None:
-        """The next letter to try and its attempt number; None when the run is over."""
+    def _over(self) -> bool:
+        return self.stopped() or (
+            self._letters is None
+            and not self._queues.size
+            and not self._retries
+            and not self._in_flight
+        )
+
+    async def take_connection(self) -> bool:
+        """Wait until the server's limits allow one more connection; False if the run is over."""
+        server = self.server
+        while not self._over():
+            delay = server.connect_after - time.monotonic()
+            if self.connections < server.connections and delay <= 0:
+                self.connections += 1
+                return True
+            await self._wait(delay if delay > 0 else None)
+        return False
+
+    def give_back_connection(self) -> None:
+        self.connections -= 1
+        self._notify()
+
+    def too_many_connections(self) -> bool:
+        """Whether a connection should close, the server having asked for fewer."""
+        return self.connections > self.server.connections
+
+    async def next_job(self) -> _Job | None:
+        """The next letter whose domains have a free slot; None when the run is over."""
+        queues = self._queues
         while not self.stopped():
             now = time.monotonic()
-            if self._retries and self._retries[0][0] <= now:
-                _, _, letter, attempt = heapq.heappop(self._retries)
-                self._in_flight += 1
-                return letter, attempt
-            if self._letters is not None:
+            while self._retries and self._retries[0][0] <= now:
+                queues.add(heapq.heappop(self._retries)[2], first=True)
+            job = queues.ready()
+            while job is None and self._letters is not None and not queues.full():
                 letter = next(self._letters, None)
-                if letter is not None:
-                    self._in_flight += 1
-                    return letter, 1
-                self._letters = None
-            if not self._retries and not self._in_flight:
+                if letter is None:
+                    self._letters = None
+                else:
+                    queues.add(self._job(letter))
+                    job = queues.ready()
+            if job is not None:
+                self._in_flight += 1
+                return job
+            if self._over():
                 return None
-            await self._wait(self._retries[0][0] - now if self._retries else None)
+            waits = [queues.delay()]
+            if self._retries:
+                waits.append(self._retries[0][0] - now)
+            await self._wait(min((w for w in waits if w is not None), default=None))
         return None
 
-    async def slot(self, letter: Letter) -> bool:
-        """Wait until the rate limits let ``letter`` go; False if the run stopped meanwhile."""
-        if self._limiter is None:
-            return True
-        self.log.flush()  # the outcomes so far are committed before any wait
-        slot = asyncio.ensure_future(self._limiter.acquire(_domains(letter)))
+    def _job(
+        self, letter: Letter, attempt: int = 1, partial: dict[str, str] | None = None
+    ) -> _Job:
+        key = self._limiter.domain_key(_domains(letter))
+        return _Job(letter, attempt, key=key, partial=partial)
+
+    async def slot(self, job: _Job) -> bool:
+        """Wait until the rate limits let the letter go; False if the run stopped meanwhile."""
+        domains = tuple(_domains(job.letter))
+        if self._limiter.delay(domains) > 0:
+            self.log.flush()  # the outcomes so far are committed before any wait
+        slot = asyncio.ensure_future(self._limiter.acquire(domains))
         try:
             await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
         finally:
             slot.cancel()
+            self.release(job)
         if self.stopped():
             self._in_flight -= 1  # the letter stays as the log has it
-            self._notify()
             return False
         return True
 
-    def finish(self, letter: Letter, attempt: int, outcome: Outcome) -> None:
-        """Record how an attempt ended, schedule its retry, and keep the tally."""
+    def release(self, job: _Job) -> None:
+        """The letter's domains are free for other connections to take letters of."""
+        if job.key:
+            self._queues.release(job.key)
+            self._notify()
+
+    def put_back(self, job: _Job) -> None:
+        """Return a letter the server's limits kept from going; it goes first when they allow."""
         self._in_flight -= 1
+        job.put_back += 1
+        if not self.stopped():
+            self._queues.add(job, first=True)
+        self._notify()
+
+    def finish(self, job: _Job, outcome: Outcome, *, unavailable: bool = False) -> None:
+        """Record how an attempt ended, schedule its retry, and keep the tally.
+
+        ``unavailable``: the server could not be reached or refused every connection.
+        """
+        self._in_flight -= 1
+        letter, attempt = job.letter, job.attempt
         summary = self.summary
         if attempt > 1:
             summary.deferred -= 1
-        if outcome.state is State.DEFERRED and attempt > self.sending.max_retries:
+        later: tuple[str, ...] = ()
+        if job.partial is not None:
+            lost = outcome.state is State.DEFERRED and not outcome.refused
+            outcome = _after_partial(job.partial, outcome)
+            later = job.letter.recipients if lost else ()
+        later = _refused_for_now(outcome) or later
+        if later and self.stopped():
+            later = ()  # sent to the others; the rest stay refused, as the log says
+        retry = (outcome.state is State.DEFERRED or later) and attempt <= self.sending.max_retries
+        if outcome.state is State.DEFERRED and not retry:
             outcome = Outcome(State.FAILED, outcome.code, outcome.reply, outcome.refused)
         self.log.mark_outcome(letter.contact_id, outcome)
-        if outcome.state is State.SENT:
+        if retry:
+            summary.deferred += 1
+            if outcome.state is State.SENT:
+                # Sent to some: only those refused for now are tried again; the log says sent.
+                kept = {r: reply for r, reply in outcome.refused.items() if r not in later}
+                job = _Job(dataclasses.replace(letter, recipients=later), partial=kept)
+                outcome = Outcome(State.DEFERRED, outcome.code, _for_now(later), outcome.refused)
+            if not self.stopped():
+                due = time.monotonic() + retry_delay(self.sending.retry_delay, attempt)
+                later_job = self._job(job.letter, attempt + 1, partial=job.partial)
+                heapq.heappush(self._retries, (due, next(self._order), later_job))
+        elif outcome.state is State.SENT:
             summary.sent += 1
+            self.server.accepted()
             self._failures_in_row = 0
         elif outcome.state is State.UNCERTAIN:
             summary.uncertain += 1
-        elif outcome.state is State.FAILED:
-            summary.failed += 1
-            self._count_failure(outcome)
         else:
-            summary.deferred += 1
-            if not self.stopped():
-                due = time.monotonic() + retry_delay(self.sending.retry_delay, attempt)
-                heapq.heappush(self._retries, (due, next(self._order), letter, attempt + 1))
+            summary.failed += 1
+        if unavailable or _counts_as_failure(outcome):
             self._count_failure(outcome)
         self._notify()
         if self._on_outcome is not None:
@@ -497,7 +522,9 @@ class _Run:
         if limit and self._failures_in_row >= limit and self.summary.stopped_reason is None:
             reply = f"{outcome.code} {outcome.reply}" if outcome.code else outcome.reply
             self.summary.stopped_reason = (
-                f"stopped after {limit} failures in a row; the server may be refusing us: {reply}"
+                f"paused after {limit} failures in a row (sending.pause_after_failures); the"
+                f" server may be refusing us: {reply}. Run send again to go on with the letters"
+                " left; set pause_after_failures = 0 never to pause"
             )
             self.halt()
 
@@ -520,126 +547,201 @@ class _Run:
             self._waiting -= 1
 
 
+def _after_partial(kept: dict[str, str], outcome: Outcome) -> Outcome:
+    """The outcome of a letter already sent to some, after a retry for the others.
+
+    It stays sent whatever the retry met; the refusals are those kept plus the retry's.
+    """
+    refused = {**kept, **outcome.refused}
+    if outcome.state is State.UNCERTAIN:
+        return Outcome(State.UNCERTAIN, outcome.code, outcome.reply, refused)
+    if outcome.state is State.SENT:
+        return Outcome(State.SENT, outcome.code, outcome.reply, refused)
+    reply = f"sent to the other recipients; {outcome.reply}"
+    return Outcome(State.SENT, outcome.code, reply, refused)
+
+
+def _refused_for_now(outcome: Outcome) -> tuple[str, ...]:
+    """The recipients of a letter sent to others that the server refused for now (4xx)."""
+    if outcome.state is not State.SENT:
+        return ()
+    return tuple(r for r, reply in outcome.refused.items() if reply.startswith("4"))
+
+
+def _for_now(recipients: tuple[str, ...]) -> str:
+    return f"sent to the other recipients; {', '.join(recipients)} refused for now, tried again"
+
+
+def _counts_as_failure(outcome: Outcome) -> bool:
+    """Whether an outcome counts toward pause_after_failures.
+
+    Only permanent refusals and an unreachable or vanishing server do (and a server refusing
+    every connection, which `finish` is told): a temporary refusal (4xx) is the server's pace,
+    which retries and `ServerLimits` follow.
+    """
+    if outcome.state is State.FAILED:
+        return outcome.code is None or not _temporary(outcome.code)
+    return outcome.state is State.DEFERRED and outcome.code is None
+
+
 class _Worker:
     """Sends letters one after another over one connection, opened lazily and reused."""
 
     def __init__(self, run: _Run, local_hostname: str) -> None:
         self.run = run
         self.local_hostname = local_hostname
-        self.timeout = run.sending.timeout
-        self.smtp: SMTP | None = None
+        self.connection: Connection | None = None
+        self.holds_connection = False  # counted in the run's connections
         self.used = 0  # letters tried on this connection
         self.needs_reset = False  # a transaction failed; RSET before the next one
-        self.size_limit = 0
-        self.smtputf8 = False
-        self.eight_bit = False
-        self.pipelining = False
 
     async def work(self) -> None:
-        """Take letters until the run is over."""
+        """Take letters until the run is over, holding a connection while the server allows."""
         run = self.run
         try:
-            while (job := await run.next_job()) is not None:
-                letter, attempt = job
-                if await run.slot(letter):
-                    run.finish(letter, attempt, await self._attempt(letter))
+            while self.holds_connection or await run.take_connection():
+                self.holds_connection = True
+                job = await run.next_job()
+                if job is None:
+                    break
+                await self._attempt(job)
+                if self.connection is not None and run.too_many_connections():
+                    await self._quit()
+                if self.connection is None:
+                    self._give_back()
             await self._quit()
         except Exception as exc:  # noqa: BLE001 - a full disk, a refused login, a bug: all stop
             run.abort(exc)
+        finally:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self.holds_connection:
+            self.holds_connection = False
+            self.run.give_back_connection()
 
     def close(self) -> None:
-        if self.smtp is not None:
-            self.smtp.close()
-            self.smtp = None
+        connection = self._drop()
+        if connection is not None:
+            connection.close()
 
     async def _quit(self) -> None:
-        smtp, self.smtp = self.smtp, None
-        if smtp is not None:
-            await _quit(smtp)
+        connection = self._drop()
+        if connection is not None:
+            await connection.quit()
 
-    async def _connection(self) -> SMTP:
+    def _drop(self) -> Connection | None:
+        """Stop using the connection (no longer counted open); return it to be closed."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            self.run.open_connections -= 1
+        return connection
+
+    async def _connection(self) -> Connection:
         """The connection for the next letter: reused, or a new one when due or lost."""
-        if self.needs_reset:
-            await self._reset()
-        smtp = self.smtp
-        if smtp is not None and (
-            not smtp.is_connected or self.used >= self.run.sending.max_messages_per_connection
+        connection = self.connection
+        if connection is not None and self.needs_reset:
+            self.needs_reset = False
+            if not await connection.reset():
+                self.close()
+                connection = None
+        if connection is not None and (
+            not connection.is_open or self.used >= self.run.sending.max_messages_per_connection
         ):
             await self._quit()
-            smtp = None
-        if smtp is None:
-            smtp = await self.run.connect(self.local_hostname)
-            self.smtp, self.used = smtp, 0
-            size = smtp.esmtp_extensions.get("size", "")
-            self.size_limit = int(size) if size.isdigit() else 0
-            self.smtputf8 = smtp.supports_extension("smtputf8")
-            self.eight_bit = smtp.supports_extension("8bitmime")
-            self.pipelining = smtp.supports_extension("pipelining")
+            connection = None
+        if connection is None:
+            connection = await self._open()
         self.used += 1
-        return smtp
+        return connection
 
-    async def _reset(self) -> None:
-        """RSET after a failed transaction, keeping the connection only if the server says 250.
+    async def _open(self) -> Connection:
+        run = self.run
+        try:
+            connection = await run.connect(self.local_hostname)
+        except Unavailable as unavailable:
+            others = run.connections - 1
+            if unavailable.code is not None and unavailable.step == "connect":
+                # "Too many connections": the server's limit, not this letter's fault.
+                run.server.connection_refused(run.open_connections)
+                if others > 0:
+                    raise _PutBack from None
+            raise _Failed(unavailable.code, unavailable.reply, step=unavailable.step) from None
+        run.server.connected()
+        run.open_connections += 1
+        self.connection, self.used = connection, 0
+        return connection
 
-        Reusing a session the server did not reset gives "503 sender already specified".
+    async def _attempt(self, job: _Job) -> None:
+        """One try at one letter, its outcome handed to the run.
+
+        The connection is made ready before the letter takes its rate slot, so that the time
+        from the slot to the server is one write, not a connection set-up.
         """
-        self.needs_reset = False
-        smtp = self.smtp
+        run, letter = self.run, job.letter
         try:
-            response = await smtp.execute_command(b"RSET") if smtp and smtp.is_connected else None
-        except (SMTPException, OSError):
-            response = None
-        if response is None or response.code != 250:
-            self.close()
-
-    async def _attempt(self, letter: Letter) -> Outcome:
-        """One try at one letter; DEFERRED means it may be tried again."""
-        try:
-            smtp, refused = await self._envelope(letter)
+            try:
+                connection = await self._connection()
+            finally:
+                if self.connection is None:
+                    run.release(job)
+            if not await run.slot(job):
+                return
+            connection, refused = await self._envelope(connection, letter)
+        except _PutBack:
+            run.put_back(job)
+            return
         except _Failed as failed:
+            if failed.slow_down and job.put_back < MAX_PUT_BACK:
+                run.server.slow_down()
+                run.put_back(job)
+                return
             # The log counts every attempt, also those that never reached the data; the outcome
-            # is written right after this, with no await in between.
-            self.run.log.mark_sending(letter.contact_id)
-            return failed.outcome
-        return await self._data(smtp, letter, refused)
+            # is written right after this, with no await in between, and committed later.
+            run.log.mark_sending(letter.contact_id, commit=False)
+            # No connection could be opened, none other is open: the server is unavailable.
+            run.finish(job, failed.outcome, unavailable=failed.step == "connect")
+            return
+        run.finish(job, await self._data(connection, letter, refused))
 
-    async def _envelope(self, letter: Letter) -> tuple[SMTP, dict[str, str]]:
+    async def _envelope(
+        self, connection: Connection, letter: Letter
+    ) -> tuple[Connection, dict[str, str]]:
         """MAIL FROM, RCPT TO and DATA on a ready connection; the refused recipients."""
-        smtp = await self._connection()
         reused = self.used > 1
         try:
-            return smtp, await self._transaction(smtp, letter)
+            return connection, await self._transaction(connection, letter)
         except _Failed as failed:
             gone = failed.step == "MAIL FROM" and failed.outcome.code in (None, 421)
             if not (reused and gone and failed.outcome.state is State.DEFERRED):
                 raise
         # The server dropped a connection we had kept open; nothing was sent, so try a fresh one.
-        smtp = await self._connection()
-        return smtp, await self._transaction(smtp, letter)
+        connection = await self._connection()
+        return connection, await self._transaction(connection, letter)
 
-    def _mail_options(self, letter: Letter) -> list[bytes]:
+    def _mail_options(self, connection: Connection, letter: Letter) -> list[bytes]:
         """MAIL FROM parameters, or `_Failed` when this server cannot take the letter."""
         options = []
         if letter.smtputf8:
-            if not self.smtputf8:
+            if not connection.smtputf8:
                 reply = "server does not support SMTPUTF8 (non-ASCII address)"
                 raise _Failed(None, reply, retry=False)
             options.append(b"SMTPUTF8")
-        if self.size_limit:
-            if len(letter.data) > self.size_limit:
+        if connection.size_limit:
+            if len(letter.data) > connection.size_limit:
                 reply = (
                     f"message too large for the server: {len(letter.data):,} bytes, it accepts"
-                    f" at most {self.size_limit:,} (SIZE)"
+                    f" at most {connection.size_limit:,} (SIZE)"
                 )
                 raise _Failed(None, reply, retry=False)
             options.append(b"SIZE=%d" % len(letter.data))
-        if self.eight_bit and not letter.data.isascii():
+        if connection.eight_bit and not letter.data.isascii():
             options.append(b"BODY=8BITMIME")
         return options
 
-    def _commands(self, letter: Letter) -> list[bytes]:
+    def _commands(self, connection: Connection, letter: Letter) -> list[bytes]:
         """MAIL FROM, one RCPT TO per recipient, and DATA."""
-        options = self._mail_options(letter)
+        options = self._mail_options(connection, letter)
         encoding = "utf-8" if letter.smtputf8 else "ascii"
         try:
             mail = b" ".join([b"MAIL FROM:<%s>" % letter.sender.encode(encoding), *options])
@@ -652,45 +754,33 @@ class _Worker:
             raise _Failed(None, "control character in an address", retry=False)
         return commands
 
-    async def _transaction(self, smtp: SMTP, letter: Letter) -> dict[str, str]:
-        """The envelope up to the server's 354; raises `_Failed` unless it is waiting for the data.
-
-        With PIPELINING the commands go out together (RFC 2920: one round trip instead of two
-        or more); otherwise one by one, stopping where a reply makes the rest pointless.
-        """
-        commands = self._commands(letter)
-        replies: list[SMTPResponse] = []
-        lost: Exception | None = None
+    async def _transaction(self, connection: Connection, letter: Letter) -> dict[str, str]:
+        """The envelope up to the server's 354; raises `_Failed` unless it is waiting for the data."""
+        commands = self._commands(connection, letter)
         try:
-            if self.pipelining:
-                await _pipelined(smtp, commands, replies, self.timeout)
-            else:
-                await _one_by_one(smtp, commands, replies)
-        except (SMTPException, OSError) as exc:
-            self.close()
-            lost = exc
+            replies = await connection.envelope(commands)
+        except Unavailable as unavailable:
+            raise _Failed(None, unavailable.reply, step=unavailable.step) from None
         try:
-            return self._accepted(letter, replies, lost)
+            return self._accepted(letter, replies)
         except _Failed:
-            if replies and replies[-1].code == 354:
+            if replies[-1].code == 354:
                 self.close()  # pipelined DATA accepted although the envelope failed: never send
             raise
 
-    def _accepted(
-        self, letter: Letter, replies: list[SMTPResponse], lost: Exception | None
-    ) -> dict[str, str]:
+    def _accepted(self, letter: Letter, replies: list[Reply]) -> dict[str, str]:
         """The refused recipients when the replies let the data go; else raises `_Failed`."""
         count = len(letter.recipients)
-        mail, rcpts, data = replies[:1], replies[1 : count + 1], replies[count + 1 :]
-        if mail and mail[0].code != 250:
-            raise self._refused(mail[0], "MAIL FROM")
+        mail, rcpts, data = replies[0], replies[1 : count + 1], replies[count + 1 :]
+        if mail.code != 250:
+            raise self._refused(mail, "MAIL FROM")
         refused: dict[str, str] = {}
         codes: list[int] = []
         for recipient, response in zip(letter.recipients, rcpts):
             if response.code == 421:
                 raise self._refused(response, "RCPT TO")
             if response.code not in (250, 251):
-                refused[recipient] = f"{response.code} {_text(response.message)}"
+                refused[recipient] = str(response)
                 codes.append(response.code)
         if len(codes) == count:
             self.needs_reset = True
@@ -698,44 +788,38 @@ class _Worker:
             details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
             reply = f"every recipient refused: {details}"
             raise _Failed((temporary or codes)[-1], reply, retry=bool(temporary), refused=refused)
-        if not data:
-            assert lost is not None  # one by one stops early only on a refusal, raised above
-            step = "MAIL FROM" if not mail else "RCPT TO" if len(rcpts) < count else "DATA"
-            raise _lost(lost, step, self.timeout)
         if data[0].code != 354:
             raise self._refused(data[0], "DATA")
         return refused
 
-    def _refused(self, response: SMTPResponse, step: str) -> _Failed:
+    def _refused(self, response: Reply, step: str) -> _Failed:
         """The transaction failed on a reply; the session is reset, or dropped after a 421."""
         if response.code == 421:
             self.close()
         else:
             self.needs_reset = True
         retry = _temporary(response.code)
-        return _Failed(response.code, _text(response.message), retry=retry, step=step)
+        return _Failed(response.code, response.text, retry=retry, step=step)
 
-    async def _data(self, smtp: SMTP, letter: Letter, refused: dict[str, str]) -> Outcome:
+    async def _data(
+        self, connection: Connection, letter: Letter, refused: dict[str, str]
+    ) -> Outcome:
         """The message once the server waits for it, with the letter logged as sending."""
         log = self.run.log
-        log.mark_sending(letter.contact_id)
-        protocol = smtp.protocol
-        if protocol is None or not protocol.is_connected:
-            self.close()
-            return _lost(SMTPServerDisconnected("Connection lost"), "DATA", self.timeout).outcome
-        # No await between the write and read_response, so the reply cannot be missed.
-        protocol.write(_dot_stuffed(letter.data))
         try:
-            response = await protocol.read_response(timeout=self.timeout)
-        except (SMTPException, OSError) as exc:
+            response = await connection.data(
+                letter.data, functools.partial(self.run.marks.mark, letter.contact_id)
+            )
+        except Unavailable as unavailable:
             self.close()
-            lost = _lost(exc, "the end of data", self.timeout).outcome.reply
-            reply = f"{lost}, after the message was sent; it may have arrived"
-            return Outcome(State.UNCERTAIN, None, reply, refused)
+            return _Failed(None, unavailable.reply, step="DATA").outcome
+        except Uncertain as uncertain:
+            self.close()
+            return Outcome(State.UNCERTAIN, None, uncertain.reply, refused)
         except asyncio.CancelledError:
             self.close()
             log.mark_outcome(letter.contact_id, _INTERRUPTED)
             raise
         if 200 <= response.code < 300:
-            return Outcome(State.SENT, response.code, _text(response.message), refused)
+            return Outcome(State.SENT, response.code, response.text, refused)
         return self._refused(response, "the end of data").outcome

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from .config import Config
 from .deliverylog import DeliveryLog, Outcome, State, open_log
+from .dkim import letter_signer
 from .errors import DeliveryLogError, MailactionError, SendingStopped
 from .message import Letter, restamped
 from .sender import Sender, SendSummary
@@ -73,12 +74,19 @@ class RunResult:
     interrupted: bool = False
 
 
-def claimed(log: DeliveryLog, *, lease: float, upto: tuple[int, str] | None) -> Iterator[Letter]:
-    """The letters this worker claims from the queue, in spreadsheet order, dated as they go."""
+def claimed(
+    log: DeliveryLog,
+    *,
+    lease: float,
+    upto: tuple[int, str] | None,
+    sign: Callable[[Letter], Letter],
+) -> Iterator[Letter]:
+    """The letters this worker claims from the queue, in spreadsheet order, dated and signed
+    as they go (signed after the Date is set: it is signed)."""
     after = (-1, "")
     while letters := log.claim(CLAIM_BATCH, lease=lease, after=after, upto=upto):
         for letter in letters:
-            yield restamped(letter)
+            yield sign(restamped(letter))
         after = (letters[-1].row, letters[-1].contact_id)
 
 
@@ -115,9 +123,10 @@ def deliver(
     if job.shared_limits and (sending.rate or sending.per_domain_rate):
         limiter = SharedLimiter(log, sending.rate, sending.per_domain_rate)
     sender = Sender(job.config.smtp, sending, log, password=job.password, limiter=limiter)
+    sign = letter_signer(job.config.dkim)
     shift = _Shift(
         sender,
-        lambda: claimed(log, lease=job.lease, upto=job.upto),
+        lambda: claimed(log, lease=job.lease, upto=job.upto, sign=sign),
         on_outcome,
         on_interrupt,
         signals=signals,

@@ -18,10 +18,12 @@ the connection, as RFC 5321 says it must; so does any refused greeting.
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 import ssl
 import subprocess
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -98,6 +100,7 @@ class ReceivedMessage:
     recipients: tuple[str, ...]
     data: bytes
     connection: int  # 1 for the first connection the server accepted
+    at: float  # time.monotonic() when its MAIL FROM came
 
     @cached_property
     def message(self) -> EmailMessage:
@@ -123,10 +126,22 @@ class FaultSession(SMTP):
         self.probe = probe  # the controller's start-up connection, which faults never touch
         self.number = 0
         self.delivered = 0
+        self.counted = False  # among the server's open connections
+        self.mail_at = 0.0  # when the current transaction's MAIL FROM came
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.counted:
+            self.counted = False
+            self.server._close_connection()
+        super().connection_lost(error)
 
     async def _handle_client(self) -> None:
         if not self.probe:
             self.number = self.server._connected()
+            if not self.server._open_connection():
+                await self._reply("421 4.7.0 too many connections from your address")
+                return
+            self.counted = True
         status = await self._fault("GREETING", None)
         if status is None:
             await super()._handle_client()
@@ -164,11 +179,15 @@ class FaultSession(SMTP):
         await self._command("EHLO", arg, super().smtp_EHLO)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        self.mail_at = time.monotonic()
         # What the client sent after MAIL FROM before hearing its reply (PIPELINING).
         self.server.sent_with_mail.append(bytes(self._reader._buffer))  # type: ignore[attr-defined]
         limit = self.server.max_messages_per_connection
         if limit and self.delivered >= limit:
             await self._reply("421 4.7.0 too many messages on one connection")
+            return
+        if not self.server._message_allowed():
+            await self._reply("450 4.7.1 Error: too much mail from 127.0.0.1")
             return
         await self._command("MAIL", arg, super().smtp_MAIL)
 
@@ -209,6 +228,7 @@ class FaultSession(SMTP):
                 tuple(envelope.rcpt_tos),
                 envelope.original_content,
                 self.number,
+                self.mail_at,
             )
         )
 
@@ -220,8 +240,11 @@ class FaultServer:
     SIZE), ``auth`` (``{"user": "secret"}``: offer AUTH, also without TLS), ``tls`` (a server
     SSLContext: offer STARTTLS, or use TLS from the start with ``implicit_tls``),
     ``require_starttls``, ``idle_timeout`` (seconds before an idle connection is closed),
-    ``max_messages_per_connection`` (421 once a connection has delivered that many) and
-    ``pipelining`` (advertise PIPELINING; aiosmtpd answers commands sent together in order).
+    ``max_messages_per_connection`` (421 once a connection has delivered that many),
+    ``pipelining`` (advertise PIPELINING; aiosmtpd answers commands sent together in order), and
+    limits per client as Postfix's anvil keeps them: ``max_connections`` at a time (more are
+    refused with 421 at greeting) and ``message_rate`` = (count, seconds) MAIL FROM requests per
+    window (one more gets 450 4.7.1; a window starts at the first request after the last ended).
     """
 
     def __init__(
@@ -236,8 +259,17 @@ class FaultServer:
         idle_timeout: float = 300,
         max_messages_per_connection: int = 0,
         pipelining: bool = False,
+        max_connections: int = 0,
+        message_rate: tuple[int, float] | None = None,
     ) -> None:
         self.max_messages_per_connection = max_messages_per_connection
+        self.max_connections = max_connections
+        self.message_rate = message_rate
+        self.open_connections = 0
+        self.most_open_connections = 0
+        self.refused_connections = 0
+        self.refused_messages = 0
+        self._window = (-math.inf, 0)  # (start, MAIL FROM requests counted)
         self.pipelining = pipelining
         self.messages: list[ReceivedMessage] = []
         self.replies: list[str] = []
@@ -300,6 +332,36 @@ class FaultServer:
                     fault.times -= 1
                     return fault.action
         return None
+
+    def _open_connection(self) -> bool:
+        """Count one more open connection, unless the limit is reached (then count a refusal)."""
+        with self._lock:
+            if self.max_connections and self.open_connections >= self.max_connections:
+                self.refused_connections += 1
+                return False
+            self.open_connections += 1
+            self.most_open_connections = max(self.most_open_connections, self.open_connections)
+            return True
+
+    def _close_connection(self) -> None:
+        with self._lock:
+            self.open_connections -= 1
+
+    def _message_allowed(self) -> bool:
+        """Count a MAIL FROM request in the current window; False when over the limit."""
+        if self.message_rate is None:
+            return True
+        count, seconds = self.message_rate
+        with self._lock:
+            now = time.monotonic()
+            start, requests = self._window
+            if now - start >= seconds:
+                start, requests = now, 0
+            self._window = (start, requests + 1)
+            if requests < count:
+                return True
+            self.refused_messages += 1
+            return False
 
     def _connected(self) -> int:
         with self._lock:

@@ -13,12 +13,18 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
+from mailaction.cli import main
 from mailaction.deliverylog import DeliveryLog, State
 from tests.campaigns import CONTACTS, RecordingSink, numbered_campaign
 from tests.test_cli import log_states, run
 
 REPORT_KEYS = ("total", "sent", "pending")
+
+
+def run_cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
 
 
 def summary(project: Path) -> dict[str, int]:
@@ -247,3 +253,24 @@ def test_a_log_that_cannot_be_written_part_way_ends_with_1(tmp_path: Path, sink:
     assert "some letters may have gone out" in lines[-1]
     assert "Traceback" not in stderr.decode()
     assert 0 < sink.count < 60
+
+
+def test_suppressed_addresses_are_never_queued_and_proofs_ignore_the_list(
+    tmp_path: Path, sink: RecordingSink
+) -> None:
+    config = numbered_campaign(tmp_path, sink.port, 5, "held", "concurrency = 1")
+    args = ["--config", str(config)]
+    assert run_cli("suppress", "add", *args, "P1@example.org", "p3@example.org").exit_code == 0
+    first = run_cli("send", "--yes", *args, "--limit", "1")
+    assert "2 suppressed: on the suppression list, so not sent" in first.output, first.output
+    result = run_cli("send", "--yes", *args)
+    assert result.exit_code == 0, result.output
+    assert "2 suppressed" in result.output
+    assert sink.count == 3
+    with DeliveryLog(tmp_path / "held.sqlite", "held") as log:
+        assert sorted(entry.contact_id for entry in log.entries()) == [
+            "p0@example.org", "p2@example.org", "p4@example.org",
+        ]  # fmt: skip
+    proof = run_cli("send", "--yes", *args, "--test-to", "me@example.org", "--limit", "5")
+    assert proof.exit_code == 0, proof.output
+    assert sink.count == 8 and "on the suppression list" not in proof.output

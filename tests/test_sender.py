@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiosmtplib import SMTPTimeoutError
-from aiosmtplib.protocol import SMTPProtocol
 
 from mailaction.config import SendingConfig, SMTPConfig, parse_rate
 from mailaction.deliverylog import DeliveryLog, Entry, Outcome, State
@@ -20,7 +17,6 @@ from mailaction.message import Letter
 from mailaction.sender import (
     Sender,
     SendSummary,
-    _PipeliningProtocol,
     check_server,
     is_loopback,
     retry_delay,
@@ -39,17 +35,21 @@ from tests.smtpserver import (
 )
 
 
-@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])
-def server(request: pytest.FixtureRequest) -> Iterator[FaultServer]:
+def both_servers(request: pytest.FixtureRequest) -> Iterator[FaultServer]:
     """The fault server, once answering commands one by one and once offering PIPELINING."""
     with FaultServer(pipelining=request.param) as running:
         yield running
 
 
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[DeliveryLog]:
+def fresh_log(tmp_path: Path) -> Iterator[DeliveryLog]:
+    """An empty delivery log for the campaign "test"."""
     with DeliveryLog(tmp_path / "log.sqlite", "test") as opened:
         yield opened
+
+
+# The other test_sender_*.py files share these two fixtures the same way.
+server = pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])(both_servers)
+log = pytest.fixture(fresh_log)
 
 
 def smtp_config(server: FaultServer, **settings: object) -> SMTPConfig:
@@ -298,55 +298,6 @@ async def test_pipelined_replies_arriving_apart_are_all_read(log: DeliveryLog) -
     assert server.received_ids() == Counter({item.message_id: 1 for item in letters(5)})
 
 
-@pytest.fixture
-async def connected() -> AsyncIterator[Callable[[type[SMTPProtocol]], Awaitable[SMTPProtocol]]]:
-    """A protocol of the given class on one end of a socket pair, as a connection gives it."""
-    transports: list[asyncio.BaseTransport] = []
-    ends: list[socket.socket] = []
-
-    async def connect(kind: type[SMTPProtocol]) -> SMTPProtocol:
-        ours, theirs = socket.socketpair()
-        ends.append(theirs)
-        transport, protocol = await asyncio.get_running_loop().connect_accepted_socket(kind, ours)
-        transports.append(transport)
-        return protocol
-
-    yield connect
-    for transport in transports:
-        transport.close()
-    for end in ends:
-        end.close()
-
-
-@pytest.mark.parametrize(("kind", "kept"), [(SMTPProtocol, False), (_PipeliningProtocol, True)])
-async def test_replies_arriving_before_the_previous_one_was_read(
-    connected: Callable[[type[SMTPProtocol]], Awaitable[SMTPProtocol]],
-    kind: type[SMTPProtocol],
-    kept: bool,
-) -> None:
-    # As under load with PIPELINING: the next replies come before the task reads the first.
-    protocol = await connected(kind)
-    for data in (b"250 2.1.0 sender ok\r\n", b"250 2.1.5 recipient ok\r\n", b"354 go on\r\n"):
-        protocol.data_received(data)
-    assert (await protocol.read_response(timeout=1)).code == 250
-    if kept:
-        assert (await protocol.read_response(timeout=1)).code == 250
-        assert (await protocol.read_response(timeout=1)).code == 354
-    else:  # aiosmtplib's own protocol drops them, which is why the sender does not use it
-        with pytest.raises(SMTPTimeoutError):
-            await protocol.read_response(timeout=0.2)
-
-
-async def test_a_flood_of_unasked_replies_closes_the_connection(
-    connected: Callable[[type[SMTPProtocol]], Awaitable[SMTPProtocol]],
-) -> None:
-    protocol = await connected(_PipeliningProtocol)
-    protocol.data_received(b"220 hello\r\n")
-    assert (await protocol.read_response(timeout=1)).code == 220
-    protocol.data_received(b"250 unasked\r\n" * 20_000)
-    assert not protocol.is_connected
-
-
 async def test_a_pipelined_data_accepted_after_a_refused_envelope_sends_nothing(
     log: DeliveryLog,
 ) -> None:
@@ -409,19 +360,32 @@ async def test_pause_after_failures_stops_and_leaves_the_rest_untouched(
     server.on("MAIL", reply("554 5.7.1 your IP is blocked"))
     summary = await send(server, log, letters(20), pause_after_failures=3)
     assert summary.stopped_reason == (
-        "stopped after 3 failures in a row; the server may be refusing us: 554 5.7.1 your IP is blocked"
+        "paused after 3 failures in a row (sending.pause_after_failures); the server may be"
+        " refusing us: 554 5.7.1 your IP is blocked. Run send again to go on with the letters"
+        " left; set pause_after_failures = 0 never to pause"
     )
     assert states(log) == Counter({State.FAILED: 3, State.PENDING: 17})
 
 
-async def test_pause_after_failures_leaves_retries_deferred(
+async def test_temporary_refusals_never_pause_the_run(
     server: FaultServer, log: DeliveryLog
 ) -> None:
-    server.on("RCPT", reply("450 4.2.1 slow down"))
-    summary = await send(server, log, letters(5), pause_after_failures=2, retry_delay=30.0)
-    assert summary.stopped_reason is not None and "450 4.2.1 slow down" in summary.stopped_reason
+    server.on("RCPT", reply("450 4.2.1 mailbox busy"))
+    summary = await send(server, log, letters(5), pause_after_failures=2, max_retries=1)
+    assert summary.stopped_reason is None
+    assert summary.failed == 5
+    assert {entry(log, item).attempts for item in letters(5)} == {2}
+
+
+async def test_an_unreachable_server_pauses_the_run(free_port: int, log: DeliveryLog) -> None:
+    for item in letters(5):
+        log.register(item)
+    smtp = SMTPConfig(host="127.0.0.1", port=free_port, security="none")
+    settings = sending_config(pause_after_failures=2, retry_delay=30.0)
+    summary = await Sender(smtp, settings, log).send(letters(5))
+    assert summary.stopped_reason is not None
+    assert summary.stopped_reason.startswith("paused after 2 failures in a row")
     assert states(log) == Counter({State.DEFERRED: 2, State.PENDING: 3})
-    assert summary.deferred == 2
 
 
 async def test_stop_event_finishes_in_flight_letters_and_leaves_the_rest(

@@ -1,0 +1,103 @@
+"""The server's limits are not failures: fewer connections, a slower pace, no letter charged."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from mailaction import ratelimit
+from mailaction.deliverylog import DeliveryLog, State
+from tests.letters import letters
+from tests.smtpserver import FaultServer, reply, slow
+from tests.test_sender import entry, fresh_log, send, states
+
+log = pytest.fixture(fresh_log)
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+async def test_a_server_allowing_2_connections_gets_every_letter_and_charges_none(
+    log: DeliveryLog, pipelining: bool
+) -> None:
+    batch = letters(60)
+    with FaultServer(max_connections=2, pipelining=pipelining) as server:
+        summary = await send(server, log, batch, concurrency=8, pause_after_failures=3)
+    assert summary.sent == 60 and summary.stopped_reason is None
+    assert server.received_ids() == Counter({item.message_id: 1 for item in batch})
+    assert {entry(log, item).attempts for item in batch} == {1}
+    assert server.most_open_connections == 2
+    # One wave of refusals halves the 8 connections to 4, the next to 2; then no more.
+    assert 1 <= server.refused_connections <= 8
+    assert summary.refused_connections == server.refused_connections
+
+
+async def test_a_refused_connection_waits_before_the_next_try(log: DeliveryLog) -> None:
+    with FaultServer(max_connections=1) as server:
+        started = time.monotonic()
+        summary = await send(server, log, letters(30), concurrency=4)
+        elapsed = time.monotonic() - started
+    assert summary.sent == 30
+    assert server.refused_connections <= 4  # no storm of reconnections
+    assert elapsed < 5
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+async def test_a_message_rate_limit_slows_the_run_instead_of_failing_letters(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch, pipelining: bool
+) -> None:
+    # Postfix's anvil at 100 a minute, scaled down: 20 letters per 2 s.
+    monkeypatch.setattr(ratelimit, "SLOW_DOWN_WINDOW", 2.0)
+    batch = letters(60)
+    with FaultServer(message_rate=(20, 2.0), pipelining=pipelining) as server:
+        started = time.monotonic()
+        summary = await send(server, log, batch, concurrency=4, pause_after_failures=3)
+        elapsed = time.monotonic() - started
+    assert summary.sent == 60 and summary.stopped_reason is None
+    assert server.received_ids() == Counter({item.message_id: 1 for item in batch})
+    assert {entry(log, item).attempts for item in batch} == {1}
+    assert states(log) == Counter({State.SENT: 60})
+    # The run learnt the pace after the first refusals, not by refusing every window.
+    assert 1 <= server.refused_messages <= 12
+    assert summary.slow_downs == server.refused_messages
+    # 20 at once, then 40 at 10/s: about 6 s; never the minutes of per-letter backoff.
+    assert elapsed < 10
+    # A refused MAIL FROM does not pile up errors for the RCPT and DATA sent with it.
+    assert sum(text.startswith("503") for text in server.replies) <= 2 * 4
+
+
+async def test_the_connections_grow_back_when_the_server_allows(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "PROBE_AFTER", 0.2)
+    with FaultServer(max_connections=2, pipelining=True) as server:
+        server.on("DATA_END", slow(0.02))
+        summary = await send(server, log, letters(80), concurrency=4)
+    assert summary.sent == 80
+    # Probing up again finds the limit again now and then, but never floods it.
+    assert 2 <= server.refused_connections <= 12
+
+
+async def test_a_server_refusing_every_connection_pauses_the_run(log: DeliveryLog) -> None:
+    with FaultServer() as server:
+        server.on("GREETING", reply("421 4.3.2 service not available"))
+        summary = await send(server, log, letters(5), pause_after_failures=2, retry_delay=30.0)
+    assert summary.stopped_reason is not None
+    assert "421 connect refused for now" in summary.stopped_reason
+    assert states(log) == Counter({State.DEFERRED: 2, State.PENDING: 3})
+
+
+async def test_both_limits_at_once_as_postfix_anvil_keeps_them(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "SLOW_DOWN_WINDOW", 2.0)
+    batch = letters(60)
+    with FaultServer(max_connections=2, message_rate=(20, 2.0), pipelining=True) as server:
+        started = time.monotonic()
+        summary = await send(server, log, batch, concurrency=8)
+        elapsed = time.monotonic() - started
+    assert summary.sent == 60 and summary.stopped_reason is None
+    assert server.received_ids() == Counter({item.message_id: 1 for item in batch})
+    assert {entry(log, item).attempts for item in batch} == {1}
+    assert server.refused_connections <= 8 and server.refused_messages <= 12
+    assert elapsed < 10

@@ -1,0 +1,44 @@
+"""The `sending` marks: committed together when letters go out together, each before its data."""
+
+from __future__ import annotations
+
+from email.parser import BytesParser
+from pathlib import Path
+
+from mailaction.deliverylog import DeliveryLog, State
+from tests.letters import letters
+from tests.smtpserver import FaultServer, FaultSession
+from tests.test_sender import send
+
+
+async def test_sending_marks_share_commits_and_each_is_on_disk_before_its_data(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.sqlite"
+    seen_sending: list[bool] = []
+
+    async def check_the_mark(session: FaultSession, arg: str | None) -> str | None:
+        # What another process would read now: the letter's committed state.
+        assert session.envelope is not None
+        message_id = BytesParser().parsebytes(session.envelope.original_content or b"")
+        with DeliveryLog(path, "test") as reader:
+            found = [e for e in reader.entries() if e.message_id == message_id["Message-ID"]]
+        seen_sending.append(len(found) == 1 and found[0].state is State.SENDING)
+        return None
+
+    class Counting(DeliveryLog):
+        commits = 0
+
+        def flush(self) -> None:
+            if self._db.in_transaction:
+                Counting.commits += 1
+            super().flush()
+
+    batch = letters(40)
+    with FaultServer(pipelining=True) as server, Counting(path, "test") as log:
+        server.on("DATA_END", check_the_mark)
+        summary = await send(server, log, batch, concurrency=8)
+    assert summary.sent == 40
+    assert seen_sending == [True] * 40
+    # Letters going out in the same loop turn share one commit of their marks.
+    assert Counting.commits < 40
