@@ -306,9 +306,9 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     campaign = replace(campaign, **{k: v for k, v in (overrides or {}).items() if v is not None})
     if campaign.log is None:
         campaign = replace(campaign, log=base / f"{_slug(campaign.name)}.sqlite")
-    if campaign.suppression is None:
-        assert campaign.log is not None
-        campaign = replace(campaign, suppression=campaign.log.with_name("suppressed.sqlite"))
+    if campaign.suppression is None:  # beside the log file; beside the config for a database
+        folder = campaign.log.parent if isinstance(campaign.log, Path) else base
+        campaign = replace(campaign, suppression=folder / "suppressed.sqlite")
     dkim = sections["dkim"]
     missing = [f"dkim.{key}" for key in _SCHEMA["dkim"][1] if getattr(dkim, key) is None]
     if 0 < len(missing) < 3:
