@@ -21,6 +21,7 @@ moments: those letters are still `sending` on disk, which the next run turns int
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import sqlite3
@@ -244,7 +245,7 @@ class DeliveryLog:
         self.campaign = campaign_key(campaign)
         self._blobs_written: set[str] = set()
         self._blob_cache: dict[str, bytes] = {}
-        self._outcomes: list[tuple[Any, ...]] = []  # written with the next statement
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []  # written with the next statement
         self.worker: str | None = None  # set by `join`: the worker this log claims letters for
         self._db = self._open()
 
@@ -267,51 +268,47 @@ class DeliveryLog:
 
     def flush(self) -> None:
         """Commit every change written so far."""
-        self._write_outcomes()
+        self._write_pending()
         if self._in_transaction():
             self._commit()
 
     def rollback(self) -> None:
         """Undo every change written since the last commit."""
-        self._outcomes.clear()
+        self._pending.clear()
         if self._in_transaction():
             self._rollback()
         self._blobs_written.clear()
 
     def _write(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Cursor:
         """Run one statement in the open transaction (begun if need be), committed later."""
-        self._write_outcomes()
+        self._write_pending()
         if not self._in_transaction():
             self._begin()
         return self._execute(sql, params)
 
     def _run(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Cursor:
         """Run one statement, after the outcomes noted so far (so it sees them)."""
-        self._write_outcomes()
+        self._write_pending()
         return self._execute(sql, params)
 
-    def _write_outcomes(self) -> None:
-        """Write the outcomes `mark_outcome` noted, in the open transaction (begun if need be).
+    def _write_pending(self) -> None:
+        """Write the marks and outcomes noted so far, in order, in the open transaction (begun
+        if need be).
 
         They wait in memory rather than in an open transaction, so that workers sharing the log
-        never hold its write lock while they wait for a server.
+        never hold its write lock while they wait for a server, nor across a loop turn.
         """
-        if not self._outcomes:
+        if not self._pending:
             return
-        outcomes, self._outcomes = self._outcomes, []
+        pending, self._pending = self._pending, []
         if not self._in_transaction():
             self._begin()
-        mine, claim = self._mine()
-        written = self._execute_many(
-            "UPDATE letters SET state = ?, last_code = ?, last_reply = ?, refused = ?,"
-            " sent_at = coalesce(?, sent_at), history = history || ?"
-            f" WHERE campaign = ? AND contact_id = ?{mine}",
-            [(*outcome, *claim) for outcome in outcomes],
-        )
-        if written != len(outcomes):
-            if self.worker is not None:
-                raise self._claim_lost()
-            raise KeyError(f"{self.campaign}: a letter marked is not in the delivery log")
+        for sql, group in itertools.groupby(pending, key=lambda write: write[0]):
+            rows = [params for _, params in group]
+            if self._execute_many(sql, rows) != len(rows):
+                if self.worker is not None:
+                    raise self._claim_lost()
+                raise KeyError(f"{self.campaign}: a letter marked is not in the delivery log")
 
     def _mine(self) -> tuple[str, tuple[str, ...]]:
         """The condition that a letter is claimed by this log's worker, if it is one."""
@@ -736,19 +733,15 @@ class DeliveryLog:
         """
         now = time.time()
         mine, claim = self._mine()
-        try:
-            self._update(
-                contact_id,
-                "UPDATE letters SET state = ?, attempts = attempts + 1,"
-                " first_attempt_at = coalesce(first_attempt_at, ?), last_attempt_at = ?,"
-                f" history = history || ? WHERE campaign = ? AND contact_id = ?{mine}",
-                (State.SENDING, now, now, _event(State.SENDING, None, "", now)),
-                claim,
+        self._pending.append(
+            (
+                _MARK_SENDING + mine,
+                (
+                    State.SENDING, now, now, _event(State.SENDING, None, "", now),
+                    self.campaign, contact_id, *claim,
+                ),
             )
-        except KeyError:
-            if self.worker is not None:
-                raise self._claim_lost() from None
-            raise
+        )  # fmt: skip
         if commit:
             self.flush()
 
@@ -756,10 +749,15 @@ class DeliveryLog:
         """Record how the last attempt ended (committed with the next `mark_sending` or `flush`)."""
         now = time.time()
         sent_at = now if outcome.state is State.SENT else None
-        self._outcomes.append(
+        mine, claim = self._mine()
+        self._pending.append(
             (
-                outcome.state, outcome.code, outcome.reply, json.dumps(outcome.refused), sent_at,
-                _event(outcome.state, outcome.code, outcome.reply, now), self.campaign, contact_id,
+                _MARK_OUTCOME + mine,
+                (
+                    outcome.state, outcome.code, outcome.reply, json.dumps(outcome.refused),
+                    sent_at, _event(outcome.state, outcome.code, outcome.reply, now),
+                    self.campaign, contact_id, *claim,
+                ),
             )
         )  # fmt: skip
 
@@ -914,6 +912,15 @@ class DeliveryLog:
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes
 SHARED_PART_SIZE = 2048  # attachment parts this large are stored once, not in every letter
 BLOB_CACHE = 8  # attachment parts kept in memory while reading the queue
+_MARK_SENDING = (
+    "UPDATE letters SET state = ?, attempts = attempts + 1,"
+    " first_attempt_at = coalesce(first_attempt_at, ?), last_attempt_at = ?,"
+    " history = history || ? WHERE campaign = ? AND contact_id = ?"
+)
+_MARK_OUTCOME = (
+    "UPDATE letters SET state = ?, last_code = ?, last_reply = ?, refused = ?,"
+    " sent_at = coalesce(?, sent_at), history = history || ? WHERE campaign = ? AND contact_id = ?"
+)
 # A letter claimed by a worker no longer registered (dead, or recovered by another).
 _ORPHANED = (
     "claimed_by IS NOT NULL AND claimed_by NOT IN (SELECT id FROM workers WHERE campaign = ?)"
