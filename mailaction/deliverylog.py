@@ -11,9 +11,10 @@ or an operating-system crash may lose the last few commits, so a letter in fligh
 sent twice; ``synchronous=FULL`` would prevent that at the cost of an fsync per state change.
 
 Commits are grouped by one rule: a letter's `sending` mark is committed, with everything written
-since the last commit, before its data may go out (`mark_sending`). Outcomes are written at once
-but committed with the next such mark, or by `flush` (which the sender calls whenever it is about
-to wait, and at the end of a run) or `close`. So a crash can lose only the outcomes of its last
+since the last commit, before its data may go out (`mark_sending`, or `flush` after several
+marks). Outcomes wait in memory and are written in the next such commit, or by `flush` (which the
+sender calls whenever it is about to wait, and at the end of a run) or `close`: no transaction
+stays open while the sender waits, so workers sharing the log never wait for each other long. So a crash can lose only the outcomes of its last
 moments: those letters are still `sending` on disk, which the next run turns into `uncertain`
 (held, never sent again on its own, never forgotten).
 """
