@@ -2,9 +2,10 @@
 
 This module schedules: which letter goes next (queues per recipient domain), over which of
 the connections the server allows, at what pace, and what its outcome means; `transport`
-speaks SMTP. A letter must never go out twice nor be silently lost. The log says ``sending`` (committed) before
-the message data is written; when the connection is lost after the data was written but before
-the server replied, the letter is ``uncertain`` (it may have arrived) and is never retried here.
+speaks SMTP. A letter must never go out twice nor be silently lost. The log says ``sending``
+(committed) before the message data is written; when the connection is lost after the data was
+written but before the server replied, the letter is ``uncertain`` (it may have arrived) and is
+never retried here.
 
 ``on_outcome`` is called once per final outcome (SENT, FAILED, UNCERTAIN) and once for each retry
 scheduled (DEFERRED); a progress bar should advance on the final outcomes only.
