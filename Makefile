@@ -25,6 +25,7 @@ bench-quick: $(BIN)/mailaction
 
 lint: $(BIN)/mailaction
 	$(BIN)/ruff check mailaction tests benchmarks
+	$(BIN)/mypy --strict mailaction
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 
 from .config import CampaignConfig, Config
 from .contacts import Contact, ContactList, DuplicateFinder
 from .errors import ConfigError, ContactsError, Problem
-from .message import Letter, LetterBuilder
+from .keys import contact_key
+from .message import Letter, LetterBuilder, prepare_letter
 from .parallel import ordered_map, pool_size
 from .template import LetterTemplate, column_aliases
-from .validate import LetterRules, prepare_letter
+from .unsubscribe import UnsubscribeHeaders
+from .validate import LetterRules
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,26 @@ class PreparedRow:
 
 @dataclass
 class ValidationResult:
-    """What `validate` found: letters ready, rows with problems, and the first problems."""
+    """What `validate` found: letters ready, rows with problems, and the first problems.
+
+    A problem of the template rather than of a row (``row`` None, such as a variable that is
+    no column) is kept once, with the number of rows it concerns.
+    """
 
     ready: int = 0
     invalid_rows: int = 0
     problem_count: int = 0
-    problems: list[Problem] = field(default_factory=list)
     keep: int = 100
+    row_problems: list[Problem] = field(default_factory=list)  # the first ``keep``
+    template_problems: dict[Problem, int] = field(default_factory=dict)  # -> rows it concerns
+
+    @property
+    def problems(self) -> list[Problem]:
+        """The template's problems, each once with its count of rows, then the rows' problems."""
+        rows = self.ready + self.invalid_rows
+        return [
+            _with_rows(problem, count, rows) for problem, count in self.template_problems.items()
+        ] + self.row_problems
 
     def add(self, prepared: PreparedRow) -> None:
         """Count one row; keep its problems while there is room."""
@@ -42,9 +57,27 @@ class ValidationResult:
             self.ready += 1
             return
         self.invalid_rows += 1
-        self.problem_count += len(prepared.problems)
-        room = max(self.keep - len(self.problems), 0)
-        self.problems.extend(prepared.problems[:room])
+        for problem in prepared.problems:
+            if problem.row is None:
+                seen = self.template_problems.setdefault(problem, 0)
+                self.template_problems[problem] = seen + 1
+                self.problem_count += not seen
+            else:
+                self.problem_count += 1
+                if len(self.row_problems) < self.keep:
+                    self.row_problems.append(problem)
+
+
+def _with_rows(problem: Problem, count: int, rows: int) -> Problem:
+    """``problem`` saying how many rows it concerns, after its first clause."""
+    if rows == 1:
+        concerned = "the only row"
+    elif count == rows:
+        concerned = f"all {rows:,} rows"
+    else:
+        concerned = f"{count:,} of {rows:,} rows"
+    head, semicolon, rest = problem.message.partition("; ")
+    return replace(problem, message=f"{head} ({concerned}){semicolon}{rest}")
 
 
 _Identified = tuple[Contact, str, list[Problem]]  # a contact, its id, problems of the id
@@ -61,13 +94,28 @@ class LetterChecks:
     def __init__(self, settings: CampaignConfig, key: str) -> None:
         assert settings.template is not None
         self.template = LetterTemplate.from_file(settings.template)
-        self.rules = LetterRules(settings.max_message_size, settings.check_deliverability)
-        self.builder = LetterBuilder(key, self.template.base_dir)
+        self.rules = LetterRules(
+            settings.max_message_size, settings.check_deliverability, settings.attachments
+        )
+        self.builder = LetterBuilder(key, self.template.base_dir, settings.attachments)
+        self.unsubscribe = UnsubscribeHeaders(settings)
+        # Headers written without template syntax read the same in every row: a problem in one
+        # (an attachment not found, a bad fixed To) is the template's, at the header's line.
+        lines: dict[str, list[int]] = {}
+        for part in self.template.headers:
+            lines.setdefault(part.name.lower(), []).append(part.line if part.constant is not None else 0)
+        name = self.template.path.name
+        self._fixed = {key: f"{name}:{found[0]}" for key, found in lines.items() if all(found)}
 
     def prepare(self, contact: Contact, contact_id: str) -> tuple[Letter | None, list[Problem]]:
         """The contact's checked Letter, or None and every problem found in it."""
-        rendered = self.template.render(contact)
-        return prepare_letter(rendered, contact, contact_id, self.builder, self.rules)
+        rendered = self.unsubscribe.add_to(self.template.render(contact), contact)
+        letter, problems = prepare_letter(rendered, contact, contact_id, self.builder, self.rules)
+        fixed = self._fixed
+        return letter, [
+            replace(p, source=fixed[p.field.lower()], row=None) if p.field.lower() in fixed else p
+            for p in problems
+        ]
 
 
 class Campaign:
@@ -85,7 +133,10 @@ class Campaign:
         self.template = self.checks.template
         self.rules = self.checks.rules
         self.builder = self.checks.builder
-        self.contacts = ContactList(settings.contacts)
+        self.contacts = ContactList(
+            settings.contacts, sheet=settings.contacts_sheet,
+            header_row=settings.contacts_header_row, id_column=settings.id_column,
+        )  # fmt: skip
         self.id_column = _id_column(settings.id_column, self.contacts)
 
     def rows(self) -> Iterator[PreparedRow]:
@@ -127,7 +178,7 @@ class Campaign:
         duplicates = DuplicateFinder(self.id_column, self.contacts.source)
         contact = None
         for contact in self.contacts:
-            contact_id = contact.get(self.id_column)
+            contact_id = contact_key(contact.get(self.id_column))
             problems: list[Problem] = []
             if not contact_id:
                 problems.append(
@@ -209,7 +260,7 @@ def _letter_problems(contacts: list[_Sent]) -> list[tuple[int, list[Problem]]]:
     found = []
     for index, (row, values) in enumerate(contacts):
         contact = Contact(row, values, source)
-        _, problems = checks.prepare(contact, contact.get(id_column))
+        _, problems = checks.prepare(contact, contact_key(contact.get(id_column)))
         if problems:
             found.append((index, problems))
     return found

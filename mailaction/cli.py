@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from email_validator import EmailNotValidError, validate_email
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,11 +30,15 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .campaign import Campaign
+from .bounces import IMAPMailbox, LocalMailbox, Mailbox, read_bounces
+from .campaign import Campaign, PreparedRow
 from .config import Config, find_config, load_config
-from .delivery import Run, SendOptions, SendPlan, campaign_key, real_campaigns, send_letters
+from .deliverability import DeliverabilityCheck, check_campaign
+from .delivery import CampaignResult, Hooks, SendOptions, SendPlan, real_campaigns, send_campaign
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
+from .example import DEMO_FOLDER, demo_config, reset_demo, write_example
+from .mailmerge import convert_mailmerge
 from .message import Letter
 from .preview import print_letter, write_preview
 from .report import (
@@ -47,13 +50,14 @@ from .report import (
     write_html,
     write_json,
 )
-from .sender import Sender, check_server
+from .sender import SendSummary
 from .sink import Sink, StoredMessage
+from .suppression import SuppressionList, checked_address, open_suppression
 
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: ":name:" in a contact or campaign name stays as written.
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 REPORT_WRITERS = {"csv": write_csv, "json": write_json, "html": write_html}
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -145,6 +149,9 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
     """
     config = read_config(config_path, template, contacts, log)
     campaign = Campaign(config)
+    console.print(campaign.contacts.description, markup=False)
+    for warning in campaign.template.warnings:
+        console.print(f"Warning: {warning}", markup=False)
     result = campaign.validate()
     for problem in result.problems:
         console.print(str(problem), markup=False)
@@ -156,7 +163,21 @@ def validate(config_path: Path | None, template: Path | None, contacts: Path | N
             f"{result.problem_count} problem(s) in {result.invalid_rows} row(s) of {checked}; "
             f"{result.ready} letter(s) ready. Fix them and run validate again; nothing was sent.", []
         )
-    console.print(f"[green]✓[/] {letter_count(result.ready)} ready ({checked}). Nothing was sent.")
+    console.print(f"[green]✓[/] {letter_count(result.ready)} ready ({escape(checked)}). Nothing was sent.")
+    _print_deliverability(check_campaign(campaign), config)
+
+
+def _print_deliverability(check: DeliverabilityCheck, config: Config) -> None:
+    if check.signing:
+        console.print(f"DKIM: letters will be signed for {check.signing}; the key loads.", markup=False)
+    for warning in check.warnings:
+        errors.print(f"Warning: {warning}", markup=False)
+    if check.suppressed:
+        console.print(
+            f"  {check.suppressed} suppressed: on the suppression list {config.campaign.suppression};"
+            " they will not be sent",
+            markup=False,
+        )
 
 
 @main.command()
@@ -179,7 +200,7 @@ def preview(
       mailaction preview --out preview/     every letter as .eml + preview/index.html
     """
     campaign = Campaign(read_config(config_path, template, contacts, log))
-    chosen = (p for p in campaign.rows() if not rows or p.row in rows)
+    chosen: Iterator[PreparedRow] = (p for p in campaign.rows() if not rows or p.row in rows)
     if limit is not None or (out is None and not rows):
         chosen = _first(chosen, limit or 3)
     problems = []
@@ -193,7 +214,7 @@ def preview(
 
     if out is not None:
         result = write_preview(checked(), out)
-        console.print(f"Wrote {letter_count(result.written)} to {out}/. Open {result.index} in a browser to read them.")
+        console.print(f"Wrote {letter_count(result.written)} to {out}/. Open {result.index} in a browser to read them.", markup=False)
     else:
         for prepared in checked():
             if prepared.letter is not None:
@@ -210,7 +231,7 @@ def preview(
         raise InvalidCampaign(f"{len(problems)} problem(s) in the letters shown; fix them before sending.", [])
 
 
-def _first(items: Iterator[Any], count: int) -> Iterator[Any]:
+def _first(items: Iterator[PreparedRow], count: int) -> Iterator[PreparedRow]:
     for index, item in enumerate(items):
         if index >= count:
             return
@@ -249,52 +270,49 @@ def send(
         test_to = _check_address(test_to)
         limit = limit or 1
     options = SendOptions(dry_run, limit, test_to, resend_uncertain, retry_failed)
-    campaign = Campaign(config, key=campaign_key(config.campaign.name, test_to))
-    with _open_log(config, campaign.key, dry_run) as delivery_log:
-        recovered = [] if dry_run else delivery_log.recover_interrupted()
-        run = Run(campaign, delivery_log, options)
-        plan = _checked_plan(run)
-        _print_plan(config, plan, recovered_count=len(recovered), test_to=test_to)
-        if not dry_run:
-            delivery_log.forget_untried(plan.gone)
-        if plan.to_send == 0:
-            console.print("Nothing to send.")
-            return
-        if dry_run:
+    hooks = Hooks(
+        plan=functools.partial(_print_plan, config, test_to=test_to),
+        confirm=functools.partial(_confirm, config=config, yes=yes),
+        password=functools.partial(_password, config),
+        progress=_progress,
+        interrupt=_interrupted,
+    )
+    result = send_campaign(config, options, hooks)
+    _finish(config, result, dry_run=dry_run)
+
+
+def _finish(config: Config, result: CampaignResult, *, dry_run: bool) -> None:
+    """The lines a run ends with, and its exit code."""
+    plan = result.plan
+    if result.declined:
+        console.print("Nothing was sent.")
+        return
+    if not result.sent:
+        if plan.to_send and dry_run:
             _print_sample(plan.sample)
-            console.print(f"This was a dry run; nothing was sent. To send: mailaction send{_config_hint(config)}")
-            return
-        _confirm(plan, config, yes)
-        _warn_unverified(config)
-        password = _password(config)
-        sender = Sender(config.smtp, config.sending, delivery_log, password=password)
-        asyncio.run(check_server(config.smtp, config.sending, password))
-        outcome = _with_progress(plan.to_send)(sender, run.letters())
-        report = load_report(delivery_log)
-        print_summary(report, console)
-    console.print(f"Full report: mailaction report{_config_hint(config)}")
-    if outcome.interrupted:
+            console.print(f"This was a dry run; nothing was sent. To send: mailaction send{_config_hint(config)}", markup=False)
+        else:
+            console.print("Nothing to send.")
+        return
+    _warn_unverified(config)
+    console.print(_run_line(result.summary), markup=False)
+    with DeliveryLog(result.log_path, result.campaign, create=False) as delivery_log:
+        print_summary(load_report(delivery_log), console)
+    console.print(f"Full report: mailaction report{_config_hint(config)}", markup=False)
+    if result.interrupted:
         errors.print("Stopped by Ctrl-C. The delivery log is consistent; run send again to resume.")
         sys.exit(ExitStatus.INTERRUPTED)
-    if outcome.summary.stopped_reason:
-        errors.print(f"Stopped: {outcome.summary.stopped_reason}", markup=False)
-    if outcome.summary.failed or outcome.summary.uncertain or outcome.summary.stopped_reason:
+    if result.summary.stopped_reason:
+        errors.print(f"Stopped: {result.summary.stopped_reason}", markup=False)
+    if result.problems:
         sys.exit(ExitStatus.SOME_FAILED)
 
 
-def _checked_plan(run: Run) -> SendPlan:
-    """The run's plan, or InvalidCampaign when any row has a problem."""
-    plan = run.plan()
-    result = plan.validation
-    if result.invalid_rows:
-        more = result.problem_count - len(result.problems)
-        raise InvalidCampaign(
-            f"{result.problem_count} problem(s) in {result.invalid_rows} row(s)"
-            + (f" ({more} not shown)" if more else "")
-            + "; nothing was sent. Run `mailaction validate` after fixing them.",
-            result.problems,
-        )
-    return plan
+def _run_line(summary: SendSummary) -> str:
+    """This run alone: letters sent and the rate, over this run's time only."""
+    seconds = max(summary.finished - summary.started, 0.0)
+    rate = f" ({summary.sent / seconds:,.0f} letters/s)" if seconds > 0 and summary.sent > 1 else ""
+    return f"This run: {letter_count(summary.sent)} sent in {seconds:,.1f} s{rate}."
 
 
 def _check_address(address: str) -> str:
@@ -304,35 +322,29 @@ def _check_address(address: str) -> str:
         raise click.BadParameter(f"{address!r} is not a valid address: {exc}", param_hint="--test-to")
 
 
-@contextmanager
-def _open_log(config: Config, key: str, dry_run: bool) -> Iterator[DeliveryLog]:
-    """The campaign's log, locked for sending; a dry run without a log uses a throwaway one."""
-    path = config.campaign.log
-    assert path is not None
-    if dry_run and not path.exists():
-        with tempfile.TemporaryDirectory() as scratch, DeliveryLog(Path(scratch) / "dry-run.sqlite", key) as log:
-            yield log
-        return
-    with DeliveryLog(path, key, lock=not dry_run) as log:
-        yield log
-
-
-def _print_plan(config: Config, plan: SendPlan, *, recovered_count: int, test_to: str | None) -> None:
+def _print_plan(config: Config, plan: SendPlan, *, test_to: str | None) -> None:
     where = f"{config.smtp.host}:{config.smtp.port}"
     target = letter_count(plan.to_send)
     if test_to:
         target = f"{plan.to_send} proof cop{'y' if plan.to_send == 1 else 'ies'} to {test_to}"
-    console.print(f"Campaign [bold]{config.campaign.name}[/]: {target} to send through {where}.")
+    name = Text(config.campaign.name, style="bold")
+    console.print(Text.assemble("Campaign ", name, f": {target} to send through {where}."))
+    twins = ", ".join(f"row {row} as row {entry.row} of {entry.campaign!r}" for row, entry in plan.twins)
     notes = [
+        (plan.new if plan.had_letters and not test_to else 0, "new since the last run (rows added to the list)"),
+        (plan.rebuilt, "queued earlier and changed since (row or template): queued anew as they are now"),
         (plan.already_sent, "already sent; they will not be sent again"),
-        (recovered_count, "were in flight when an earlier run stopped; they are now 'uncertain'"),
+        (plan.recovered, "were in flight when an earlier run stopped; they are now 'uncertain'"),
         (plan.held_uncertain, "uncertain (may have arrived); not sent again without --resend-uncertain"),
         (plan.held_failed, "refused permanently before; not retried without --retry-failed"),
-        (0 if test_to else plan.left_for_later, "left for a later run (--limit or sending.daily_limit)"),
-        (len(plan.gone), "left for later by an earlier run but gone from the contact list; never sent, "
-         + "so taken off the delivery log"),
-        (len(plan.changed_after_send), "changed since they were sent or tried; not re-sent (rows "
-         + ", ".join(map(str, plan.changed_after_send[:10])) + ")"),
+        (0 if test_to else plan.left_for_later, "queued for a later run (--limit or sending.daily_limit)"),
+        (plan.suppressed, "suppressed: on the suppression list, so not sent"),
+        (plan.withdrawn, "queued earlier but gone from the contact list; never sent, "
+         + "so taken off the queue"),
+        (plan.changed_after_send.count, "changed since they were sent or tried; not re-sent (rows "
+         + ", ".join(map(str, plan.changed_after_send.rows)) + ")"),
+        (plan.twin_count, "already sent under another id or campaign name; not sent again ("
+         + twins + ")"),
     ]  # fmt: skip
     for count, text in notes:
         if count:
@@ -342,7 +354,7 @@ def _print_plan(config: Config, plan: SendPlan, *, recovered_count: int, test_to
 def _print_sample(sample: list[Letter]) -> None:
     table = Table("row", "to", "subject", title="First letters")
     for letter in sample:
-        table.add_row(str(letter.row), ", ".join(letter.recipients), letter.subject)
+        table.add_row(Text(str(letter.row)), Text(", ".join(letter.recipients)), Text(letter.subject))
     console.print(table)
 
 
@@ -353,15 +365,17 @@ def _config_hint(config: Config) -> str:
     return f" --config {os.path.relpath(source)}"
 
 
-def _confirm(plan: SendPlan, config: Config, yes: bool) -> None:
+def _confirm(plan: SendPlan, *, config: Config, yes: bool) -> bool:
     if yes:
-        return
+        return True
     if not sys.stdin.isatty():
         raise click.UsageError("no terminal to ask for confirmation; pass --yes to send")
     question = f"Send {letter_count(plan.to_send)} through {config.smtp.host}:{config.smtp.port}?"
-    if not click.confirm(question, default=False):
-        console.print("Nothing was sent.")
-        sys.exit(ExitStatus.SUCCESS)
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:  # Ctrl-D or Ctrl-C at the question
+        console.print()
+        return False
 
 
 def _warn_unverified(config: Config) -> None:
@@ -377,48 +391,53 @@ def _password(config: Config) -> str | None:
     smtp = config.smtp
     if not smtp.username:
         return None
-    if smtp.password_env and os.environ.get(smtp.password_env):
-        return os.environ[smtp.password_env]
+    return _secret("smtp", smtp.username, smtp.password_env, smtp.host)
+
+
+def _secret(section: str, username: str, password_env: str | None, host: str) -> str:
+    """The password from the variable named by ``password_env``, else asked on the terminal."""
+    if password_env and os.environ.get(password_env):
+        return os.environ[password_env]
+    service = section.upper()
     if not sys.stdin.isatty():
-        hint = f"set the environment variable {smtp.password_env}" if smtp.password_env else "set smtp.password_env"
-        raise ConfigError(f"no SMTP password for {smtp.username!r}: {hint} (there is no terminal to ask)")
-    return click.prompt(f"SMTP password for {smtp.username} at {smtp.host}", hide_input=True)
+        hint = f"set the environment variable {password_env}" if password_env else f"set {section}.password_env"
+        raise ConfigError(f"no {service} password for {username!r}: {hint} (there is no terminal to ask)")
+    return str(click.prompt(f"{service} password for {username} at {host}", hide_input=True))
 
 
 class RateColumn(ProgressColumn):
     """Letters per second, once there is a measure."""
 
-    def render(self, task: Task) -> str:
+    def render(self, task: Task) -> Text:
         return Text(f"{task.speed:,.0f}/s" if task.speed else "")
 
 
-def _with_progress(total: int) -> Callable[[Sender, Iterator[Letter]], Any]:
-    """A send_letters that shows a progress bar with rate and ETA (quiet when not a terminal)."""
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[Letter, Outcome], None]]:
+    """A progress bar with rate and ETA while letters go out (quiet when not a terminal)."""
+    progress = Progress(
+        TextColumn("[bold]Sending"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"), RateColumn(),
+        TimeRemainingColumn(), console=console, disable=not console.is_terminal,
+    )  # fmt: skip
+    task = progress.add_task("send", total=total, failed=0)
+    failed = 0
 
-    def run(sender: Sender, letters: Iterator[Letter]) -> Any:
-        progress = Progress(
-            TextColumn("[bold]Sending"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]} failed"), RateColumn(),
-            TimeRemainingColumn(), console=console, disable=not console.is_terminal,
-        )  # fmt: skip
-        task = progress.add_task("send", total=total, failed=0)
-        failed = 0
+    def on_outcome(letter: Letter, outcome: Outcome) -> None:
+        nonlocal failed
+        if outcome.state is State.DEFERRED:
+            return
+        failed += outcome.state is not State.SENT
+        progress.update(task, advance=1, failed=failed)
 
-        def on_outcome(letter: Letter, outcome: Outcome) -> None:
-            nonlocal failed
-            if outcome.state is State.DEFERRED:
-                return
-            failed += outcome.state is not State.SENT
-            progress.update(task, advance=1, failed=failed)
+    with progress:
+        yield on_outcome
 
-        def on_interrupt(presses: int) -> None:
-            message = "Stopping after the letters in flight (Ctrl-C again to stop at once)..."
-            errors.print(message if presses == 1 else "Stopping now.")
 
-        with progress:
-            return send_letters(sender, letters, on_outcome=on_outcome, on_interrupt=on_interrupt)
-
-    return run
+def _interrupted(presses: int) -> None:
+    message = "Stopping after the letters in flight (Ctrl-C again to stop at once)..."
+    errors.print()
+    errors.print(message if presses == 1 else "Stopping now.")
 
 
 @main.command()
@@ -440,23 +459,64 @@ def report(
       mailaction report --format json                    for other tools
     """
     config = read_config(config_path, template, contacts, log)
+    with _campaign_log(config) as delivery_log:
+        data = load_report(delivery_log, [State(s) for s in states] or None)
+        if output is None:
+            if fmt == "table":
+                print_table(data, console)
+            else:
+                REPORT_WRITERS[fmt](data, sys.stdout)
+            return
+        with output.open("w", encoding="utf-8", newline="" if fmt == "csv" else None) as out:
+            if fmt == "table":
+                print_table(data, Console(file=out, width=120, highlight=False))
+            else:
+                REPORT_WRITERS[fmt](data, out)
+    console.print(f"Wrote {output}", markup=False)
+
+
+@main.command()
+@campaign_options
+@click.argument("who")
+def show(
+    config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None, who: str,
+) -> None:  # fmt: skip
+    """Show what was sent to someone: the stored letter and its history.
+
+    WHO is a spreadsheet row number, a contact id or an address. The letter is
+    printed as the delivery log holds it; its Date header is set again as it
+    goes out (the history says when).
+
+    \b
+    Example:
+      mailaction show 12                  the letter of spreadsheet row 12
+      mailaction show ann@example.org     every letter to this address
+    """
+    config = read_config(config_path, template, contacts, log)
+    with _campaign_log(config) as delivery_log:
+        entries = delivery_log.find(who)
+        if not entries:
+            raise ContactsError(f"{delivery_log.path}: no letter of {delivery_log.campaign!r} for {who!r}")
+        for entry in entries:
+            console.print(Text(f"Row {entry.row} · {', '.join(entry.recipients)} · {entry.state}", style="bold"))
+            for line in delivery_log.history(entry.contact_id):
+                console.print(f"  {line}", markup=False)
+            message = delivery_log.message(entry.contact_id)
+            if message is None:
+                console.print("  (the letter's text is no longer stored: campaign.keep_letters_days)")
+            else:
+                console.print()
+                console.print(message.decode("utf-8", "replace").replace("\r\n", "\n"), markup=False)
+
+
+@contextmanager
+def _campaign_log(config: Config) -> Iterator[DeliveryLog]:
+    """The delivery log of the config's campaign, read only; without a config, the file's one."""
     assert config.campaign.log is not None
     with DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log:
         if config.source is None:  # only --log: the campaign is the one the file holds
             delivery_log.campaign = _only_campaign(delivery_log)
-        data = load_report(delivery_log, [State(s) for s in states] or None)
-    if output is None:
-        if fmt == "table":
-            print_table(data, console)
-        else:
-            REPORT_WRITERS[fmt](data, sys.stdout)
-        return
-    with output.open("w", encoding="utf-8", newline="" if fmt == "csv" else None) as out:
-        if fmt == "table":
-            print_table(data, Console(file=out, width=120, highlight=False))
-        else:
-            REPORT_WRITERS[fmt](data, out)
-    console.print(f"Wrote {output}")
+        yield delivery_log
 
 
 def _only_campaign(delivery_log: DeliveryLog) -> str:
@@ -486,11 +546,11 @@ def sink(host: str, port: int, maildir: Path) -> None:
       mailaction send --config config.example.toml     (in another terminal)
     """
     with Sink(maildir, host=host, port=port, on_message=_print_stored) as server:
-        console.print(f"Listening on {host}:{server.port}; storing messages in {maildir}/ (Ctrl-C to stop)")
+        console.print(f"Listening on {host}:{server.port}; storing messages in {maildir}/ (Ctrl-C to stop)", markup=False)
         try:
             signal.pause()
         except KeyboardInterrupt:
-            console.print(f"Stopped; {server.count} messages stored in {maildir}/")
+            console.print(f"Stopped; {server.count} messages stored in {maildir}/", markup=False)
 
 
 def _print_stored(message: StoredMessage) -> None:
@@ -503,34 +563,240 @@ def demo() -> None:
     """Send the example campaign to a built-in SMTP server, then show the report.
 
     Needs no configuration and no network: a local test server starts on a free
-    loopback port, receives every letter and stores it in a Maildir.
+    loopback port, receives every letter and stores it in a Maildir. The delivery
+    log and the received letters go to ./mailaction-demo/ (replaced on each run).
 
     \b
     Example:
       mailaction demo
-      mailaction report          the demo's delivery report, afterwards
+      mailaction report --log mailaction-demo/demo.sqlite     the demo's report, afterwards
     """
-    config_path = find_config(REPO_ROOT) or find_config()
-    if config_path is None or config_path.name != "config.example.toml":
-        config_path = REPO_ROOT / "config.example.toml"
-    base = load_config(config_path)
-    log_path = base.campaign.log
-    assert log_path is not None
-    maildir = log_path.parent / "demo-maildir"
-    shutil.rmtree(maildir, ignore_errors=True)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{log_path}{suffix}").unlink(missing_ok=True)
+    log_path, maildir = reset_demo(Path(DEMO_FOLDER))
     with Sink(maildir) as server:
-        config = replace(base, smtp=replace(base.smtp, host="127.0.0.1", port=server.port, security="none", username=None))
+        config = demo_config(log_path, server.port)
         console.print(f"Demo SMTP server listening on 127.0.0.1:{server.port}")
-        campaign = Campaign(config)
-        with DeliveryLog(log_path, campaign.key, lock=True) as delivery_log:
-            run = Run(campaign, delivery_log, SendOptions())
-            plan = _checked_plan(run)
-            _print_plan(config, plan, recovered_count=0, test_to=None)
-            outcome = _with_progress(plan.to_send)(Sender(config.smtp, config.sending, delivery_log), run.letters())
-            print_summary(load_report(delivery_log), console)
-        console.print(f"The server received {server.count} messages; they are in {os.path.relpath(maildir)}/")
-    console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it with: mailaction report{_config_hint(config)}")
-    if outcome.summary.failed or outcome.summary.uncertain:
+        hooks = Hooks(plan=functools.partial(_print_plan, config, test_to=None), progress=_progress)
+        result = send_campaign(config, SendOptions(), hooks)
+        console.print(f"The server received {server.count} messages; they are in {os.path.relpath(maildir)}/", markup=False)
+    console.print()
+    with DeliveryLog(log_path, result.campaign, create=False) as delivery_log:
+        print_table(load_report(delivery_log), console)
+    console.print()
+    console.print(f"Delivery log: {os.path.relpath(log_path)}  —  see it again with: mailaction report --log {os.path.relpath(log_path)}", markup=False)
+    if result.problems:
         sys.exit(ExitStatus.SOME_FAILED)
+
+
+@main.command()
+@click.argument("folder", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--from-mailmerge", "mailmerge_dir", metavar="DIR",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Convert a mailmerge folder (mailmerge_template.txt, mailmerge_database.csv, mailmerge_server.conf).",
+)  # fmt: skip
+@handle_errors
+def init(folder: Path | None, mailmerge_dir: Path | None) -> None:
+    """Write a small working campaign into FOLDER (default: here), or convert a mailmerge folder.
+
+    Without --from-mailmerge: mailaction.toml, a letter template with an attachment and a
+    contact list, to edit; nothing is written if any of them exists. With --from-mailmerge,
+    a mailaction.toml that sends the letters mailmerge would send from that folder (same
+    template, database, SMTP server and rate limit), written into FOLDER (default: the
+    mailmerge folder itself).
+
+    \b
+    Example:
+      mailaction init my-campaign
+      cd my-campaign && mailaction validate
+      mailaction init --from-mailmerge ~/mailmerge-campaign
+    """
+    if mailmerge_dir is not None:
+        config_path = convert_mailmerge(mailmerge_dir, folder)
+        console.print(f"Wrote {config_path}", markup=False)
+        console.print(f"Next: mailaction validate --config {config_path}", markup=False)
+        return
+    folder = folder or Path(".")
+    written = write_example(folder)
+    console.print(f"Wrote {len(written)} files to {folder}/:", markup=False)
+    for path in written:
+        console.print(f"  {path.relative_to(folder)}", markup=False)
+    step = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
+    console.print(f"Next: edit mailaction.toml, then {step}mailaction validate", markup=False)
+
+
+def suppression_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--config and --file, shared by the suppress commands."""
+    command = click.option(
+        "--file", "list_path", type=click.Path(path_type=Path, dir_okay=False),
+        help="Suppression list file. Default: campaign.suppression of the config.",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+        help="Config file. Default: ./mailaction.toml, else ./config.example.toml.",
+    )(command)  # fmt: skip
+    return handle_errors(command)
+
+
+def _suppression(config_path: Path | None, list_path: Path | None) -> SuppressionList:
+    """The list named by --file, else the config's."""
+    if list_path is not None:
+        return SuppressionList(list_path)
+    path = config_path or find_config()
+    if path is None:
+        raise ConfigError("no config: pass --config, or --file with the suppression list to use")
+    return open_suppression(load_config(path).campaign)
+
+
+@main.group()
+def suppress() -> None:
+    """The suppression list: addresses never written to (opt-outs, hard bounces).
+
+    `send` skips letters to them in every campaign that uses the list; proof copies
+    (--test-to) ignore it. Addresses match whatever their case.
+
+    \b
+    Example:
+      mailaction suppress add someone@example.org
+      mailaction suppress import opted-out.txt
+      mailaction suppress list
+    """
+
+
+@suppress.command("add")
+@suppression_options
+@click.argument("addresses", nargs=-1, required=True)
+def suppress_add(config_path: Path | None, list_path: Path | None, addresses: tuple[str, ...]) -> None:
+    """Put addresses on the list.
+
+    \b
+    Example:
+      mailaction suppress add someone@example.org other@example.net
+    """
+    checked = [checked_address(address, "suppress add") for address in addresses]
+    with _suppression(config_path, list_path) as suppression:
+        added = suppression.add_many(checked, "manual")
+        console.print(f"Added {added}, {len(checked) - added} already there; {len(suppression)} on {suppression.path}.", markup=False)
+
+
+@suppress.command("remove")
+@suppression_options
+@click.argument("addresses", nargs=-1, required=True)
+def suppress_remove(config_path: Path | None, list_path: Path | None, addresses: tuple[str, ...]) -> None:
+    """Take addresses off the list (they will be written to again).
+
+    \b
+    Example:
+      mailaction suppress remove someone@example.org
+    """
+    with _suppression(config_path, list_path) as suppression:
+        removed = sum(suppression.remove(address) for address in addresses)
+        console.print(f"Removed {removed}, {len(addresses) - removed} not on the list; {len(suppression)} on {suppression.path}.", markup=False)
+
+
+@suppress.command("list")
+@suppression_options
+def suppress_list(config_path: Path | None, list_path: Path | None) -> None:
+    """Print every address with why and when it was added (tab-separated).
+
+    \b
+    Example:
+      mailaction suppress list > suppressed.tsv
+    """
+    with _suppression(config_path, list_path) as suppression:
+        for entry in suppression:
+            added = datetime.fromtimestamp(entry.added_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            click.echo(f"{entry.address}\t{entry.reason}\t{added}")
+
+
+@suppress.command("import")
+@suppression_options
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
+def suppress_import(config_path: Path | None, list_path: Path | None, source: Path) -> None:
+    """Add the addresses of a text file, one a line (blank lines and # comments skipped).
+
+    Nothing is added when a line is not an address; the line is named.
+
+    \b
+    Example:
+      mailaction suppress import unsubscribed.txt
+    """
+    with _suppression(config_path, list_path) as suppression:
+        added = suppression.import_file(source)
+        console.print(f"Added {added} from {source}; {len(suppression)} on {suppression.path}.", markup=False)
+
+
+@main.command()
+@campaign_options
+@click.option("--maildir", "maildir", type=click.Path(path_type=Path, file_okay=False), help="Read this Maildir folder instead of the IMAP mailbox.")
+@click.option("--mbox", type=click.Path(path_type=Path, dir_okay=False), help="Read this mbox file instead of the IMAP mailbox.")
+@click.option("--folder", help="IMAP folder to read (overrides imap.folder; default INBOX).")
+@click.option("--delete-processed", is_flag=True, help="Delete the bounce messages whose letters were found in the log.")
+def bounces(
+    config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
+    maildir: Path | None, mbox: Path | None, folder: str | None, delete_processed: bool,
+) -> None:  # fmt: skip
+    """Read bounces (delivery status notifications) from a mailbox into the delivery log.
+
+    Hard bounces (5.x.x) make letters `bounced` and put their addresses on the suppression
+    list; soft bounces (4.x.x) are noted; auto-replies are recognised and left alone.
+    The mailbox is the [imap] one of the config (over TLS), or --maildir / --mbox.
+    Reading the same mailbox again changes nothing.
+
+    \b
+    Example:
+      mailaction bounces                       the [imap] mailbox of ./mailaction.toml
+      mailaction bounces --mbox ~/mail/bounces
+      mailaction bounces --delete-processed    then remove the bounces it used
+    """
+    config = read_config(config_path, template, contacts, log)
+    assert config.campaign.log is not None
+    source = _bounce_mailbox(config, maildir, mbox, folder)
+    try:
+        with (
+            DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log,
+            open_suppression(config.campaign) as suppression,
+        ):
+            summary = read_bounces(source, delivery_log, suppression, delete_processed=delete_processed)
+    finally:
+        source.close()
+    console.print(
+        f"Read {summary.messages} messages from {source.name}: {summary.bounce_messages} bounces,"
+        f" {summary.auto_replies} auto-replies.",
+        markup=False,
+    )
+    notes = [
+        (summary.hard, "letters now bounced (hard)"),
+        (summary.soft, "soft bounces noted (the server may still deliver)"),
+        (summary.suppressed, f"addresses added to the suppression list {suppression.path}"),
+        (summary.already, "bounces already in the delivery log"),
+        (summary.unmatched, "bounces of letters this campaign did not send (left alone)"),
+        (summary.deleted, "bounce messages deleted from the mailbox"),
+    ]
+    for count, text in notes:
+        if count:
+            console.print(f"  {count} {text}", markup=False)
+    if not summary.hard and not summary.soft:
+        console.print("Nothing new for the delivery log.")
+
+
+def _bounce_mailbox(config: Config, maildir: Path | None, mbox: Path | None, folder: str | None) -> Mailbox:
+    """The mailbox named on the command line, else the config's IMAP one."""
+    if maildir is not None and mbox is not None:
+        raise click.UsageError("pass --maildir or --mbox, not both")
+    if maildir is not None:
+        return LocalMailbox(maildir, "maildir")
+    if mbox is not None:
+        return LocalMailbox(mbox, "mbox")
+    imap = config.imap
+    if imap.host is None or imap.username is None:
+        raise ConfigError(
+            "no mailbox to read: set host and username in the [imap] section of the config,"
+            " or pass --maildir DIR or --mbox FILE"
+        )
+    if not imap.verify_certificates:
+        errors.print(
+            "Warning: imap.verify_certificates = false: the server's certificate is not checked.",
+            markup=False,
+        )
+    password = _secret("imap", imap.username, imap.password_env, imap.host)
+    return IMAPMailbox(replace(imap, folder=folder or imap.folder), password)

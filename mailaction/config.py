@@ -88,8 +88,48 @@ class CampaignConfig:
     contacts: Path | None = None
     log: Path | None = None
     id_column: str = "email"
+    contacts_sheet: str | int | None = None  # a workbook's sheet: its name, or its number from 1
+    contacts_header_row: int | None = None  # the row holding the column names
+    attachments: Path | None = None  # a folder contact values may name attachments in
     max_message_size: int = 10_000_000
     check_deliverability: bool = False
+    keep_letters_days: float | None = None  # delete stored letter texts after this many days
+    # Deliverability (docs/deliverability.md): one-click unsubscribe headers, when set; the
+    # suppression list, by default beside the delivery log.
+    unsubscribe_url: str | None = None  # a Jinja template per contact: "https://.../{{ token }}"
+    unsubscribe_mailto: str | None = None
+    suppression: Path | None = None
+
+
+@dataclass(frozen=True)
+class DKIMConfig:
+    """[dkim]: sign each letter for ``domain`` with the key at ``private_key`` (never printed)."""
+
+    selector: str | None = None
+    domain: str | None = None
+    private_key: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.private_key is not None
+
+
+@dataclass(frozen=True)
+class IMAPConfig:
+    """[imap]: the mailbox where bounces arrive (`mailaction bounces`); always over TLS."""
+
+    host: str | None = None
+    port: int | None = None  # 993 for "ssl", 143 for "starttls"
+    security: str = "ssl"  # "ssl" | "starttls"
+    username: str | None = None
+    password_env: str | None = None
+    folder: str = "INBOX"
+    verify_certificates: bool = True
+
+    @property
+    def address(self) -> str:
+        port = self.port or (993 if self.security == "ssl" else 143)
+        return f"{self.host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +140,8 @@ class Config:
     sending: SendingConfig = field(default_factory=SendingConfig)
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
     source: Path | None = None
+    dkim: DKIMConfig = field(default_factory=DKIMConfig)
+    imap: IMAPConfig = field(default_factory=IMAPConfig)
 
 
 def _typed(kind: type, *, optional: bool = False, positive: bool = False) -> Callable[[Any], Any]:
@@ -122,7 +164,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
-        return value
+        return str(value)
 
     return check
 
@@ -146,17 +188,40 @@ def _non_negative(kind: type) -> Callable[[Any], Any]:
 
 
 def _text(value: Any) -> str:
-    value = _typed(str)(value)
-    if not value.strip():
+    text: str = _typed(str)(value)
+    if not text.strip():
         raise ValueError("must not be empty")
-    return value
+    return text
+
+
+def _sheet(value: Any) -> str | int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"must be a sheet's name or its number from 1, not {value!r}")
+        return value
+    return _text(value)
+
+
+def _https_url(value: Any) -> str:
+    url = _text(value)
+    # RFC 8058: one-click unsubscribe is an HTTPS POST. Spaces may sit inside {{ ... }}.
+    if not url.startswith("https://") or re.search(r"[<>\x00-\x1f\x7f]", url):
+        raise ValueError(f"must be an https:// URL (a template) without <, > or line breaks, not {url!r}")
+    return url
+
+
+def _mailto(value: Any) -> str:
+    address = _text(value)
+    if not re.fullmatch(r"(mailto:)?[^\s<>@?]+@[^\s<>@?]+", address):
+        raise ValueError(f"must be an address like unsubscribe@example.org, not {address!r}")
+    return address
 
 
 def _port(value: Any) -> int:
-    value = _typed(int)(value)
-    if not 1 <= value <= 65535:
-        raise ValueError(f"must be a port number from 1 to 65535, not {value!r}")
-    return value
+    port: int = _typed(int)(value)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"must be a port number from 1 to 65535, not {port!r}")
+    return port
 
 
 _str, _pos_int, _pos_float, _bool = _typed(str), _typed(int, positive=True), _typed(float, positive=True), _typed(bool)
@@ -173,10 +238,21 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     }),
     "campaign": (CampaignConfig, {
         "name": _text, "template": _text, "contacts": _text, "log": _text, "id_column": _text,
+        "contacts_sheet": _sheet, "contacts_header_row": _pos_int, "attachments": _text,
         "max_message_size": _pos_int, "check_deliverability": _bool,
+        "keep_letters_days": _pos_float,
+        "unsubscribe_url": _https_url, "unsubscribe_mailto": _mailto, "suppression": _text,
+    }),
+    "dkim": (DKIMConfig, {"selector": _text, "domain": _text, "private_key": _text}),
+    "imap": (IMAPConfig, {
+        "host": _text, "port": _port, "security": _choice("ssl", "starttls"), "username": _text,
+        "password_env": _str, "folder": _text, "verify_certificates": _bool,
     }),
 }  # fmt: skip
-_PATH_KEYS = ("template", "contacts", "log")
+_PATH_KEYS = {
+    "campaign": ("template", "contacts", "log", "attachments", "suppression"),
+    "dkim": ("private_key",),
+}
 
 
 def find_config(cwd: Path | None = None) -> Path | None:
@@ -209,10 +285,10 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     where = str(path) if path else "config"
     sections: dict[str, Any] = {}
     for section, value in data.items():
-        if section not in _SCHEMA:
-            raise ConfigError(f"{where}: unknown section [{section}] (known: smtp, sending, campaign)")
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {section} must be a [{section}] table")
+            raise ConfigError(f"{where}: {_misplaced(section)}")
+        if section not in _SCHEMA:
+            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(_SCHEMA)})")
     for section, (cls, checks) in _SCHEMA.items():
         values: dict[str, Any] = {}
         for key, value in data.get(section, {}).items():
@@ -223,14 +299,31 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
                 values[key] = checks[key](value)
             except ValueError as exc:
                 raise ConfigError(f"{where}: {section}.{key} {exc}") from None
-            if section == "campaign" and key in _PATH_KEYS:
+            if key in _PATH_KEYS.get(section, ()):
                 values[key] = base / values[key]
         sections[section] = cls(**values)
     campaign = sections["campaign"]
     campaign = replace(campaign, **{k: v for k, v in (overrides or {}).items() if v is not None})
     if campaign.log is None:
         campaign = replace(campaign, log=base / f"{_slug(campaign.name)}.sqlite")
-    return Config(sections["smtp"], sections["sending"], campaign, path)
+    if campaign.suppression is None:
+        assert campaign.log is not None
+        campaign = replace(campaign, suppression=campaign.log.with_name("suppressed.sqlite"))
+    dkim = sections["dkim"]
+    missing = [f"dkim.{key}" for key in _SCHEMA["dkim"][1] if getattr(dkim, key) is None]
+    if 0 < len(missing) < 3:
+        raise ConfigError(f"{where}: [dkim] needs selector, domain and private_key; missing {', '.join(missing)}")
+    return Config(sections["smtp"], sections["sending"], campaign, path, dkim, sections["imap"])
+
+
+def _misplaced(key: str) -> str:
+    """What is wrong with a setting written above every [section] (TOML puts it in none)."""
+    owners = [section for section, (_, checks) in _SCHEMA.items() if key in checks]
+    if owners:
+        return f"{key} is above [{owners[0]}]; move it under [{owners[0]}]"
+    if key in _SCHEMA:
+        return f"{key} must be a [{key}] table"
+    return f"unknown key {key} above the sections (settings go under [smtp], [sending] or [campaign])"
 
 
 def _slug(name: str) -> str:

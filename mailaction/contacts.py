@@ -1,28 +1,27 @@
-"""The contact list: a CSV, TSV or XLSX file streamed as rows of text; duplicate checks."""
+"""The contact list: a CSV, TSV or workbook (XLSX, ODS, XLS) streamed as rows of text; duplicates."""
 
 from __future__ import annotations
 
 import codecs
 import csv
-import datetime
 import hashlib
 import re
-import unicodedata
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from zipfile import BadZipFile
 
 from .errors import ContactsError, Problem
+from .keys import contact_key
+from .sheets import WORKBOOK_SUFFIXES, SheetRow, column_letter, open_error, open_workbook
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# pandas and openpyxl (~0.2 s to import) are imported only where a file is read: worker
-# processes of a parallel validate import this module for Contact and never read a file.
+# pandas (~0.2 s to import) is imported only where a text file is read: worker processes of a
+# parallel validate import this module for Contact and never read a file.
 
 _TEXT_SUFFIXES = {".csv": None, ".txt": None, ".tsv": "\t"}  # suffix -> fixed delimiter
 _DELIMITERS = ",;\t|"
@@ -32,6 +31,7 @@ _BLOCK_BYTES = 1024 * 1024
 # Windows-1252 leaves undefined.
 _NOT_CP1252_TEXT = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x81\x8d\x8f\x90\x9d]")
 _UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
+HEADER_SEARCH_ROWS = 20  # rows of a sheet searched for the header holding the id column
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +48,46 @@ class Contact:
 
 
 class ContactList:
-    """A contact list file: its column names, and its contacts streamed in chunks."""
+    """A contact list file: its column names, and its contacts streamed in chunks.
 
-    def __init__(self, path: Path, chunk_size: int = 10_000) -> None:
+    In a workbook, ``sheet`` (a name, or a number from 1) and ``header_row`` choose the table;
+    without them, the first sheet with a header row holding ``id_column`` in its first rows is
+    read (the first sheet's first row when ``id_column`` is None). ``description`` says which
+    sheet and row were read.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        chunk_size: int = 10_000,
+        *,
+        sheet: str | int | None = None,
+        header_row: int | None = None,
+        id_column: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.source = self.path.name
         suffix = self.path.suffix.lower()
-        if suffix == ".xlsx":
-            self._table: _XlsxTable | _TextTable = _XlsxTable(self.path)
+        if suffix in WORKBOOK_SUFFIXES:
+            self._table: _SheetTable | _TextTable = _SheetTable(
+                self.path, sheet, header_row, id_column
+            )
         elif suffix in _TEXT_SUFFIXES:
-            self._table = _TextTable(self.path, _TEXT_SUFFIXES[suffix], chunk_size)
+            if sheet is not None:
+                raise ContactsError(
+                    f"{self.source}: a text file has no sheets; campaign.contacts_sheet is for "
+                    "workbooks (.xlsx, .ods, .xls)"
+                )
+            self._table = _TextTable(
+                self.path, _TEXT_SUFFIXES[suffix], chunk_size, header_row, id_column
+            )
         else:
             raise ContactsError(
                 f"{self.source}: unknown kind of contact list {suffix or '(no extension)'!r}; "
-                "use .csv, .tsv, .txt or .xlsx"
+                "use .csv, .tsv, .txt, .xlsx, .ods or .xls"
             )
         self.columns = _column_names(self._table, self.source)
+        self.description: str = self._table.description
 
     def __iter__(self) -> Iterator[Contact]:
         """Each non-blank row after the header, in order; ContactsError at a row that cannot fit."""
@@ -80,6 +104,11 @@ class ContactList:
         index = next(i for i in range(len(self.columns), len(values)) if values[i])
         label = self._table.column_label(index)
         return ContactsError(f"{self.source}:{row}: {label} has a value but no name in the header")
+
+
+def column_alias(name: str) -> str:
+    """The snake_case name a column is also known by: "First Name" → first_name."""
+    return re.sub(r"\W+", "_", name).strip("_").lower()
 
 
 class DuplicateFinder:
@@ -104,9 +133,8 @@ class DuplicateFinder:
 
 
 def _id_key(value: str) -> int:
-    """A 64-bit digest of an id; addresses compare case-insensitively, in NFC form, trimmed."""
-    if "@" in value:
-        value = unicodedata.normalize("NFC", value.strip()).lower()
+    """A 64-bit digest of an id, compared as the delivery log compares it (`keys.contact_key`)."""
+    value = contact_key(value)
     digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little") or 1  # 0 marks an empty slot
 
@@ -146,17 +174,18 @@ class _FirstRows:
                 self.setdefault(key, row)
 
 
-def _column_names(table: _TextTable | _XlsxTable, source: str) -> list[str]:
+def _column_names(table: _TextTable | _SheetTable, source: str) -> list[str]:
     """The trimmed header without unnamed columns at its end (a common spreadsheet leftover);
     every column before them needs a name, and names must differ."""
     names = [cell.strip() for cell in table.header]
     while names and not names[-1]:
         names.pop()
     place = f"{source}:{table.header_row}"
+    first_index: dict[str, int] = {}
     for index, name in enumerate(names):
         if not name:
             raise ContactsError(f"{place}: {table.column_label(index)} of the header has no name")
-        earlier = names.index(name)
+        earlier = first_index.setdefault(name, index)
         if earlier != index:
             raise ContactsError(
                 f"{place}: {table.column_label(index)} of the header repeats the name {name!r} "
@@ -165,38 +194,52 @@ def _column_names(table: _TextTable | _XlsxTable, source: str) -> list[str]:
     return names
 
 
-def _open_error(path: Path, exc: OSError) -> ContactsError:
-    if isinstance(exc, FileNotFoundError):
-        return ContactsError(f"{path.name}: file not found ({path})")
-    if isinstance(exc, IsADirectoryError):
-        return ContactsError(f"{path.name}: is a directory, not a contact list ({path})")
-    if isinstance(exc, PermissionError):
-        return ContactsError(f"{path.name}: permission denied ({path})")
-    return ContactsError(f"{path.name}: cannot read: {exc.strerror or exc}")
-
-
 class _TextTable:
     """A delimited text file read with pandas' C parser, every value as text."""
 
-    def __init__(self, path: Path, delimiter: str | None, chunk_size: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        delimiter: str | None,
+        chunk_size: int,
+        header_row: int | None = None,
+        id_column: str | None = None,
+    ) -> None:
         self.path, self.source, self.chunk_size = path, path.name, chunk_size
         try:
             self.encoding = _detect_encoding(path)
             with path.open("rb") as file:
                 raw = file.read(_SAMPLE_BYTES)
         except OSError as exc:
-            raise _open_error(path, exc) from None
+            raise open_error(path, exc) from None
         lines = _sample_lines(raw, self.encoding, complete=len(raw) < _SAMPLE_BYTES)
-        content = [line for line in lines if line.strip(" \t" + _DELIMITERS)]
+        if header_row is not None:
+            skipped = header_row - 1
+        elif id_column is not None:
+            skipped = _line_naming(lines, id_column, delimiter)
+        else:
+            skipped = 0
+        content = [line for line in lines[skipped:] if line.strip(" \t" + _DELIMITERS)]
         if not content:
             raise ContactsError(
                 f"{self.source}: the file is empty; the first row must name the columns"
+                if header_row is None
+                else f"{self.source}: row {header_row} is empty; campaign.contacts_header_row "
+                "must name the row that holds the column names"
             )
         self.delimiter = delimiter or _sniff_delimiter(content)
         self.leading_blank = next(
-            number for number, line in enumerate(lines) if line.strip(" \t" + self.delimiter)
+            number
+            for number, line in enumerate(lines)
+            if number >= skipped and line.strip(" \t" + self.delimiter)
         )
+        if header_row is not None and self.leading_blank != skipped:
+            raise ContactsError(
+                f"{self.source}: row {header_row} is empty; campaign.contacts_header_row must "
+                "name the row that holds the column names"
+            )
         self.header_row = self.leading_blank + 1
+        self.description = f"{self.source}, header on row {self.header_row}"
         with closing(self._chunks(1)) as chunks:
             self.header: list[str] = next(chunks).iloc[0].tolist()
 
@@ -214,7 +257,7 @@ class _TextTable:
                 if row != self.header_row:
                     yield row, cells
 
-    def _chunks(self, size: int) -> Iterator[pd.DataFrame]:
+    def _chunks(self, size: int) -> Generator[pd.DataFrame, None, None]:
         """The file as data frames of text, the header row first; read errors as ContactsError."""
         import pandas as pd
 
@@ -233,7 +276,7 @@ class _TextTable:
         except UnicodeDecodeError as exc:
             raise ContactsError(f"{self.source}: not {self.encoding} text: {exc.reason}") from None
         except OSError as exc:
-            raise _open_error(self.path, exc) from None
+            raise open_error(self.path, exc) from None
 
     def _parser_error(self, exc: pd.errors.ParserError) -> ContactsError:
         """The parser's complaint, placed at the row the organiser sees."""
@@ -254,6 +297,17 @@ class _TextTable:
         except (csv.Error, StopIteration):
             pass
         return ContactsError(f"{self.source}: cannot be read as a table: {exc}")
+
+
+def _line_naming(lines: list[str], column: str, delimiter: str | None) -> int:
+    """The first of the first lines with a field naming ``column`` (0 when none): the header
+    below the title lines a spreadsheet may export above the list."""
+    for number, line in enumerate(lines[:HEADER_SEARCH_ROWS]):
+        for candidate in delimiter or _DELIMITERS:
+            fields = next(csv.reader([line], delimiter=candidate, skipinitialspace=True), [])
+            if any(_names_column(field, column) for field in fields):
+                return number
+    return 0
 
 
 def _detect_encoding(path: Path) -> str:
@@ -350,76 +404,136 @@ def _sniff_delimiter(lines: list[str]) -> str:
     return max(_DELIMITERS, key=header.count)
 
 
-class _XlsxTable:
-    """The first sheet of an Excel workbook, values as the sheet shows them.
+class _SheetTable:
+    """One sheet of a workbook (.xlsx, .ods, .xls), values as the sheet displays them.
 
-    The table spans the header's named cells, so a sheet may start it in column B or row 3.
+    The sheet is the configured one, else the first whose header row holds the id column (title
+    rows above it skipped), else the first. The table spans the header's named cells, so a
+    sheet may start it in column B or row 3.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, sheet: str | int | None, header_row: int | None, id_column: str | None
+    ) -> None:
         self.path, self.source = path, path.name
-        with closing(self._rows()) as rows:
-            found = next(((row, cells) for row, cells in rows if any(map(str.strip, cells))), None)
+        self._workbook = open_workbook(path)
+        names = self._workbook.sheet_names()
+        if not names:
+            raise ContactsError(f"{self.source}: the workbook has no sheet")
+        if sheet is not None:
+            chosen = [_sheet_index(sheet, names, self.source)]
+        elif header_row is not None or id_column is None:
+            chosen = [0]
+        else:
+            chosen = list(range(len(names)))
+        wanted = None if header_row is not None else id_column
+        found = None
+        for index in chosen:
+            found = self._header(index, header_row, wanted)
+            if found is not None:
+                break
         if found is None:
-            raise ContactsError(
-                f"{self.source}: the first sheet is empty; a row must name the columns"
-            )
-        self.header_row, cells = found
+            raise self._no_header(names, chosen, header_row, wanted)
+        self.sheet, self.sheet_name = index, names[index]
+        self.header_row, cells = found.number, found.cells
         named = [index for index, cell in enumerate(cells) if cell.strip()]
         self._start, self._end = named[0], named[-1] + 1
         self.header = cells[self._start : self._end]
+        self.description = (
+            f"{self.source}, sheet {self.sheet_name!r}, header on row {self.header_row}"
+        )
 
     def column_label(self, index: int) -> str:
         """How the sheet names the table's column ``index`` (from 0): "column C"."""
-        from openpyxl.utils import get_column_letter
-
-        return f"column {get_column_letter(self._start + index + 1)}"
+        return f"column {column_letter(self._start + index)}"
 
     def records(self) -> Iterator[tuple[int, Sequence[str]]]:
         """(row number, cells) for every row after the header, padded to the header's width."""
-        from openpyxl.utils import get_column_letter
-
         start, end = self._start, self._end
-        for row, cells in self._rows():
-            if row <= self.header_row:
+        for row in self._workbook.rows(self.sheet):
+            if row.number <= self.header_row:
                 continue
-            outside = [i for i, cell in enumerate(cells) if not start <= i < end and cell.strip()]
-            if outside:
-                column = get_column_letter(outside[0] + 1)
-                raise ContactsError(
-                    f"{self.source}:{row}: column {column} has a value but no name in the header"
-                )
+            cells = row.cells
+            if len(cells) > end or any(cells[:start]):
+                outside = [
+                    i for i, cell in enumerate(cells) if not start <= i < end and cell.strip()
+                ]
+                if outside:
+                    raise ContactsError(
+                        f"{self.source}:{row.number}: column {column_letter(outside[0])} has a "
+                        "value but no name in the header"
+                    )
+            uncached = [column for column in row.uncached if start <= column < end]
+            if uncached:
+                raise self._uncached(row.number, uncached)
             part = cells[start:end]
-            yield row, part + [""] * (end - start - len(part))
+            yield row.number, part + [""] * (end - start - len(part))
 
-    def _rows(self) -> Iterator[tuple[int, list[str]]]:
-        from openpyxl import load_workbook
-        from openpyxl.utils.exceptions import InvalidFileException
+    def _header(self, index: int, header_row: int | None, id_column: str | None) -> SheetRow | None:
+        """The header row of sheet ``index``: row ``header_row``, else the first row holding
+        ``id_column`` among the first rows, else (no id column asked for) the first row."""
+        with closing(self._workbook.rows(index)) as rows:
+            for row in rows:
+                if header_row is not None:
+                    if row.number > header_row:
+                        break
+                    if row.number == header_row and any(map(str.strip, row.cells)):
+                        return row
+                elif id_column is None:
+                    if any(map(str.strip, row.cells)):
+                        return row
+                elif row.number > HEADER_SEARCH_ROWS:
+                    break
+                elif any(_names_column(cell, id_column) for cell in row.cells):
+                    return row
+        return None
 
-        try:
-            workbook = load_workbook(self.path, read_only=True, data_only=True)
-        except OSError as exc:
-            raise _open_error(self.path, exc) from None
-        except (InvalidFileException, BadZipFile, KeyError, ValueError) as exc:
-            raise ContactsError(f"{self.source}: not a readable .xlsx workbook: {exc}") from None
-        try:
-            sheet = workbook.worksheets[0]
-            for row, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-                yield row, [_cell_text(value) for value in values]
-        finally:
-            workbook.close()
+    def _no_header(
+        self, names: list[str], tried: list[int], header_row: int | None, id_column: str | None
+    ) -> ContactsError:
+        sheets = ", ".join(map(repr, names))
+        where = f"sheet {names[tried[0]]!r}" if len(tried) == 1 else "any sheet"
+        if header_row is not None:
+            return ContactsError(
+                f"{self.source}: row {header_row} of {where} is empty; campaign.contacts_header_row "
+                f"must name the row that holds the column names (sheets: {sheets})"
+            )
+        if id_column is None:
+            return ContactsError(f"{self.source}: {where} is empty; a row must name the columns")
+        return ContactsError(
+            f"{self.source}: no header row with a column {id_column!r} in the first "
+            f"{HEADER_SEARCH_ROWS} rows of {where} (sheets: {sheets}); set campaign.id_column to "
+            "the column that identifies contacts, or campaign.contacts_sheet and "
+            "campaign.contacts_header_row"
+        )
+
+    def _uncached(self, row: int, columns: list[int]) -> ContactsError:
+        cells = ", ".join(
+            f"{column_letter(column)}{row} ({self.header[column - self._start].strip()})"
+            for column in columns
+        )
+        return ContactsError(
+            f"{self.source}:{row}: {cells}: a formula without a saved value (the file was written "
+            "by a program that does not calculate); open it in a spreadsheet program and save it"
+        )
 
 
-def _cell_text(value: object) -> str:
-    """A cell's value as the sheet shows it: 1234 not 1234.0, 0.3 not 0.30000000000000004."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, float):
-        return f"{value:.15g}"  # Excel shows at most 15 significant digits
-    if isinstance(value, datetime.datetime):
-        return value.date().isoformat() if value.time() == datetime.time() else str(value)
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    return str(value)
+def _sheet_index(sheet: str | int, names: list[str], source: str) -> int:
+    """The position of the configured sheet: its name, or its number from 1."""
+    if isinstance(sheet, int):
+        if 1 <= sheet <= len(names):
+            return sheet - 1
+    elif sheet in names:
+        return names.index(sheet)
+    else:
+        folded = [name.casefold() for name in names]
+        if sheet.casefold() in folded:
+            return folded.index(sheet.casefold())
+    listed = ", ".join(f"{number} {name!r}" for number, name in enumerate(names, start=1))
+    raise ContactsError(f"{source}: no sheet {sheet!r} (sheets: {listed})")
+
+
+def _names_column(cell: str, column: str) -> bool:
+    """Whether a header cell names ``column``, as written or as its alias ("Email" for email)."""
+    cell = cell.strip()
+    return cell == column or column_alias(cell) == column

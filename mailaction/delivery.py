@@ -1,25 +1,37 @@
-"""Plans a `send` run from the campaign and its delivery log, then runs the sender."""
+"""A campaign's send workflow: plan and queue every letter, confirm, then send from the queue.
+
+`send_campaign` is what `mailaction send` and `mailaction demo` run, and what a Python user
+calls. The plan validates and builds every letter and writes the run into the delivery log in
+one transaction, committed only once the run is confirmed; delivery then reads only from the log.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from pathlib import Path
 
 from .campaign import Campaign, ValidationResult
-from .deliverylog import DeliveryLog, Entry, Outcome, State
+from .config import Config
+from .deliverylog import PROOF_SUFFIX, DeliveryLog, Entry, Outcome, State
+from .dkim import letter_signer
+from .errors import DeliveryLogError, InvalidCampaign, SendingStopped
 from .message import Letter, restamped
-from .sender import Sender, SendSummary
+from .sender import Sender, SendSummary, check_server
+from .suppression import recipient_filter
 
 DAY = 86_400.0
-# A plan keeps the letters it chose, so that sending does not render and build them again, up to
-# these bounds; the letters beyond them are built again from the campaign.
-KEPT_LETTERS = 20_000
-KEPT_BYTES = 64 * 2**20
+EXAMPLES = 10  # rows named in a plan's notes ("rows 4, 9, ...")
+SAMPLE = 5  # letters a plan keeps to show before sending
+
+OnOutcome = Callable[[Letter, Outcome], None]
 
 
 class Decision(Enum):
@@ -43,26 +55,46 @@ class SendOptions:
 
 
 @dataclass
+class Rows:
+    """How many letters a note concerns, and the spreadsheet rows of the first few."""
+
+    count: int = 0
+    rows: list[int] = field(default_factory=list)
+
+    def add(self, row: int) -> None:
+        self.count += 1
+        if len(self.rows) < EXAMPLES:
+            self.rows.append(row)
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+@dataclass
 class SendPlan:
-    """What a run will do, decided before anything is sent."""
+    """What a run will do, decided (and queued) before anything is sent."""
 
     validation: ValidationResult = field(default_factory=ValidationResult)
-    to_send: int = 0
+    to_send: int = 0  # letters this run sends
+    new: int = 0  # letters queued for the first time (rows the log did not hold)
+    rebuilt: int = 0  # queued, unsent letters whose row or template changed: stored anew
     already_sent: int = 0
     held_uncertain: int = 0
     held_failed: int = 0
-    left_for_later: int = 0  # beyond --limit or the daily limit
-    changed_after_send: list[int] = field(default_factory=list)  # rows, letter edited since sent
-    # Logged as pending (never tried) by an earlier run, but no longer in the contact list.
-    gone: set[str] = field(default_factory=set)
+    left_for_later: int = 0  # queued, beyond --limit or the daily limit
+    withdrawn: int = 0  # queued, unsent letters whose contact left the list: taken off the queue
+    suppressed: int = 0  # letters to an address on the suppression list: never queued
+    recovered: int = 0  # letters in flight when an earlier run stopped, now `uncertain`
+    had_letters: bool = False  # the log held letters of this campaign before the plan
+    changed_after_send: Rows = field(default_factory=Rows)  # edited since sent: not re-sent
+    # Letters already sent under another key (id column or campaign renamed): (row, that entry).
+    twins: list[tuple[int, Entry]] = field(default_factory=list)
+    twin_count: int = 0
     sample: list[Letter] = field(default_factory=list)  # the first letters, to show before sending
 
     @property
     def held(self) -> int:
         return self.held_uncertain + self.held_failed
-
-
-PROOF_SUFFIX = " [test]"
 
 
 def campaign_key(name: str, test_to: str | None) -> str:
@@ -79,7 +111,7 @@ def decide(entry: Entry | None, letter: Letter, options: SendOptions) -> Decisio
     """Resume rules: a sent letter never goes again; uncertain and failed ones only when asked."""
     if entry is None or options.test_to:
         return Decision.SEND
-    if entry.state is State.SENT:
+    if entry.state in (State.SENT, State.BOUNCED):  # a bounced letter was sent: never again
         return Decision.ALREADY_SENT
     if entry.state in (State.UNCERTAIN, State.SENDING) and not options.resend_uncertain:
         return Decision.HELD_UNCERTAIN
@@ -88,29 +120,22 @@ def decide(entry: Entry | None, letter: Letter, options: SendOptions) -> Decisio
     return Decision.SEND
 
 
-def _changed(entry: Entry | None, letter: Letter) -> bool:
-    return entry is not None and entry.fingerprint != letter.fingerprint
-
-
 class Run:
-    """One `send`: plans from the campaign and the log, then streams the chosen letters."""
+    """One `send`: plans from the campaign and the log, queueing the letters; then streams them.
 
-    def __init__(self, campaign: Campaign, log: DeliveryLog, options: SendOptions) -> None:
+    With ``write`` false (a dry run on a log in use) the plan only counts and writes nothing.
+    """
+
+    def __init__(
+        self, campaign: Campaign, log: DeliveryLog, options: SendOptions, *, write: bool = True
+    ) -> None:
         self.campaign = campaign
         self.log = log
         self.options = options
+        self.write = write
         self.allowed = self._allowed()
-        self._kept: list[tuple[Letter, Entry | None]] = []  # the first letters to send or log
-        self._kept_bytes = 0
-        self._kept_all = False  # the plan kept every letter it chose to send or leave for later
-
-    def _keep(self, letter: Letter, entry: Entry | None) -> None:
-        size = self._kept_bytes + len(letter.data)
-        if self._kept_all and len(self._kept) < KEPT_LETTERS and size <= KEPT_BYTES:
-            self._kept.append((letter, entry))
-            self._kept_bytes = size
-        else:
-            self._kept_all = False
+        self.sign = letter_signer(campaign.config.dkim)
+        self.held_back = recipient_filter(campaign.config.campaign, proof=bool(options.test_to))
 
     def _allowed(self) -> int | None:
         limits = [n for n in (self.options.limit, self._daily_room()) if n is not None]
@@ -122,83 +147,95 @@ class Run:
             return daily
         return max(daily - self.log.sent_since(time.time() - DAY), 0)
 
-    def _letter(self, letter: Letter) -> Letter:
-        if self.options.test_to:
-            return replace(letter, recipients=(self.options.test_to,))
-        return letter
-
-    def _decide(self, letter: Letter) -> tuple[Letter, Entry | None, Decision]:
-        letter = self._letter(letter)
-        entry = self.log.get(letter.contact_id)
-        return letter, entry, decide(entry, letter, self.options)
-
     def plan(self) -> SendPlan:
-        """Validate every row and count what would happen, without writing to the log."""
+        """Validate every row and queue the letters to send, in the log's open transaction.
+
+        The caller commits (`DeliveryLog.flush`) once the run is confirmed, or rolls back.
+        """
         plan = SendPlan()
-        plan.gone = set() if self.options.test_to else self.log.untried()
-        self._kept, self._kept_bytes, self._kept_all = [], 0, True
+        counts = self.log.counts()
+        plan.had_letters = sum(counts.values()) > 0
+        proof_to = self.options.test_to
+        proof = proof_to is not None
+        tally = not proof and counts[State.PENDING] + counts[State.DEFERRED] > 0
+        if tally:
+            self.log.start_tally()
+        check_twins = not proof and self.log.has_delivered()
         for prepared in self.campaign.rows():
             plan.validation.add(prepared)
             if prepared.letter is None:
                 continue
-            plan.gone.discard(prepared.letter.contact_id)
-            letter, entry, decision = self._decide(prepared.letter)
-            if decision is Decision.SEND:
-                self._keep(letter, entry)
-                if self.allowed is not None and plan.to_send >= self.allowed:
-                    plan.left_for_later += 1
+            letter = prepared.letter
+            if proof_to is not None:
+                letter = replace(letter, recipients=(proof_to,))
+            entry = self.log.get(letter.contact_id) if plan.had_letters else None
+            if tally:
+                self.log.note(letter.contact_id)
+            if entry is None and check_twins:
+                twin = self.log.twin(letter)
+                if twin is not None:
+                    plan.twin_count += 1
+                    if len(plan.twins) < EXAMPLES:
+                        plan.twins.append((letter.row, twin))
                     continue
-                plan.to_send += 1
-                if len(plan.sample) < 5:
-                    plan.sample.append(letter)
-            elif decision is Decision.ALREADY_SENT:
+            self._decide(plan, letter, entry)
+        if tally:
+            plan.withdrawn = self.log.withdraw_unnoted(count_only=not self.write)
+        return plan
+
+    def _decide(self, plan: SendPlan, letter: Letter, entry: Entry | None) -> None:
+        """Count one valid letter in the plan and queue it when it is to go."""
+        decision = decide(entry, letter, self.options)
+        changed = entry is not None and entry.fingerprint != letter.fingerprint
+        if decision is not Decision.SEND:
+            if decision is Decision.ALREADY_SENT:
                 plan.already_sent += 1
             elif decision is Decision.HELD_UNCERTAIN:
                 plan.held_uncertain += 1
             else:
                 plan.held_failed += 1
-            if decision is not Decision.SEND and _changed(entry, letter):
-                plan.changed_after_send.append(letter.row)
-        return plan
+            if changed:
+                plan.changed_after_send.add(letter.row)
+            if self.write and entry is not None and entry.row != letter.row:
+                self.log.move(letter.contact_id, letter.row)
+            return
+        if self.held_back(letter.recipients):
+            plan.suppressed += 1
+            if self.write and entry is not None:
+                self.log.withdraw(letter.contact_id)
+            return
+        later = self.allowed is not None and plan.to_send >= self.allowed
+        if later and self.options.test_to:
+            return  # proof runs queue only the copies they send
+        if later:
+            plan.left_for_later += 1
+        else:
+            plan.to_send += 1
+            if len(plan.sample) < SAMPLE:
+                plan.sample.append(letter)
+        if entry is None:
+            plan.new += 1
+        elif changed:
+            plan.rebuilt += 1
+        if self.write:
+            self._queue(letter, entry, changed)
+
+    def _queue(self, letter: Letter, entry: Entry | None, changed: bool) -> None:
+        stale = changed or bool(self.options.test_to)
+        if entry is None or stale or not self.log.has_message(letter.contact_id):
+            self.log.enqueue(letter, entry)
+        elif entry.state is not State.PENDING or entry.row != letter.row:
+            self.log.requeue(letter.contact_id, letter.row)
 
     def letters(self) -> Iterator[Letter]:
-        """The letters to send, each registered in the log (as pending) just before it is yielded.
-
-        The letters beyond --limit or the daily limit are registered as pending after the last
-        one allowed, so that the report counts the whole campaign.
-        """
-        sent = 0
-        for letter, entry, decision in self._decisions():
-            if decision is not Decision.SEND:
-                continue
-            if self.allowed is not None and sent >= self.allowed:
-                if self.options.test_to:
-                    return
-                if entry is None:
-                    self.log.register(letter)
-                continue
-            if entry is None:
-                self.log.register(letter)
-            elif _changed(entry, letter) or self.options.test_to:
-                self.log.update_letter(letter)
-            sent += 1
-            yield letter
-
-    def _decisions(self) -> Iterator[tuple[Letter, Entry | None, Decision]]:
-        """The letters the plan kept, then (unless it kept all) the campaign's letters after them."""
-        last_row = 0
-        for letter, entry in self._kept:
-            last_row = letter.row
-            yield restamped(letter), entry, Decision.SEND
-        if self._kept_all:
-            return
-        later = (letter for letter in self.campaign.letters() if letter.row > last_row)
-        yield from map(self._decide, later)
+        """The queued letters this run sends, in spreadsheet order, dated as they go out."""
+        for letter in self.log.queued(self.allowed):
+            yield self.sign(restamped(letter))  # signed after the Date is set: it is signed
 
 
 @dataclass
 class RunResult:
-    """How a run ended."""
+    """How the sending part of a run ended."""
 
     summary: SendSummary
     interrupted: bool = False
@@ -208,7 +245,7 @@ def send_letters(
     sender: Sender,
     letters: Iterator[Letter],
     *,
-    on_outcome: Callable[[Letter, Outcome], None] | None = None,
+    on_outcome: OnOutcome | None = None,
     on_interrupt: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Run the sender; the first Ctrl-C (or SIGTERM) stops taking letters, the second aborts.
@@ -227,7 +264,7 @@ def send_letters(
 async def _send(
     sender: Sender,
     letters: Iterator[Letter],
-    on_outcome: Callable[[Letter, Outcome], None] | None,
+    on_outcome: OnOutcome | None,
     on_interrupt: Callable[[int], None] | None,
 ) -> RunResult:
     loop = asyncio.get_running_loop()
@@ -255,3 +292,145 @@ async def _send(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return RunResult(summary, interrupted=presses > 0)
+
+
+Progress = Callable[[int], AbstractContextManager[OnOutcome | None]]
+
+
+@dataclass
+class Hooks:
+    """What a caller sees and decides during `send_campaign`; every hook is optional.
+
+    ``plan`` sees the plan before the question; ``confirm`` answers it (no hook: send);
+    ``password`` is asked after confirmation (no hook: no login); ``progress`` is given the
+    number of letters to send and opens a context around the sending that yields the callback
+    for each outcome; ``interrupt`` hears each Ctrl-C (1: stopping after the letters in flight,
+    2: stopping now).
+    """
+
+    plan: Callable[[SendPlan], None] | None = None
+    confirm: Callable[[SendPlan], bool] | None = None
+    password: Callable[[], str | None] | None = None
+    progress: Progress | None = None
+    interrupt: Callable[[int], None] | None = None
+
+
+@dataclass
+class CampaignResult:
+    """How a `send_campaign` ended."""
+
+    plan: SendPlan
+    log_path: Path
+    campaign: str  # the log key: the campaign name, with " [test]" for proof runs
+    sent: bool = False  # whether sending started (False: dry run, nothing to send, declined)
+    declined: bool = False
+    summary: SendSummary = field(default_factory=SendSummary)
+    interrupted: bool = False
+    counts: dict[State, int] = field(default_factory=lambda: dict.fromkeys(State, 0))
+
+    @property
+    def problems(self) -> bool:
+        """Letters failed in this run, the run stopped before its end, or letters are uncertain."""
+        summary = self.summary
+        return bool(summary.failed or summary.stopped_reason or self.counts[State.UNCERTAIN])
+
+
+def send_campaign(
+    config: Config, options: SendOptions | None = None, hooks: Hooks | None = None
+) -> CampaignResult:
+    """Validate and queue every letter of the campaign, confirm, then send from the queue.
+
+    Raises InvalidCampaign (nothing queued, nothing sent) when any row has a problem,
+    SMTPSetupError when the server cannot be used, SendingStopped when the delivery log cannot
+    be written part-way.
+    """
+    options = options or SendOptions()
+    hooks = hooks or Hooks()
+    campaign = Campaign(config, key=campaign_key(config.campaign.name, options.test_to))
+    with _open_log(config, campaign.key, options.dry_run) as log:
+        result = CampaignResult(SendPlan(), log.path, log.campaign)
+        keep_days = config.campaign.keep_letters_days
+        if not options.dry_run and keep_days is not None:
+            log.expire_messages(time.time() - keep_days * DAY)
+        recovered = [] if options.dry_run else log.recover_interrupted()
+        run = Run(campaign, log, options, write=not options.dry_run)
+        try:
+            plan = result.plan = _checked_plan(run)
+            plan.recovered = len(recovered)
+            if hooks.plan is not None:
+                hooks.plan(plan)
+            if options.dry_run or plan.to_send == 0:
+                _end_plan(log, options)
+                return result
+            if hooks.confirm is not None and not hooks.confirm(plan):
+                log.rollback()
+                result.declined = True
+                return result
+        except BaseException:
+            log.rollback()
+            raise
+        log.flush()  # the run is confirmed: the queue is committed as a whole
+        _send_queued(config, run, hooks, result)
+        result.counts = log.counts()
+    return result
+
+
+def _end_plan(log: DeliveryLog, options: SendOptions) -> None:
+    """A run that sends nothing keeps only its withdrawals and moved rows (none for a dry run)."""
+    if options.dry_run:
+        log.rollback()
+    else:
+        log.flush()
+
+
+def _send_queued(config: Config, run: Run, hooks: Hooks, result: CampaignResult) -> None:
+    password = hooks.password() if hooks.password is not None else None
+    asyncio.run(check_server(config.smtp, config.sending, password))
+    sender = Sender(config.smtp, config.sending, run.log, password=password)
+    total = min(result.plan.to_send, run.allowed if run.allowed is not None else result.plan.to_send)
+    result.sent = True
+    with ExitStack() as stack:
+        on_outcome = stack.enter_context(
+            hooks.progress(total) if hooks.progress is not None else nullcontext(None)
+        )
+        try:
+            outcome = send_letters(
+                sender, run.letters(), on_outcome=on_outcome, on_interrupt=hooks.interrupt
+            )
+        except DeliveryLogError as exc:
+            raise SendingStopped(
+                f"{exc}; sending stopped, some letters may have gone out: see `mailaction report`"
+            ) from None
+    result.summary = outcome.summary
+    result.interrupted = outcome.interrupted
+
+
+def _checked_plan(run: Run) -> SendPlan:
+    """The run's plan, or InvalidCampaign when any row has a problem."""
+    plan = run.plan()
+    checked = plan.validation
+    if checked.invalid_rows:
+        more = checked.problem_count - len(checked.problems)
+        raise InvalidCampaign(
+            f"{checked.problem_count} problem(s) in {checked.invalid_rows} row(s)"
+            + (f" ({more} not shown)" if more else "")
+            + "; nothing was sent. Run `mailaction validate` after fixing them.",
+            checked.problems,
+        )
+    return plan
+
+
+@contextmanager
+def _open_log(config: Config, key: str, dry_run: bool) -> Iterator[DeliveryLog]:
+    """The campaign's log, locked for sending; a dry run without a log uses a throwaway one."""
+    path = config.campaign.log
+    assert path is not None
+    if dry_run and not path.exists():
+        with (
+            tempfile.TemporaryDirectory() as scratch,
+            DeliveryLog(Path(scratch) / "dry-run.sqlite", key) as log,
+        ):
+            yield log
+        return
+    with DeliveryLog(path, key, lock=not dry_run) as log:
+        yield log

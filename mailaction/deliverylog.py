@@ -1,4 +1,9 @@
-"""The crash-safe delivery log: one SQLite row per (campaign, contact) with its sending state.
+"""The campaign's queue and crash-safe delivery log: one SQLite row per (campaign, contact).
+
+`send` writes the whole run into the log before anything goes out: each letter's message as it
+was validated and confirmed (attachment parts stored once, by content hash), queued as
+`pending`. Delivery then reads only from the log, never from the contact list, the template or
+the attachments, so editing them during a run changes nothing in it.
 
 The database runs in WAL mode with ``synchronous=NORMAL``: every committed change survives the
 process being killed (even ``kill -9``), and reports can read while a `send` writes. A power loss
@@ -6,12 +11,11 @@ or an operating-system crash may lose the last few commits, so a letter in fligh
 sent twice; ``synchronous=FULL`` would prevent that at the cost of an fsync per state change.
 
 Commits are grouped by one rule: a letter's `sending` mark is committed, with everything written
-since the last commit, before its data may go out (`mark_sending`). Registrations and outcomes
-are written at once but committed with the next such mark, or by `flush` (which the sender calls
-whenever it is about to wait, and at the end of a run) or `close`. So a crash can lose only the
-outcomes of its last moments: those letters are still `sending` on disk, which the next run turns
-into `uncertain` (held, never sent again on its own, never forgotten). A registration lost that
-way belongs to a letter whose data never went out; the next run registers it again.
+since the last commit, before its data may go out (`mark_sending`). Outcomes are written at once
+but committed with the next such mark, or by `flush` (which the sender calls whenever it is about
+to wait, and at the end of a run) or `close`. So a crash can lose only the outcomes of its last
+moments: those letters are still `sending` on disk, which the next run turns into `uncertain`
+(held, never sent again on its own, never forgotten).
 """
 
 from __future__ import annotations
@@ -24,16 +28,44 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from .errors import DeliveryLogError, DeliveryLogLocked
+from .keys import campaign_key, contact_key, letter_identity
 
 if TYPE_CHECKING:
     from .message import Letter
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
+_V2_COLUMN_LIST = (
+    "sender TEXT NOT NULL DEFAULT ''",  # envelope MAIL FROM
+    "smtputf8 INTEGER NOT NULL DEFAULT 0",
+    "identity TEXT NOT NULL DEFAULT ''",  # recipients + content: finds a letter under another key
+    "history TEXT NOT NULL DEFAULT ''",  # one line per state change: "time state code reply"
+)
+_V2_COLUMNS = ",\n    ".join(_V2_COLUMN_LIST)
+_V2_TABLES = """
+CREATE INDEX IF NOT EXISTS letters_identity ON letters (identity);
+CREATE TABLE IF NOT EXISTS messages (
+    letter INTEGER PRIMARY KEY,  -- the letters row's rowid
+    content BLOB NOT NULL,       -- the message without its large attachment parts
+    parts TEXT                   -- JSON [[offset, sha256], ...]: where those parts go back
+);
+CREATE TRIGGER IF NOT EXISTS letters_gone AFTER DELETE ON letters BEGIN
+    DELETE FROM messages WHERE letter = old.rowid;
+END;
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);"""
+
+# Beside each letter's state, `messages` keeps what is needed to send it without the contact
+# list, the template or the attachments: the message bytes with each large attachment part cut
+# out and kept once in `blobs` by its sha256. Messages live in their own table so that the state
+# changes, which rewrite a whole row, never rewrite a message.
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -56,13 +88,16 @@ CREATE TABLE IF NOT EXISTS letters (
     first_attempt_at REAL,
     last_attempt_at REAL,
     sent_at REAL,
+    {_V2_COLUMNS},
     PRIMARY KEY (campaign, contact_id)
 );
 CREATE INDEX IF NOT EXISTS letters_state ON letters (campaign, state);
 CREATE INDEX IF NOT EXISTS letters_row ON letters (campaign, row);
+{_V2_TABLES}
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
 """
 
+PROOF_SUFFIX = " [test]"  # proof copies (send --test-to) are logged under "<campaign> [test]"
 _INTERRUPTED = "interrupted while sending; it may have been delivered"
 
 
@@ -75,6 +110,7 @@ class State(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     UNCERTAIN = "uncertain"
+    BOUNCED = "bounced"  # accepted, then returned by a delivery status notification (5.x.x)
 
 
 @dataclass(frozen=True)
@@ -150,16 +186,22 @@ class _LockFile:
 
 
 class DeliveryLog:
-    """The state of every letter of one campaign, in a SQLite file shared by campaigns."""
+    """The queue and the state of every letter of one campaign, in a SQLite file.
+
+    A file may hold several campaigns; ``campaign`` names the one this object reads and writes
+    (trimmed, NFC: see `keys.campaign_key`).
+    """
 
     def __init__(
         self, path: Path, campaign: str, *, lock: bool = False, create: bool = True
     ) -> None:
         self.path = Path(path)
-        self.campaign = campaign
+        self.campaign = campaign_key(campaign)
         if not create and (not self.path.is_file() or self.path.stat().st_size == 0):
             raise DeliveryLogError(f"{self.path}: no delivery log yet; run `mailaction send` first")
         self._lock = _LockFile(self.path) if lock else None
+        self._blobs_written: set[str] = set()
+        self._blob_cache: dict[str, bytes] = {}
         try:
             self._db = _connect(self.path)
         except DeliveryLogError:
@@ -188,17 +230,34 @@ class DeliveryLog:
         if self._db.in_transaction:
             self._run("COMMIT", ())
 
+    def rollback(self) -> None:
+        """Undo every change written since the last commit."""
+        if self._db.in_transaction:
+            self._run("ROLLBACK", ())
+        self._blobs_written.clear()
+
     def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
         """Run one statement in the open transaction (begun if need be), committed later."""
         if not self._db.in_transaction:
             self._run("BEGIN", ())
         return self._run(sql, params)
 
-    def _run(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+    def _run(self, sql: str, params: tuple[Any, ...] | list[Any]) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, params)
         except sqlite3.OperationalError as exc:
             raise DeliveryLogError(f"{self.path}: cannot write the delivery log: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise DeliveryLogError(f"{self.path}: the delivery log is damaged: {exc}") from None
+
+    def _entries(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Iterator[Entry]:
+        for values in self._run(sql, params):
+            try:
+                yield _entry(values)
+            except (ValueError, TypeError) as exc:
+                raise DeliveryLogError(
+                    f"{self.path}: the delivery log is damaged: {exc}"
+                ) from None
 
     def _update(self, contact_id: str, sql: str, params: tuple[Any, ...]) -> None:
         if self._write(sql, (*params, self.campaign, contact_id)).rowcount != 1:
@@ -206,83 +265,218 @@ class DeliveryLog:
 
     def campaigns(self) -> list[str]:
         """The campaign keys present in the file."""
-        return [r[0] for r in self._db.execute("SELECT DISTINCT campaign FROM letters ORDER BY 1")]
+        return [r[0] for r in self._run("SELECT DISTINCT campaign FROM letters ORDER BY 1", ())]
 
     def recover_interrupted(self) -> list[Entry]:
         """Turn letters left `sending` by a crash into `uncertain`, and return them."""
         cursor = self._write(
-            f"UPDATE letters SET state = ?, last_code = NULL, last_reply = ?"
-            f" WHERE campaign = ? AND state = ? RETURNING {_COLUMNS}",
-            (State.UNCERTAIN, _INTERRUPTED, self.campaign, State.SENDING),
-        )
+            f"UPDATE letters SET state = ?, last_code = NULL, last_reply = ?,"
+            f" history = history || ? WHERE campaign = ? AND state = ? RETURNING {_COLUMNS}",
+            (
+                State.UNCERTAIN, _INTERRUPTED, _event(State.UNCERTAIN, None, _INTERRUPTED),
+                self.campaign, State.SENDING,
+            ),
+        )  # fmt: skip
         recovered = sorted(map(_entry, cursor.fetchall()), key=lambda entry: entry.row)
         self.flush()
         return recovered
 
     def register(self, letter: Letter) -> Entry:
-        """Record a letter as pending unless already logged; return what the log holds."""
-        entry = Entry(
-            campaign=self.campaign,
-            contact_id=letter.contact_id,
-            row=letter.row,
-            recipients=tuple(letter.recipients),
-            subject=letter.subject,
-            state=State.PENDING,
-            attempts=0,
-            last_code=None,
-            last_reply="",
-            refused={},
-            message_id=letter.message_id,
-            fingerprint=letter.fingerprint,
-            created_at=time.time(),
-            first_attempt_at=None,
-            last_attempt_at=None,
-            sent_at=None,
-        )
-        inserted = self._write(
-            "INSERT INTO letters (campaign, contact_id, row, recipients, subject, state,"
-            " message_id, fingerprint, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            (
-                entry.campaign,
-                entry.contact_id,
-                entry.row,
-                json.dumps(entry.recipients),
-                entry.subject,
-                entry.state,
-                entry.message_id,
-                entry.fingerprint,
-                entry.created_at,
-            ),
-        )
-        if inserted.rowcount == 1:
-            return entry
+        """Queue a letter as pending unless already logged; return what the log holds."""
         existing = self.get(letter.contact_id)
-        assert existing is not None
-        return existing
+        if existing is not None:
+            return existing
+        self.enqueue(letter, None)
+        entry = self.get(letter.contact_id)
+        assert entry is not None
+        return entry
+
+    def enqueue(self, letter: Letter, entry: Entry | None) -> None:
+        """Queue ``letter`` as pending: a new row when ``entry`` is None, else the row replaced.
+
+        The letter's message is stored with it, so sending needs no other file.
+        """
+        identity = letter_identity(letter.recipients, letter.fingerprint)
+        values = (
+            letter.row, json.dumps(letter.recipients), letter.subject, State.PENDING,
+            letter.message_id, letter.fingerprint, letter.sender, int(letter.smtputf8), identity,
+        )  # fmt: skip
+        if entry is None:
+            cursor = self._write(
+                "INSERT INTO letters (row, recipients, subject, state, message_id, fingerprint,"
+                " sender, smtputf8, identity, campaign, contact_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, self.campaign, letter.contact_id, time.time()),
+            )
+            self._store_message(cursor.lastrowid, letter)
+            return
+        cursor = self._write(
+            "UPDATE letters SET row = ?, recipients = ?, subject = ?, state = ?, message_id = ?,"
+            " fingerprint = ?, sender = ?, smtputf8 = ?, identity = ?"
+            " WHERE campaign = ? AND contact_id = ? RETURNING rowid",
+            (*values, self.campaign, letter.contact_id),
+        )
+        found = cursor.fetchone()
+        if found is None:
+            raise KeyError(f"{self.campaign}/{letter.contact_id} is not in the delivery log")
+        self._store_message(found[0], letter)
 
     def update_letter(self, letter: Letter) -> None:
-        """Store the current row, recipients, subject and identity of a letter about to go again."""
+        """Store a letter again (its row, recipients, message) and queue it as pending."""
+        self.enqueue(letter, self.get(letter.contact_id))
+
+    def requeue(self, contact_id: str, row: int) -> None:
+        """Queue a logged letter again as it is stored, at its current spreadsheet row."""
         self._update(
-            letter.contact_id,
-            "UPDATE letters SET row = ?, recipients = ?, subject = ?, message_id = ?,"
-            " fingerprint = ? WHERE campaign = ? AND contact_id = ?",
-            (
-                letter.row,
-                json.dumps(letter.recipients),
-                letter.subject,
-                letter.message_id,
-                letter.fingerprint,
-            ),
+            contact_id,
+            "UPDATE letters SET state = ?, row = ? WHERE campaign = ? AND contact_id = ?",
+            (State.PENDING, row),
         )
+
+    def move(self, contact_id: str, row: int) -> None:
+        """Record that the contact's row in the spreadsheet is now ``row``."""
+        self._update(
+            contact_id, "UPDATE letters SET row = ? WHERE campaign = ? AND contact_id = ?", (row,)
+        )
+
+    def has_message(self, contact_id: str) -> bool:
+        """Whether the letter's message is stored (not expired, not from an older log)."""
+        found = self._run(
+            "SELECT 1 FROM letters JOIN messages ON letter = letters.rowid"
+            " WHERE campaign = ? AND contact_id = ?",
+            (self.campaign, contact_id),
+        ).fetchone()
+        return found is not None
 
     def get(self, contact_id: str) -> Entry | None:
         """The entry for one contact, or None when the log has never seen it."""
-        values = self._db.execute(
+        found = self._entries(
             f"SELECT {_COLUMNS} FROM letters WHERE campaign = ? AND contact_id = ?",
             (self.campaign, contact_id),
+        )
+        return next(found, None)
+
+    def twin(self, letter: Letter) -> Entry | None:
+        """A letter with the same recipients and content that went (or may have gone) out under
+        another key: another contact id or campaign name. Proof runs are not counted."""
+        identity = letter_identity(letter.recipients, letter.fingerprint)
+        found = self._entries(
+            f"SELECT {_COLUMNS} FROM letters WHERE identity = ? AND state IN (?, ?, ?)"
+            " AND NOT (campaign = ? AND contact_id = ?) AND campaign NOT LIKE ? LIMIT 1",
+            (
+                identity, State.SENT, State.SENDING, State.UNCERTAIN,
+                self.campaign, letter.contact_id, f"%{PROOF_SUFFIX}",
+            ),
+        )  # fmt: skip
+        return next(found, None)
+
+    def has_delivered(self) -> bool:
+        """Whether any letter in the file (any campaign) was sent or may have been."""
+        found = self._run(
+            "SELECT 1 FROM letters WHERE state IN (?, ?, ?) LIMIT 1",
+            (State.SENT, State.SENDING, State.UNCERTAIN),
+        )
+        return found.fetchone() is not None
+
+    def start_tally(self) -> None:
+        """Begin noting which contacts the current list holds (see `note` and `withdraw_unnoted`)."""
+        self._run("CREATE TEMP TABLE IF NOT EXISTS noted (contact_id TEXT PRIMARY KEY)", ())
+        self._run("DELETE FROM noted", ())
+
+    def note(self, contact_id: str) -> None:
+        """Note that the contact list still holds this contact."""
+        self._run("INSERT OR IGNORE INTO noted (contact_id) VALUES (?)", (contact_id,))
+
+    def withdraw_unnoted(self, *, count_only: bool = False) -> int:
+        """Take off the queue the unsent letters of contacts not noted; return how many."""
+        where = (
+            " FROM letters WHERE campaign = ? AND state IN (?, ?)"
+            " AND contact_id NOT IN (SELECT contact_id FROM temp.noted)"
+        )
+        params = (self.campaign, State.PENDING, State.DEFERRED)
+        if count_only:
+            return int(self._run("SELECT count(*)" + where, params).fetchone()[0])
+        return self._write("DELETE" + where, params).rowcount
+
+    def withdraw(self, contact_id: str) -> None:
+        """Take one contact's letter off the queue if it was never sent."""
+        self._write(
+            "DELETE FROM letters WHERE campaign = ? AND contact_id = ? AND state IN (?, ?)",
+            (self.campaign, contact_id, State.PENDING, State.DEFERRED),
+        )
+
+    def queued(self, limit: int | None = None, batch: int = 256) -> Iterator[Letter]:
+        """The pending letters, in spreadsheet order, rebuilt from what the log stores.
+
+        Read ``batch`` rows at a time by key, so letters marked meanwhile are not read again and
+        memory does not grow with the campaign.
+        """
+        after: tuple[int, str] = (-1, "")
+        left = limit
+        while left is None or left > 0:
+            rows = self._run(
+                f"SELECT {_LETTER_COLUMNS} FROM letters LEFT JOIN messages ON letter = letters.rowid"
+                " WHERE campaign = ? AND state = ? AND (row, contact_id) > (?, ?)"
+                " ORDER BY row, contact_id LIMIT ?",
+                (self.campaign, State.PENDING, *after, batch if left is None else min(batch, left)),
+            ).fetchall()
+            if not rows:
+                return
+            for values in rows:
+                yield self._letter(values)
+            if left is not None:
+                left -= len(rows)
+            after = (rows[-1][0], rows[-1][1])
+
+    def message(self, contact_id: str) -> bytes | None:
+        """The stored message of a letter (as queued, before its Date was set), or None."""
+        found = self._run(
+            f"SELECT {_LETTER_COLUMNS} FROM letters LEFT JOIN messages ON letter = letters.rowid"
+            " WHERE campaign = ? AND contact_id = ?",
+            (self.campaign, contact_id),
         ).fetchone()
-        return None if values is None else _entry(values)
+        if found is None or found[-2] is None:
+            return None
+        return self._letter(found).data
+
+    def history(self, contact_id: str) -> list[str]:
+        """The letter's state changes, oldest first: "2026-12-01 10:00:00 UTC sent 250 ok"."""
+        found = self._run(
+            "SELECT history FROM letters WHERE campaign = ? AND contact_id = ?",
+            (self.campaign, contact_id),
+        ).fetchone()
+        return [] if found is None else found[0].splitlines()
+
+    def find(self, query: str) -> list[Entry]:
+        """The campaign's letters for a spreadsheet row number, a contact id or an address."""
+        params: list[Any]
+        if query.isdigit():
+            sql, params = "row = ?", [int(query)]
+        else:
+            key = contact_key(query)
+            sql = "(contact_id = ? OR instr(lower(recipients), ?) > 0)"
+            params = [key, json.dumps(key)]
+        return list(
+            self._entries(
+                f"SELECT {_COLUMNS} FROM letters WHERE campaign = ? AND {sql} ORDER BY row",
+                [self.campaign, *params],
+            )
+        )
+
+    def expire_messages(self, before: float) -> int:
+        """Delete the stored messages of letters settled before ``before``; keep their states."""
+        cursor = self._write(
+            "DELETE FROM messages WHERE letter IN (SELECT rowid FROM letters WHERE campaign = ?"
+            " AND state NOT IN (?, ?, ?) AND coalesce(last_attempt_at, created_at) < ?)",
+            (self.campaign, State.PENDING, State.DEFERRED, State.SENDING, before),
+        )
+        self._write(
+            "DELETE FROM blobs WHERE digest NOT IN (SELECT json_extract(part.value, '$[1]')"
+            " FROM messages, json_each(messages.parts) AS part WHERE messages.parts IS NOT NULL)",
+            (),
+        )
+        self.flush()
+        return cursor.rowcount
 
     def mark_sending(self, contact_id: str, *, commit: bool = True) -> None:
         """Record, committed, that the letter's data is about to be written to the server.
@@ -294,22 +488,27 @@ class DeliveryLog:
         self._update(
             contact_id,
             "UPDATE letters SET state = ?, attempts = attempts + 1,"
-            " first_attempt_at = coalesce(first_attempt_at, ?), last_attempt_at = ?"
-            " WHERE campaign = ? AND contact_id = ?",
-            (State.SENDING, now, now),
+            " first_attempt_at = coalesce(first_attempt_at, ?), last_attempt_at = ?,"
+            " history = history || ? WHERE campaign = ? AND contact_id = ?",
+            (State.SENDING, now, now, _event(State.SENDING, None, "", now)),
         )
         if commit:
             self.flush()
 
     def mark_outcome(self, contact_id: str, outcome: Outcome) -> None:
         """Record how the last attempt ended (committed with the next `mark_sending` or `flush`)."""
-        sent_at = time.time() if outcome.state is State.SENT else None
+        now = time.time()
+        sent_at = now if outcome.state is State.SENT else None
         self._update(
             contact_id,
             "UPDATE letters SET state = ?, last_code = ?, last_reply = ?, refused = ?,"
-            " sent_at = coalesce(?, sent_at) WHERE campaign = ? AND contact_id = ?",
-            (outcome.state, outcome.code, outcome.reply, json.dumps(outcome.refused), sent_at),
-        )
+            " sent_at = coalesce(?, sent_at), history = history || ?"
+            " WHERE campaign = ? AND contact_id = ?",
+            (
+                outcome.state, outcome.code, outcome.reply, json.dumps(outcome.refused), sent_at,
+                _event(outcome.state, outcome.code, outcome.reply, now),
+            ),
+        )  # fmt: skip
 
     def entries(self, states: Iterable[State] | None = None) -> Iterator[Entry]:
         """The campaign's entries in spreadsheet order, optionally only those in ``states``."""
@@ -319,47 +518,169 @@ class DeliveryLog:
             wanted = sorted(set(states))
             sql += f" AND state IN ({', '.join('?' * len(wanted))})"
             params += wanted
-        for values in self._db.execute(sql + " ORDER BY row, contact_id", params):
-            yield _entry(values)
+        yield from self._entries(sql + " ORDER BY row, contact_id", params)
 
     def counts(self) -> dict[State, int]:
         """How many letters are in each state, every state present."""
         counts = dict.fromkeys(State, 0)
-        rows = self._db.execute(
+        rows = self._run(
             "SELECT state, count(*) FROM letters WHERE campaign = ? GROUP BY state",
+            (self.campaign,),
+        )
+        try:
+            counts.update((State(state), n) for state, n in rows)
+        except ValueError as exc:
+            raise DeliveryLogError(f"{self.path}: the delivery log is damaged: {exc}") from None
+        return counts
+
+    def sent_since(self, since: float) -> int:
+        """How many of the campaign's letters were sent at or after ``since`` (a unix time)."""
+        found = self._run(
+            "SELECT count(*) FROM letters WHERE campaign = ? AND state = ? AND sent_at >= ?",
+            (self.campaign, State.SENT, since),
+        )
+        return int(found.fetchone()[0])
+
+    def _store_message(self, letter_row: int | None, letter: Letter) -> None:
+        """Store the message without its large attachment parts, and where they go back."""
+        data = letter.data
+        pieces: list[bytes] = []
+        parts: list[tuple[int, str]] = []
+        start = kept = 0
+        for attachment in letter.attachments:
+            if len(attachment.part) < SHARED_PART_SIZE:
+                continue
+            at = data.find(attachment.part, start)
+            if at < 0:
+                continue
+            pieces.append(data[start:at])
+            kept += at - start
+            parts.append((kept, attachment.digest))
+            start = at + len(attachment.part)
+            if attachment.digest not in self._blobs_written:
+                self._write(
+                    "INSERT OR IGNORE INTO blobs (digest, data) VALUES (?, ?)",
+                    (attachment.digest, attachment.part),
+                )
+                self._blobs_written.add(attachment.digest)
+        content = b"".join((*pieces, data[start:])) if pieces else data
+        self._write(
+            "INSERT OR REPLACE INTO messages (letter, content, parts) VALUES (?, ?, ?)",
+            (letter_row, content, json.dumps(parts) if parts else None),
+        )
+
+    def _letter(self, values: tuple[Any, ...]) -> Letter:
+        """A Letter from a row of `_LETTER_COLUMNS`."""
+        from .message import Letter
+
+        row, contact_id, sender, recipients, subject, message_id, fingerprint, utf8 = values[:8]
+        data, parts = values[8:]
+        if data is None:
+            raise DeliveryLogError(
+                f"{self.path}: the message of row {row} ({contact_id}) is no longer stored;"
+                " run `mailaction send` again to queue it anew"
+            )
+        if parts is not None:
+            pieces: list[bytes] = []
+            start = 0
+            for offset, digest in json.loads(parts):
+                pieces += (data[start:offset], self._blob(digest))
+                start = offset
+            pieces.append(data[start:])
+            data = b"".join(pieces)
+        return Letter(
+            row=row, contact_id=contact_id, sender=sender, recipients=tuple(json.loads(recipients)),
+            subject=subject, message_id=message_id, fingerprint=fingerprint, data=data,
+            smtputf8=bool(utf8),
+        )  # fmt: skip
+
+    def _blob(self, digest: str) -> bytes:
+        """An attachment part by its sha256; the last few used are kept in memory."""
+        blob = self._blob_cache.get(digest)
+        if blob is None:
+            found = self._run("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()
+            if found is None:
+                raise DeliveryLogError(f"{self.path}: the delivery log is damaged: no part {digest}")
+            if len(self._blob_cache) >= BLOB_CACHE:
+                self._blob_cache.pop(next(iter(self._blob_cache)))
+            blob = self._blob_cache[digest] = found[0]
+        return blob
+
+    def sent_span(self) -> tuple[int, float | None, float | None]:
+        """How many letters were sent (bounced later or not), and the first and last send time."""
+        count, first, last = self._run(
+            "SELECT count(sent_at), min(sent_at), max(sent_at) FROM letters"
+            " WHERE campaign = ? AND state IN (?, ?)",
+            (self.campaign, State.SENT, State.BOUNCED),
+        ).fetchone()
+        return count, first, last
+
+    def sent_per_bin(
+        self, start: float, width: float, states: tuple[State, ...] = (State.SENT, State.BOUNCED)
+    ) -> dict[int, int]:
+        """Sent letters (in ``states``) per time bin: bin n holds those sent in
+        [start + n*width, + width)."""
+        rows = self._run(
+            "SELECT CAST((sent_at - ?) / ? AS INTEGER) AS bin, count(*) FROM letters"
+            f" WHERE campaign = ? AND state IN ({', '.join('?' * len(states))})"
+            " AND sent_at IS NOT NULL GROUP BY bin",
+            (start, width, self.campaign, *states),
+        )
+        return dict(rows.fetchall())
+
+    def refused_counts(self) -> dict[State, int]:
+        """How many letters in each state had some of their recipients refused."""
+        counts = dict.fromkeys(State, 0)
+        rows = self._run(
+            "SELECT state, count(*) FROM letters WHERE campaign = ? AND refused != '{}'"
+            " GROUP BY state",
             (self.campaign,),
         )
         counts.update((State(state), n) for state, n in rows)
         return counts
 
-    def untried(self) -> set[str]:
-        """The contacts whose letter is logged as pending and was never tried."""
-        rows = self._db.execute(
-            "SELECT contact_id FROM letters WHERE campaign = ? AND state = ? AND attempts = 0",
-            (self.campaign, State.PENDING),
-        )
-        return {contact_id for (contact_id,) in rows}
-
-    def forget_untried(self, contact_ids: Iterable[str]) -> None:
-        """Remove these contacts' letters, committed, if they are still pending and never tried."""
-        for contact_id in contact_ids:
-            self._write(
-                "DELETE FROM letters WHERE campaign = ? AND contact_id = ? AND state = ?"
-                " AND attempts = 0",
-                (self.campaign, contact_id, State.PENDING),
-            )
+    def record_bounce(self, contact_id: str, code: int | None, reply: str, *, permanent: bool) -> bool:
+        """Record, committed, that a sent (or uncertain) letter bounced: `bounced` when permanent,
+        else a note in its last reply. False when the log already said so, or the letter was not
+        sent."""
+        state, bouncing = (State.BOUNCED, State.UNCERTAIN) if permanent else (State.SENT, State.SENT)
+        changed = self._write(
+            "UPDATE letters SET state = ?, last_code = ?, last_reply = ?, history = history || ?"
+            " WHERE campaign = ? AND contact_id = ? AND state IN (?, ?) AND last_reply != ?",
+            (
+                state, code, reply, _event(state, code, reply),
+                self.campaign, contact_id, State.SENT, bouncing, reply,
+            ),
+        ).rowcount  # fmt: skip
         self.flush()
+        return changed == 1
 
-    def sent_since(self, since: float) -> int:
-        """How many of the campaign's letters were sent at or after ``since`` (a unix time)."""
-        return self._db.execute(
-            "SELECT count(*) FROM letters WHERE campaign = ? AND state = ? AND sent_at >= ?",
-            (self.campaign, State.SENT, since),
-        ).fetchone()[0]
 
+WAL_SIZE_LIMIT = 64 * 2**20  # bytes
+SHARED_PART_SIZE = 2048  # attachment parts this large are stored once, not in every letter
+BLOB_CACHE = 8  # attachment parts kept in memory while reading the queue
+_LETTER_COLUMNS = (
+    "row, contact_id, sender, recipients, subject, message_id, fingerprint, smtputf8,"
+    " content, parts"
+)
+
+
+def _event(state: State, code: int | None, reply: str, moment: float | None = None) -> str:
+    """One line of a letter's history: "2026-12-01 10:00:00 UTC sent 250 2.0.0 Ok"."""
+    line = f"{_utc(int(moment or time.time()))} {state}"
+    if code:
+        line += f" {code}"
+    if reply:
+        line += " " + " ".join(reply.split())[:200]
+    return line + "\n"
+
+
+@lru_cache(maxsize=2)
+def _utc(second: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(second))
 
 def _connect(path: Path) -> sqlite3.Connection:
-    """Open the file in WAL mode, creating the tables on first use."""
+    """Open the file in WAL mode, creating the tables on first use and upgrading older ones."""
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -370,16 +691,43 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA page_size = 2048")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
+        # Queueing a large campaign is one transaction, which grows the WAL to its size; once it
+        # is checkpointed, the WAL file is cut back to this.
+        db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         if not _has_schema(db):
             db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is not None and version[0] == "1":
+            _upgrade_from_1(db)
+            version = (str(SCHEMA_VERSION),)
     except sqlite3.Error as exc:
         db.close()
         raise DeliveryLogError(f"{path}: cannot open the delivery log: {exc}") from None
-    if version is None or int(version[0]) > SCHEMA_VERSION:
+    if version is None or not str(version[0]).isdigit() or int(version[0]) > SCHEMA_VERSION:
         db.close()
         raise DeliveryLogError(f"{path}: not a delivery log this version of mailaction can read")
     return db
+
+
+def _upgrade_from_1(db: sqlite3.Connection) -> None:
+    """Add the queue's columns to a log of the first release, with ids under today's key rule.
+
+    Letters logged before hold no message: the next `send` builds and stores the unsent ones.
+    """
+    db.create_function("contact_key", 1, contact_key, deterministic=True)
+    db.create_function(
+        "identity", 2, lambda recipients, fingerprint: letter_identity(
+            json.loads(recipients), fingerprint
+        ),
+    )  # fmt: skip
+    columns = "".join(f"ALTER TABLE letters ADD COLUMN {column};\n" for column in _V2_COLUMN_LIST)
+    db.executescript(
+        f"BEGIN IMMEDIATE;\n{columns}{_V2_TABLES}\n"
+        "UPDATE OR IGNORE letters SET contact_id = contact_key(contact_id);\n"
+        "UPDATE letters SET identity = identity(recipients, fingerprint);\n"
+        f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\n"
+        "COMMIT;"
+    )
 
 
 def _has_schema(db: sqlite3.Connection) -> bool:

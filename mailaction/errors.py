@@ -33,6 +33,10 @@ class TemplateError(MailactionError):
     """The letter template cannot be read or compiled."""
 
 
+class AttachmentError(MailactionError):
+    """A file named by an Attachment header cannot or may not be attached."""
+
+
 class DeliveryLogError(MailactionError):
     """The delivery log cannot be opened or written."""
 
@@ -43,6 +47,12 @@ class DeliveryLogLocked(DeliveryLogError):
 
 class SMTPSetupError(MailactionError):
     """The SMTP server cannot be used (connection, TLS, authentication) before any letter goes."""
+
+    exit_status = ExitStatus.SOME_FAILED
+
+
+class SendingStopped(MailactionError):
+    """Sending stopped part-way (the delivery log could not be written); some letters went."""
 
     exit_status = ExitStatus.SOME_FAILED
 
@@ -68,3 +78,13 @@ class Problem:
         place = self.source if self.row is None else f"{self.source}:{self.row}"
         where = f" ({self.field})" if self.field else ""
         return f"{place}{where}: {self.message}"
+
+
+_SHOWN_CHARS = 60
+
+
+def shown(value: str) -> str:
+    """A value for a one-line message: repr, truncated."""
+    if len(value) <= _SHOWN_CHARS:
+        return repr(value)
+    return repr(value[:_SHOWN_CHARS]) + "..."

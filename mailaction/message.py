@@ -10,18 +10,23 @@ import json
 import mimetypes
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from html import unescape
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-import idna
 import markdown
 
-from .errors import TemplateError
+from .addresses import parse_addresses
+from .attachments import find_attachment
+from .errors import AttachmentError, MailactionError, Problem
+from .template import mime_parts
+from .validate import LetterRules, check_built, check_rendered
 
 if TYPE_CHECKING:
+    from .contacts import Contact
     from .template import RenderedLetter
 
 # Headers whose values are address lists; Bcc only feeds the envelope.
@@ -31,8 +36,8 @@ BUILDER_HEADERS = frozenset(
     {"attachment", "bcc", "content-type", "content-transfer-encoding", "date", "message-id",
      "mime-version"}
 )  # fmt: skip
-MARKDOWN_EXTENSIONS = ("extra", "sane_lists")
-_BODY_TYPES = {"text/markdown": "markdown", "text/html": "html"}
+# nl2br: a single line break stays a line break, as in mailmerge ("Yours,⏎Ann" is two lines).
+MARKDOWN_EXTENSIONS = ("extra", "sane_lists", "nl2br")
 _NO_DOMAIN = "mailaction.invalid"  # Message-ID domain when From has no ASCII-encodable domain
 HTML_DOCUMENT = (
     '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n</head>\n<body>\n{}\n</body>\n'
@@ -53,6 +58,9 @@ class Letter:
     fingerprint: str  # hash of the letter's content, independent of Date and Message-ID
     data: bytes  # the whole message, CRLF line endings, Bcc removed
     smtputf8: bool = False  # an address needs SMTPUTF8 (non-ASCII local part)
+    # The attachments whose parts ``data`` holds, shared by the letters naming the same file:
+    # the delivery log stores each part once.
+    attachments: tuple[Attachment, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,17 @@ class Attachment:
     data: bytes
     digest: str  # sha256 hex of ``data``
     part: bytes  # the MIME part: its headers, a blank line and the base64 lines
+    path: Path  # where it was read, symlinks resolved: images in the HTML are matched to it
+    encoded: bytes  # ``data`` as base64 lines with CRLF
+
+    def inline_part(self, content_id: str) -> bytes:
+        """The part shown inside the HTML (an image it names by ``cid:``)."""
+        head = (
+            f"Content-Type: {self.content_type}\r\nContent-Transfer-Encoding: base64\r\n"
+            f"Content-ID: <{content_id}>\r\n"
+            f"{_fold('Content-Disposition', f'inline; {_filename_parameter(self.filename)}')}\r\n\r\n"
+        )
+        return head.encode("ascii") + self.encoded
 
 
 @dataclass(frozen=True)
@@ -95,40 +114,9 @@ def make_message_id(campaign: str, contact_id: str, domain: str) -> str:
     return f"<{hashlib.sha256(key).hexdigest()[:32]}@{domain}>"
 
 
-# "Name <address>" or "address" in a form getaddresses reads the same way, only faster.
-_SIMPLE_ADDRESS = re.compile(r"(?:(\w+(?: \w+)*) <)?(\w+(?:[.+-]\w+)*@\w+(?:[.-]\w+)*)(?(1)>)")
 _DATE_FIELD = re.compile(rb"^Date: [^\r\n]*", re.MULTILINE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never part of an address; CR or LF would end the field
-
-
-@lru_cache(maxsize=4096)
-def parse_addresses(value: str) -> tuple[tuple[str, str], ...]:
-    """(display name, address) pairs of an address header, domains IDNA-encoded where possible.
-
-    Addresses with control characters are left out: validation reports them.
-    """
-    simple = _SIMPLE_ADDRESS.fullmatch(value)
-    if simple:
-        return ((simple[1] or "", smtp_address(simple[2])),)
-    return tuple(
-        (name, smtp_address(address))
-        for name, address in email.utils.getaddresses([value])
-        if address and not _CONTROL.search(address)
-    )
-
-
-def smtp_address(address: str) -> str:
-    """The address with its domain IDNA-encoded (ASCII) when it can be; unchanged otherwise."""
-    if address.isascii():
-        return address
-    local, _, domain = address.rpartition("@")
-    if domain.isascii():
-        return address
-    try:
-        ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError):
-        return address
-    return f"{local}@{ascii_domain}"
+_IMAGE_SOURCE = re.compile(r"""(<img\b[^>]*?\ssrc=)(["'])([^"'>]*)\2""", re.IGNORECASE)
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def letter_envelope(rendered: RenderedLetter) -> Envelope:
@@ -156,6 +144,8 @@ def letter_fingerprint(rendered: RenderedLetter, body: str, attachments: list[At
     head = json.dumps([rendered.headers, [attachment.digest for attachment in attachments]])
     digest = hashlib.sha256(head.encode("ascii"))
     digest.update(body.encode())  # after the JSON array, which cannot end any earlier
+    if rendered.markup_body is not None:  # the HTML part can differ where the text does not
+        digest.update(b"\0" + rendered.markup_body.encode())
     return digest.hexdigest()
 
 
@@ -166,28 +156,23 @@ def normalise_body(body: str) -> str:
     return body.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def body_type(rendered: RenderedLetter) -> str:
-    """The body kind from the template's Content-Type header: "markdown", "html" or "plain"."""
-    value = (rendered.header("Content-Type") or "").partition(";")[0].strip().lower()
-    return _BODY_TYPES.get(value, "plain")
-
-
-def read_attachment(base_dir: Path, written: str) -> Attachment:
-    """The file named by an Attachment header; TemplateError when it cannot be read."""
-    path = base_dir / written
+def read_attachment(path: Path) -> Attachment:
+    """The file at ``path`` as an attachment part; AttachmentError when it cannot be read."""
     try:
         data = path.read_bytes()
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise TemplateError(f"attachment {written!r} ({path}) cannot be read: {reason}") from None
+        raise AttachmentError(f"attachment {path} cannot be read: {reason}") from None
     content_type, compression = mimetypes.guess_type(path.name)
     if content_type is None or compression is not None:  # "a.tar.gz" is gzip data, not a tar
         content_type = "application/octet-stream"
+    encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
     part = (
         f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n"
         f"{_fold('Content-Disposition', f'attachment; {_filename_parameter(path.name)}')}\r\n\r\n"
-    ).encode("ascii") + base64.encodebytes(data).replace(b"\n", b"\r\n")
-    return Attachment(path.name, content_type, data, hashlib.sha256(data).hexdigest(), part)
+    ).encode("ascii") + encoded
+    digest = hashlib.sha256(data).hexdigest()
+    return Attachment(path.name, content_type, data, digest, part, path.resolve(), encoded)
 
 
 def _filename_parameter(filename: str) -> str:
@@ -200,17 +185,18 @@ def _filename_parameter(filename: str) -> str:
 class LetterBuilder:
     """Builds Letters for one campaign; caches what is the same for every letter (attachments)."""
 
-    def __init__(self, campaign: str, base_dir: Path) -> None:
+    def __init__(self, campaign: str, base_dir: Path, attachments: Path | None = None) -> None:
         self.campaign = campaign
         self.base_dir = base_dir
-        self._attachments: dict[str, Attachment] = {}
+        self.attachments_folder = attachments  # where contact values may name attachments
+        self._attachments: dict[tuple[str, bool], Attachment] = {}
         self._markdown = MarkdownRenderer()
 
     def build(self, rendered: RenderedLetter, contact_id: str, row: int) -> Letter:
         """The letter for one contact, from its rendered (and validated) template."""
         envelope = letter_envelope(rendered)
         message_id = make_message_id(self.campaign, contact_id, envelope.domain)
-        attachments = [self.attachment(written) for written in rendered.all("Attachment")]
+        attachments = [self.attachment(*named) for named in rendered.attachments()]
         body = normalise_body(rendered.body)
         data = self.message_bytes(rendered, body, attachments, message_id, envelope.smtputf8)
         return Letter(
@@ -223,13 +209,16 @@ class LetterBuilder:
             fingerprint=letter_fingerprint(rendered, body, attachments),
             data=data,
             smtputf8=envelope.smtputf8,
+            attachments=tuple(attachments),
         )
 
-    def attachment(self, written: str) -> Attachment:
-        """The attachment named ``written`` (relative to the template's folder), read once."""
-        attachment = self._attachments.get(written)
+    def attachment(self, written: str, literal: bool = True) -> Attachment:
+        """The attachment an Attachment header names (see `find_attachment`), read once."""
+        key = (written, literal)
+        attachment = self._attachments.get(key)
         if attachment is None:
-            attachment = self._attachments[written] = read_attachment(self.base_dir, written)
+            path = find_attachment(written, literal, self.base_dir, self.attachments_folder)
+            attachment = self._attachments[key] = read_attachment(path)
         return attachment
 
     def message_bytes(
@@ -243,15 +232,23 @@ class LetterBuilder:
         """The whole message: header fields, then the body part and the attachment parts."""
         stem = message_id[1:33]  # the hex of the id: boundaries derive from it
         head = self._header_block(rendered, message_id, smtputf8)
-        content = self._content(body_type(rendered), body, stem)
-        if not attachments:
-            return (head + content).encode()
+        shown: dict[str, Attachment] = {}  # content id -> an attachment the HTML shows
+        content = self._content(rendered, body, stem, attachments, shown)
+        parts = [content.encode()]
+        if shown:
+            boundary = f"=_{stem}_r"
+            parts = [f'Content-Type: multipart/related; boundary="{boundary}"\r\n\r\n'
+                     f"--{boundary}\r\n".encode(), *parts]  # fmt: skip
+            for content_id, attachment in shown.items():
+                parts += (f"\r\n--{boundary}\r\n".encode(), attachment.inline_part(content_id))
+            parts.append(f"\r\n--{boundary}--\r\n".encode())
+        attached = [item for item in attachments if item not in shown.values()]
+        if not attached:
+            return head.encode() + b"".join(parts)
         boundary = f"=_{stem}_m"
-        parts = [
-            f'{head}Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
-            f"--{boundary}\r\n{content}".encode()
-        ]
-        for attachment in attachments:
+        parts = [f'{head}Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+                 f"--{boundary}\r\n".encode(), *parts]  # fmt: skip
+        for attachment in attached:
             parts += (f"\r\n--{boundary}\r\n".encode(), attachment.part)
         parts.append(f"\r\n--{boundary}--\r\n".encode())
         return b"".join(parts)
@@ -270,22 +267,98 @@ class LetterBuilder:
         lines += (f"Date: {self._now()}", f"Message-ID: {message_id}", "MIME-Version: 1.0")
         return "\r\n".join(lines) + "\r\n"
 
-    def _content(self, kind: str, body: str, stem: str) -> str:
-        """The body as one text part, or text and HTML alternatives for markdown."""
-        if kind != "markdown":
-            return _text_part(kind, body, stem)
+    def _content(
+        self,
+        rendered: RenderedLetter,
+        body: str,
+        stem: str,
+        attachments: list[Attachment],
+        shown: dict[str, Attachment],
+    ) -> str:
+        """The body as one text part, or alternatives: text and HTML from markdown, or the parts
+        the template wrote. Images naming an attachment are pointed at it and added to ``shown``."""
+        kind = rendered.kind
+        if kind == "markdown":
+            source = body if rendered.markup_body is None else normalise_body(rendered.markup_body)
+            html = HTML_DOCUMENT.format(self._markdown(source))
+            alternatives = [("plain", body), ("html", html)]
+        elif kind == "multipart":
+            content_type = rendered.header("Content-Type") or ""
+            markup = mime_parts(content_type, normalise_body(rendered.markup_body or body))
+            alternatives = [
+                (subtype, markup[index][1] if subtype == "html" else text)
+                for index, (subtype, text) in enumerate(mime_parts(content_type, body))
+            ]
+        else:
+            alternatives = [(kind, body)]
+        alternatives = [
+            (subtype, self._show_images(text, attachments, shown) if subtype == "html" else text)
+            for subtype, text in alternatives
+        ]
+        if len(alternatives) == 1:
+            return _text_part(*alternatives[0], stem)
         boundary = f"=_{stem}_a"
-        html = HTML_DOCUMENT.format(self._markdown(body))
+        parts = "".join(
+            f"--{boundary}\r\n{_text_part(subtype, text, stem)}\r\n" for subtype, text in alternatives
+        )
         return (
             f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
-            f"--{boundary}\r\n{_text_part('plain', body, stem)}\r\n"
-            f"--{boundary}\r\n{_text_part('html', html, stem)}\r\n"
-            f"--{boundary}--\r\n"
+            f"{parts}--{boundary}--\r\n"
         )
+
+    def _show_images(
+        self, html: str, attachments: list[Attachment], shown: dict[str, Attachment]
+    ) -> str:
+        """``html`` with every image that names an attached file pointing at it (``cid:``)."""
+        if not attachments or "<img" not in html:
+            return html
+        by_path = {attachment.path: attachment for attachment in attachments}
+
+        def point(match: re.Match[str]) -> str:
+            source = unescape(match[3])
+            if _URL_SCHEME.match(source):
+                return match[0]
+            try:
+                path = (self.base_dir / unquote(source)).resolve()
+            except (OSError, RuntimeError, ValueError):
+                return match[0]
+            attachment = by_path.get(path)
+            if attachment is None:
+                return match[0]
+            content_id = f"{attachment.digest[:32]}@mailaction.invalid"
+            shown[content_id] = attachment
+            return f"{match[1]}{match[2]}cid:{content_id}{match[2]}"
+
+        return _IMAGE_SOURCE.sub(point, html)
 
     def _now(self) -> str:
         """The Date header value, formatted once per second."""
         return _date_header(int(time.time()))
+
+
+def prepare_letter(
+    rendered: RenderedLetter,
+    contact: Contact,
+    contact_id: str,
+    builder: LetterBuilder,
+    rules: LetterRules,
+) -> tuple[Letter | None, list[Problem]]:
+    """The checked Letter for one contact, or None and every problem found."""
+    problems = check_rendered(rendered, contact, builder.base_dir, rules)
+    if rendered.problems:
+        # A part that failed to render is empty; saying so again under the same field is noise.
+        failed = {problem.field.lower() for problem in rendered.problems}
+        problems = [*rendered.problems, *(p for p in problems if p.field.lower() not in failed)]
+    if problems:
+        return None, problems
+    try:
+        letter = builder.build(rendered, contact_id, contact.row)
+    # An attachment can vanish or a value can defeat the encoder after the checks above;
+    # that is a problem with this letter, not a crash of the whole run.
+    except (MailactionError, OSError, ValueError) as exc:
+        return None, [Problem(contact.source, contact.row, "", f"cannot build the message: {exc}")]
+    problems = check_built(letter.data, contact, rules)
+    return (None if problems else letter), problems
 
 
 class MarkdownRenderer:
@@ -307,7 +380,7 @@ class MarkdownRenderer:
         if _linking(block):
             return None
         if _PLAIN_PARAGRAPH.fullmatch(block):
-            return f"<p>{block.rstrip(chr(10))}</p>"
+            return f"<p>{block.rstrip(chr(10)).replace(chr(10), '<br />' + chr(10))}</p>"
         return self._convert(block)
 
     def _convert(self, text: str) -> str:
@@ -321,8 +394,9 @@ class MarkdownRenderer:
 # definitions; fenced code, comments and raw HTML blocks, which may contain blank lines.
 _LINKING_MARKS = ("]:", "[^", "```", "~~~", "<!", "<?")
 _HTML_BLOCK = re.compile(r"^[ \t]*<", re.MULTILINE)
-# Lines of words that Markdown turns into one <p> unchanged: no markup, no trailing spaces.
-_PLAIN_PARAGRAPH = re.compile(r"(?:[^\W\d_](?:[^\W_]|[ ,.;?!'])*(?<! )(?:\n|\Z))+")
+# Lines of words that Markdown turns into one <p> unchanged: no markup, no trailing spaces;
+# numeric character references (escaped contact values) pass through Markdown as they are.
+_PLAIN_PARAGRAPH = re.compile(r"(?:[^\W\d_](?:[^\W_]|[ ,.;?!']|&#\d+;)*(?<! )(?:\n|\Z))+")
 
 
 def _linking(block: str) -> bool:

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from itertools import chain
@@ -37,7 +37,7 @@ def ordered_map(
     workers: int,
     initializer: Callable[..., None],
     initargs: tuple[Any, ...] = (),
-) -> Iterator[tuple[Kept, Result]]:
+) -> Generator[tuple[Kept, Result], None, None]:
     """``(kept, function(sent))`` for each chunk, in the chunks' order, computed in ``workers``.
 
     ``initializer(*initargs)`` runs once in each worker. At most ``AHEAD`` chunks per worker are

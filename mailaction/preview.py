@@ -8,18 +8,19 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.message import EmailMessage
-from email.parser import BytesHeaderParser, BytesParser
-from html import escape
+from email.message import EmailMessage, MIMEPart
+from email.parser import BytesParser, HeaderParser
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import quote
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from .htmlpage import PREVIEW_CSP, write_page
+from .terminal import terminal_text
 
 if TYPE_CHECKING:
     from .campaign import PreparedRow
@@ -29,7 +30,8 @@ SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date")
 INLINE_LIMIT = 500
 MAX_FILE_NAME = 80
 INDEX_NAME = "index.html"
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+MANIFEST_NAME = ".mailaction-preview"  # the .eml files a preview wrote there, one name a line
+EML_NAME = re.compile(r"[A-Za-z0-9._@+-]+\.eml")
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ def letter_parts(letter: Letter) -> LetterView:
     """Decode a letter's headers, bodies and attachment list."""
     message = BytesParser(policy=email.policy.default).parsebytes(letter.data)
     assert isinstance(message, EmailMessage)
-    raw = BytesHeaderParser(policy=email.policy.compat32).parsebytes(letter.data)
+    # Header fields as text: raw UTF-8 (SMTPUTF8 letters) decoded here, not by the email package.
+    head = letter.data.partition(b"\r\n\r\n")[0].decode("utf-8", "replace")
+    raw = HeaderParser(policy=email.policy.compat32).parsestr(head)
     headers = [(name, _decoded(value)) for name in SHOWN_HEADERS for value in raw.get_all(name, [])]
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",))
@@ -79,20 +83,19 @@ def letter_parts(letter: Letter) -> LetterView:
     )
 
 
-def _decoded(raw: str) -> str:
+def _decoded(text: str) -> str:
     """A header as a mail reader shows it: UTF-8 kept, RFC 2047 encoded words decoded and joined.
 
     The email package's default policy puts a space between adjacent encoded words inside an
     address's display name ("M aryia"); RFC 2047 says to drop whitespace there.
     """
-    text = raw.encode("ascii", "surrogateescape").decode("utf-8", "replace")
     try:
         return str(make_header(decode_header(text)))
     except (ValueError, LookupError):  # a malformed encoded word: show it as it is
         return " ".join(text.split())
 
 
-def _content(part: EmailMessage | None) -> str | None:
+def _content(part: MIMEPart | None) -> str | None:
     return None if part is None else part.get_content().replace("\r\n", "\n")
 
 
@@ -121,21 +124,16 @@ def print_letter(letter: Letter, console: Console) -> None:
     headers.add_column(style="bold", no_wrap=True)
     headers.add_column()
     for name, value in view.headers:
-        headers.add_row(f"{name}:", _terminal_text(value))
-    parts = [headers, Text(""), _terminal_text(view.readable_text().rstrip("\n"))]
+        headers.add_row(f"{name}:", terminal_text(value))
+    parts: list[RenderableType] = [headers, Text(""), terminal_text(view.readable_text().rstrip("\n"))]
     if view.attachments:
         parts.append(Text(""))
         parts.extend(
-            _terminal_text(_attachment_label(*attachment), style="dim")
+            terminal_text(_attachment_label(*attachment), style="dim")
             for attachment in view.attachments
         )
-    title = _terminal_text(_title(letter.row, ", ".join(letter.recipients)))
+    title = terminal_text(_title(letter.row, ", ".join(letter.recipients)))
     console.print(Panel(Group(*parts), title=title, title_align="left"), soft_wrap=False)
-
-
-def _terminal_text(text: str, style: str = "") -> Text:
-    # Letter text comes from contacts: an escape sequence in it must not reach the terminal.
-    return Text(CONTROL_CHARACTERS.sub("\N{REPLACEMENT CHARACTER}", text), style=style)
 
 
 def _attachment_label(name: str, kind: str, size: int) -> str:
@@ -230,6 +228,10 @@ class _IndexEntry:
     file_name: str
     view: LetterView | None = None
 
+    @property
+    def title(self) -> str:
+        return _title(self.row, self.recipients)
+
 
 @dataclass
 class _Index:
@@ -247,25 +249,43 @@ class _Index:
 def write_preview(
     rows: Iterable[PreparedRow], out_dir: Path, *, inline_limit: int = INLINE_LIMIT
 ) -> PreviewResult:
-    """Write one .eml per letter and an index.html showing them; rows with problems get none."""
+    """Write one .eml per letter and an index.html showing them; rows with problems get none.
+
+    The .eml files an earlier preview wrote to `out_dir` (listed in its MANIFEST_NAME file) are
+    removed first; no other file there is touched.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_previous(out_dir)
     index = _Index(inline_limit=inline_limit)
     taken: set[str] = set()
-    for prepared in rows:
-        letter = prepared.letter
-        if letter is None or prepared.problems:
-            messages = [str(problem) for problem in prepared.problems]
-            index.problems.append((prepared.row, prepared.contact_id, messages))
-            continue
-        file_name = eml_file_name(letter.row, letter.recipients, taken)
-        (out_dir / file_name).write_bytes(letter.data)
-        entry = _IndexEntry(letter.row, ", ".join(letter.recipients), letter.subject, file_name)
-        if len(index.letters) < inline_limit:
-            entry.view = letter_parts(letter)
-        index.letters.append(entry)
+    with (out_dir / MANIFEST_NAME).open("w", encoding="utf-8") as manifest:
+        for prepared in rows:
+            letter = prepared.letter
+            if letter is None or prepared.problems:
+                messages = [str(problem) for problem in prepared.problems]
+                index.problems.append((prepared.row, prepared.contact_id, messages))
+                continue
+            file_name = eml_file_name(letter.row, letter.recipients, taken)
+            manifest.write(file_name + "\n")
+            (out_dir / file_name).write_bytes(letter.data)
+            entry = _IndexEntry(letter.row, ", ".join(letter.recipients), letter.subject, file_name)
+            if len(index.letters) < inline_limit:
+                entry.view = letter_parts(letter)
+            index.letters.append(entry)
     index_path = out_dir / INDEX_NAME
-    index_path.write_text(render_index(index), encoding="utf-8")
+    with index_path.open("w", encoding="utf-8") as out:
+        render_index(index, out)
     return PreviewResult(written=len(index.letters), skipped=len(index.problems), index=index_path)
+
+
+def _remove_previous(out_dir: Path) -> None:
+    """Remove the .eml files the last preview into `out_dir` wrote (as its manifest lists them)."""
+    manifest = out_dir / MANIFEST_NAME
+    if not manifest.is_file():
+        return
+    for name in manifest.read_text(encoding="utf-8").splitlines():
+        if EML_NAME.fullmatch(name):  # a plain name in this folder, as eml_file_name makes them
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def eml_file_name(row: int, recipients: tuple[str, ...], taken: set[str]) -> str:
@@ -285,137 +305,19 @@ def eml_file_name(row: int, recipients: tuple[str, ...], taken: set[str]) -> str
         suffix = f"-{number}.eml"
 
 
-STYLE = """
-:root { color-scheme: light; }
-body { margin: 0; background: #f6f7f9; color: #1f2328;
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 60rem; margin: 0 auto; padding: 2rem 1.25rem 4rem; }
-h1 { font-size: 1.6rem; margin: 0 0 .25rem; }
-h2 { font-size: 1.2rem; margin: 2.5rem 0 .75rem; }
-.summary, .note { color: #59636e; margin: 0 0 1rem; }
-table.list { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid #d1d9e0; }
-.list th, .list td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #e6eaef;
-  vertical-align: top; overflow-wrap: anywhere; }
-.list th { background: #f0f2f5; font-weight: 600; }
-.list td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.list ul { margin: 0; padding-left: 1.1rem; }
-.problems td { color: #8a1c1c; }
-a { color: #0a58ca; }
-article { background: #fff; border: 1px solid #d1d9e0; border-radius: 6px; margin: 1.25rem 0;
-  overflow: hidden; }
-article h3 { font-size: 1rem; margin: 0; padding: .6rem .9rem; background: #f0f2f5;
-  border-bottom: 1px solid #e6eaef; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem .75rem; margin: 0;
-  padding: .75rem .9rem; border-bottom: 1px solid #e6eaef; }
-dt { color: #59636e; }
-dd { margin: 0; overflow-wrap: anywhere; }
-iframe { display: block; width: 100%; height: 28rem; border: 0; resize: vertical; background: #fff; }
-pre { margin: 0; padding: .9rem; white-space: pre-wrap; overflow-wrap: anywhere;
-  font: 14px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-.footer { display: flex; flex-wrap: wrap; gap: .25rem 1rem; padding: .5rem .9rem;
-  border-top: 1px solid #e6eaef; color: #59636e; font-size: .9rem; }
-.footer ul { margin: 0; padding: 0; list-style: none; }
-"""
-
-# Letters' own HTML runs in sandboxed iframes without scripts; the page itself loads nothing.
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-
-
-def render_index(index: _Index) -> str:
-    """The whole index.html page."""
+def render_index(index: _Index, out: TextIO) -> None:
+    """Write the whole index.html page."""
     count = len(index.letters)
     letters = f"{count} letter{'s' if count != 1 else ''}"
-    title = f"Preview: {letters}"
     summary = f"{letters} written as .eml files beside this page"
     if index.problems:
         summary += f"; {len(index.problems)} row(s) with problems have no letter"
-    parts = [
-        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n',
-        f"<title>{escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n",
-        f'<h1 id="top">{escape(title)}</h1>\n<p class="summary">{summary}. Nothing was sent.</p>\n',
-        _letters_table(index),
-        _problems_table(index.problems),
-        _letter_views(index),
-        "</main>\n</body>\n</html>\n",
-    ]
-    return "".join(parts)
-
-
-def _letters_table(index: _Index) -> str:
-    rows = []
-    for number, entry in enumerate(index.letters):
-        row = str(entry.row)
-        if entry.view is not None:
-            row = f'<a href="#letter-{number}">{row}</a>'
-        rows.append(
-            f'<tr><td class="num">{row}</td><td>{escape(entry.recipients)}</td>'
-            f"<td>{escape(entry.subject)}</td><td>{_eml_link(entry.file_name)}</td></tr>\n"
-        )
-    return (
-        '<table class="list"><thead><tr><th>Row</th><th>Recipients</th><th>Subject</th>'
-        f"<th>File</th></tr></thead>\n<tbody>\n{''.join(rows)}</tbody></table>\n"
+    write_page(
+        "preview.html.j2",
+        out,
+        csp=PREVIEW_CSP,
+        title=f"Preview: {letters}",
+        summary=summary,
+        index=index,
+        attachment_label=_attachment_label,
     )
-
-
-def _problems_table(problems: list[tuple[int, str, list[str]]]) -> str:
-    if not problems:
-        return ""
-    rows = "".join(
-        f'<tr><td class="num">{row}</td><td>{escape(contact_id)}</td><td><ul>'
-        + "".join(f"<li>{escape(message)}</li>" for message in messages)
-        + "</ul></td></tr>\n"
-        for row, contact_id, messages in problems
-    )
-    return (
-        f'<h2 id="problems">Rows with problems ({len(problems)})</h2>\n'
-        '<table class="list problems"><thead><tr><th>Row</th><th>Contact</th><th>Problems</th>'
-        f"</tr></thead>\n<tbody>\n{rows}</tbody></table>\n"
-    )
-
-
-def _letter_views(index: _Index) -> str:
-    if not index.letters:
-        return ""
-    parts = ["<h2>Letters</h2>\n"]
-    if index.shown < len(index.letters):
-        parts.append(
-            f'<p class="note">Showing the first {index.shown} of {len(index.letters)} letters; '
-            "every letter is in its .eml file.</p>\n"
-        )
-    for number, entry in enumerate(index.letters[: index.shown]):
-        assert entry.view is not None
-        parts.append(_letter_view(number, entry, entry.view))
-    return "".join(parts)
-
-
-def _letter_view(number: int, entry: _IndexEntry, view: LetterView) -> str:
-    headers = "".join(
-        f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in view.headers
-    )
-    if view.html is not None:
-        # A bare `sandbox` grants nothing: no scripts, no forms, no top navigation, no popups.
-        body = (
-            f'<iframe sandbox srcdoc="{escape(view.html, quote=True)}" '
-            f'title="Letter for row {entry.row}" loading="lazy"></iframe>'
-        )
-    else:
-        body = f"<pre>{escape(view.text or '')}</pre>"
-    attachments = "".join(
-        f"<li>{escape(_attachment_label(*attachment))}</li>" for attachment in view.attachments
-    )
-    if attachments:
-        attachments = f"<ul>{attachments}</ul>"
-    return (
-        f'<article id="letter-{number}">\n'
-        f"<h3>{escape(_title(entry.row, entry.recipients))}</h3>\n"
-        f"<dl>{headers}</dl>\n{body}\n"
-        f'<div class="footer">{attachments}'
-        f'<span>{_eml_link(entry.file_name)} · <a href="#top">back to the list</a></span></div>\n'
-        "</article>\n"
-    )
-
-
-def _eml_link(file_name: str) -> str:
-    return f'<a href="{escape(quote(file_name))}">{escape(file_name)}</a>'

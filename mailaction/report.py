@@ -1,16 +1,21 @@
-"""Delivery reports from the log: a terminal table, CSV, JSON and one self-contained HTML page."""
+"""Delivery reports from the log: a terminal table, CSV, JSON and one self-contained HTML page.
+
+Counts, timing and the chart come from SQL aggregates; letters are streamed from the log one by
+one, so a report's memory does not grow with the campaign. A `Report` reads its letters from the
+open `DeliveryLog` it was loaded from: write it before closing the log.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-import textwrap
+import re
 import time
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from html import escape
+from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,21 +24,25 @@ from rich.table import Table
 from rich.text import Text
 
 from .deliverylog import DeliveryLog, Entry, State
-from .preview import CONTROL_CHARACTERS
+from .htmlpage import REPORT_CSP, write_page
+from .terminal import terminal_text
 
-PROBLEM_STATES = frozenset({State.FAILED, State.DEFERRED, State.UNCERTAIN})
+PROBLEM_STATES = frozenset({State.FAILED, State.DEFERRED, State.UNCERTAIN, State.BOUNCED})
 LIST_LIMIT = 1000  # letters listed one by one in the terminal and in HTML; CSV and JSON list all
-SUMMARY_KEYS = ("total", "sent", "failed", "deferred", "uncertain", "pending")
+SUMMARY_KEYS = ("total", "sent", "failed", "deferred", "uncertain", "pending", "bounced")
 CSV_COLUMNS = (
     "row", "contact_id", "recipients", "subject", "state", "attempts", "last_code", "last_reply",
     "refused", "message_id", "first_attempt_at", "last_attempt_at", "sent_at",
 )  # fmt: skip
-# OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula, also
+# in their fullwidth forms and behind spaces or invisible characters it skips.
+FORMULA_START = re.compile(r"[\s\u180e\u200b-\u200f\u2060-\u2064\ufeff]*[=+\-@\uff1d\uff0b\uff0d\uff20\t\r]")
 TERMINAL_STYLES = {
     State.SENT: "green", State.FAILED: "red", State.UNCERTAIN: "yellow",
-    State.DEFERRED: "magenta", State.PENDING: "dim", State.SENDING: "dim",
+    State.DEFERRED: "magenta", State.PENDING: "dim", State.SENDING: "dim", State.BOUNCED: "red",
 }  # fmt: skip
+
+EntryReader = Callable[[Collection[State] | None], Iterator[Entry]]
 
 
 @dataclass(frozen=True)
@@ -48,60 +57,68 @@ class Report:
     first_sent: float | None
     last_sent: float | None
     rate: float | None  # letters per second between the first and the last send
-    entries: list[Entry]  # spreadsheet order; only those in `states` when given
-    states: frozenset[State] | None = None  # the filter `entries` went through; None for all
-    sent_times: tuple[float, ...] = ()  # when each sent letter went, sorted; for the chart
-    partly_refused: int = 0  # sent letters that some of their recipients refused
+    sent_count: int  # sent letters with a send time (the chart's letters)
+    partly_refused: int  # sent letters that some of their recipients refused
+    attention: int  # letters that failed, are deferred or uncertain, or had recipients refused
+    histogram: Histogram | None  # sent letters over time; None before the first send
+    read_entries: EntryReader = field(repr=False, compare=False)  # DeliveryLog.entries
+    states: frozenset[State] | None = None  # the letters listed; None for all
+
+    @property
+    def listed(self) -> int:
+        """How many letters `entries()` gives."""
+        if self.states is None:
+            return self.total
+        return sum(self.counts[state] for state in self.states)
+
+    def entries(self) -> Iterator[Entry]:
+        """The letters listed, in spreadsheet order, read from the log as they are consumed."""
+        return self.read_entries(self.states)
+
+    def needing_attention(self) -> Iterator[Entry]:
+        """The letters listed that failed, are deferred or uncertain, or had recipients refused."""
+        return (entry for entry in self.entries() if _needs_attention(entry))
 
 
-def load_report(log: DeliveryLog, states: Collection[State] | None = None) -> Report:
-    """Read a campaign's delivery log in one pass; list only letters in `states` when given."""
-    return build_report(log.campaign, log.path, log.entries(), states)
-
-
-def build_report(
-    campaign: str,
-    log_path: Path,
-    entries: Iterable[Entry],
-    states: Collection[State] | None = None,
-    *,
-    generated_at: float | None = None,
+def load_report(
+    log: DeliveryLog, states: Collection[State] | None = None, *, generated_at: float | None = None
 ) -> Report:
-    """A report from every entry of a campaign, listing only those in `states` when given."""
-    wanted = None if states is None else frozenset(states)
-    counts = dict.fromkeys(State, 0)
-    listed: list[Entry] = []
-    sent_times: list[float] = []
-    partly_refused = 0
-    for entry in entries:
-        counts[entry.state] += 1
-        if entry.state is State.SENT and entry.sent_at is not None:
-            sent_times.append(entry.sent_at)
-            partly_refused += bool(entry.refused)
-        if wanted is None or entry.state in wanted:
-            listed.append(entry)
-    sent_times.sort()
+    """A campaign's report from SQL aggregates; letters (only those in `states` when given) are
+    read from `log` when the report is written, so keep it open until then."""
+    counts = log.counts()
+    sent_count, first, last = log.sent_span()
+    refused = log.refused_counts()
+    histogram = None
+    if first is not None and last is not None:
+        histogram = make_histogram(first, last, log.sent_per_bin)
+        if counts[State.BOUNCED]:
+            bounced = log.sent_per_bin(histogram.start, histogram.width, (State.BOUNCED,))
+            histogram = replace(histogram, bounced=_binned(histogram, bounced))
     return Report(
-        campaign=campaign,
-        log_path=Path(log_path),
+        campaign=log.campaign,
+        log_path=Path(log.path),
         generated_at=time.time() if generated_at is None else generated_at,
         counts=counts,
         total=sum(counts.values()),
-        first_sent=sent_times[0] if sent_times else None,
-        last_sent=sent_times[-1] if sent_times else None,
-        rate=_rate(sent_times),
-        entries=listed,
-        states=wanted,
-        sent_times=tuple(sent_times),
-        partly_refused=partly_refused,
+        first_sent=first,
+        last_sent=last,
+        rate=_rate(sent_count, first, last),
+        sent_count=sent_count,
+        partly_refused=refused[State.SENT],
+        attention=sum(
+            counts[state] if state in PROBLEM_STATES else refused[state] for state in State
+        ),
+        histogram=histogram,
+        states=None if states is None else frozenset(states),
+        read_entries=log.entries,
     )
 
 
-def _rate(times: list[float]) -> float | None:
+def _rate(sent: int, first: float | None, last: float | None) -> float | None:
     """Sends per second over the intervals between the first and the last send."""
-    if len(times) < 2 or times[-1] <= times[0]:
+    if sent < 2 or first is None or last is None or last <= first:
         return None
-    return (len(times) - 1) / (times[-1] - times[0])
+    return (sent - 1) / (last - first)
 
 
 def summary(report: Report) -> dict[str, int]:
@@ -114,6 +131,7 @@ def summary(report: Report) -> dict[str, int]:
         "deferred": counts[State.DEFERRED],
         "uncertain": counts[State.UNCERTAIN],
         "pending": counts[State.PENDING] + counts[State.SENDING],
+        "bounced": counts[State.BOUNCED],  # accepted, then returned by the recipient's server
     }
 
 
@@ -150,7 +168,7 @@ def _rate_text(report: Report) -> str:
     """The achieved rate, per second and per minute, or why there is none."""
     if report.rate is not None:
         return f"{_number(report.rate)} letters/s ({_number(report.rate * 60)} per minute)"
-    if len(report.sent_times) < 2:
+    if report.sent_count < 2:
         return "not measured (fewer than two letters sent)"
     return "not measured (every letter sent within the same instant)"
 
@@ -166,47 +184,53 @@ def _human_time(moment: float | None, pattern: str = "%Y-%m-%d %H:%M:%S UTC") ->
     return "—" if moment is None else datetime.fromtimestamp(moment, UTC).strftime(pattern)
 
 
+def _short_time(moment: float | None) -> str:
+    return _human_time(moment, "%m-%d %H:%M:%S")
+
+
 def _refused_lines(entry: Entry) -> list[str]:
     return [f"{recipient}: {reply}" for recipient, reply in entry.refused.items()]
+
+
+def _listed(report: Report) -> tuple[str, int, Iterator[Entry]]:
+    """The heading, count and stream of letters to list one by one: those asked for, else those
+    that need attention."""
+    if report.states is not None:
+        names = ", ".join(sorted(report.states)) or "none"
+        return f"Letters in state {names}", report.listed, report.entries()
+    return "Letters that need attention", report.attention, report.needing_attention()
 
 
 # Terminal
 
 
-def _plain(value: object, style: str = "") -> Text:
-    """Text from contacts or servers, with control characters made visible and no markup."""
-    return Text(CONTROL_CHARACTERS.sub("\N{REPLACEMENT CHARACTER}", str(value)), style=style)
-
-
 def print_summary(report: Report, console: Console) -> None:
     """The short block a `send` ends with: how the letters stand and the rate achieved."""
-    problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred"))
-    console.print(_plain(_verdict(report), "bold " + ("yellow" if problems else "green")))
-    if report.sent_times:
+    problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred", "bounced"))
+    console.print(terminal_text(_verdict(report), "bold " + ("yellow" if problems else "green")))
+    if report.sent_count:
         span = f"{_human_time(report.first_sent)} to {_human_time(report.last_sent)}"
-        console.print(_plain(f"Rate: {_rate_text(report)}, {span}"))
+        console.print(terminal_text(f"Rate: {_rate_text(report)}, {span}"))
 
 
 def print_table(report: Report, console: Console) -> None:
     """The full report for the terminal: counts, timing and the letters that need attention."""
     facts = Table.grid(padding=(0, 2))
-    facts.add_row(Text("Campaign", "bold"), _plain(report.campaign))
-    facts.add_row(Text("Delivery log", "bold"), _plain(report.log_path))
-    facts.add_row(Text("First sent", "bold"), _plain(_human_time(report.first_sent)))
-    facts.add_row(Text("Last sent", "bold"), _plain(_human_time(report.last_sent)))
-    facts.add_row(Text("Rate", "bold"), _plain(_rate_text(report)))
+    facts.add_row(Text("Campaign", "bold"), terminal_text(report.campaign))
+    facts.add_row(Text("Delivery log", "bold"), terminal_text(report.log_path))
+    facts.add_row(Text("First sent", "bold"), terminal_text(_human_time(report.first_sent)))
+    facts.add_row(Text("Last sent", "bold"), terminal_text(_human_time(report.last_sent)))
+    facts.add_row(Text("Rate", "bold"), terminal_text(_rate_text(report)))
     for part in (facts, _counts_table(report)):
         console.print(part)
         console.print()
-    console.print(_plain(_verdict(report), "bold"))
-    title, entries = _listed(report)
-    if entries:
+    console.print(terminal_text(_verdict(report), "bold"))
+    title, count, entries = _listed(report)
+    if count:
         console.print()
-        console.print(_entries_table(title, entries[:LIST_LIMIT]))
-    if len(entries) > LIST_LIMIT:
-        console.print(
-            f"… and {len(entries) - LIST_LIMIT:,} more; the CSV and JSON reports list all."
-        )
+        console.print(_entries_table(title, islice(entries, LIST_LIMIT)))
+    if count > LIST_LIMIT:
+        console.print(f"… and {count - LIST_LIMIT:,} more; the CSV and JSON reports list all.")
 
 
 def _counts_table(report: Report) -> Table:
@@ -220,38 +244,37 @@ def _counts_table(report: Report) -> Table:
     return table
 
 
-def _listed(report: Report) -> tuple[str, list[Entry]]:
-    """The heading and the letters to list one by one: those asked for, else those with problems."""
-    if report.states is not None:
-        names = ", ".join(sorted(report.states)) or "none"
-        return f"Letters in state {names}", report.entries
-    return "Letters that need attention", [e for e in report.entries if _needs_attention(e)]
-
-
-def _entries_table(title: str, entries: list[Entry]) -> Table:
+def _entries_table(title: str, entries: Iterable[Entry]) -> Table:
+    """One line per letter, cut to the width of the terminal (CSV and JSON have every word)."""
     table = Table(title=title, title_justify="left", title_style="bold", expand=True)
     table.add_column("Row", justify="right", no_wrap=True)
-    table.add_column("Contact / recipients", ratio=2, overflow="fold")
+    table.add_column("Contact", ratio=2, no_wrap=True, overflow="ellipsis", min_width=12)
     table.add_column("State", no_wrap=True)
-    table.add_column("Attempts", justify="right", no_wrap=True)
+    table.add_column("Tries", justify="right", no_wrap=True)
     table.add_column("Code", justify="right", no_wrap=True)
-    table.add_column("Server reply", ratio=3, overflow="fold")
+    table.add_column("Server reply", ratio=3, no_wrap=True, overflow="ellipsis", min_width=12)
     for entry in entries:
-        recipients = "\n".join(entry.recipients)
+        contact = entry.contact_id
         if entry.recipients != (entry.contact_id,):
-            recipients = f"{entry.contact_id}\n{recipients}"
-        reply = "\n".join(
-            [entry.last_reply, *(f"refused {line}" for line in _refused_lines(entry))]
-        )
+            contact = f"{contact} ({', '.join(entry.recipients)})"
         table.add_row(
             str(entry.row),
-            _plain(recipients),
+            terminal_text(contact),
             Text(entry.state, TERMINAL_STYLES[entry.state]),
             str(entry.attempts),
             "" if entry.last_code is None else str(entry.last_code),
-            _plain(reply.strip()),
+            terminal_text(" · ".join(_reply_parts(entry))),
         )
     return table
+
+
+def _reply_parts(entry: Entry) -> list[str]:
+    """The last reply, then each refused recipient's reply that the last one does not already say."""
+    parts = [entry.last_reply] if entry.last_reply else []
+    for recipient, reply in entry.refused.items():
+        if f"{recipient}: {reply}" not in entry.last_reply:
+            parts.append(f"refused {recipient}: {reply}")
+    return parts
 
 
 # CSV and JSON
@@ -259,14 +282,14 @@ def _entries_table(title: str, entries: list[Entry]) -> Table:
 
 def _safe_cell(value: object) -> str:
     text = str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    return "'" + text if FORMULA_START.match(text) else text
 
 
 def write_csv(report: Report, out: TextIO) -> None:
     """One row per letter, safe to open in a spreadsheet (no cell is taken as a formula)."""
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    for entry in report.entries:
+    for entry in report.entries():
         cells = (
             entry.row, entry.contact_id, "; ".join(entry.recipients), entry.subject, entry.state,
             entry.attempts, "" if entry.last_code is None else entry.last_code, entry.last_reply,
@@ -309,75 +332,41 @@ def write_json(report: Report, out: TextIO) -> None:
     # The same text json.dump(indent=2) gives for the whole document, without holding it all.
     out.write(json.dumps(head, ensure_ascii=False, indent=2).removesuffix("\n}"))
     out.write(',\n  "messages": [')
-    for number, entry in enumerate(report.entries):
-        message = json.dumps(_message(entry), ensure_ascii=False, indent=2)
-        out.write(("," if number else "") + "\n" + textwrap.indent(message, "    "))
-    out.write("\n  ]\n}\n" if report.entries else "]\n}\n")
+    written = 0
+    for entry in report.entries():
+        out.write(("," if written else "") + "\n    " + _indented(_message(entry), "    "))
+        written += 1
+    out.write("\n  ]\n}\n" if written else "]\n}\n")
+
+
+# json.dumps(indent=2) runs the pure-Python encoder; per scalar, the C one is several times faster.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _indented(value: object, margin: str) -> str:
+    """json.dumps(value, ensure_ascii=False, indent=2) with every line after the first indented
+    by `margin`, for a message's values: scalars, and lists and dicts of them."""
+    inner = margin + "  "
+    if isinstance(value, list) and value:
+        items = ",\n".join(inner + _indented(item, inner) for item in value)
+        return f"[\n{items}\n{margin}]"
+    if isinstance(value, dict) and value:
+        items = ",\n".join(f"{inner}{_encode(k)}: {_indented(v, inner)}" for k, v in value.items())
+        return f"{{\n{items}\n{margin}}}"
+    return _encode(value)
 
 
 # HTML
 
-HTML_STYLE = """
-:root { color-scheme: light; --sent: #1a7f37; --failed: #cf222e; --uncertain: #b87a00;
-  --deferred: #8250df; --pending: #6e7781; --muted: #59636e; --line: #e6eaef; }
-* { box-sizing: border-box; }
-body { margin: 0; background: #f6f7f9; color: #1f2328;
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 64rem; margin: 0 auto; padding: 2rem 1.25rem 3rem; }
-.eyebrow { margin: 0; color: var(--muted); font-size: .8rem; letter-spacing: .06em;
-  text-transform: uppercase; }
-h1 { font-size: 1.7rem; margin: .1rem 0 .25rem; overflow-wrap: anywhere; }
-h2 { font-size: 1.15rem; margin: 2.25rem 0 .75rem; }
-.meta, .note, figcaption { color: var(--muted); margin: 0; }
-.verdict { margin: 1.25rem 0 0; padding: .7rem 1rem; border-radius: 6px; font-weight: 600;
-  background: #dafbe1; color: #116329; border: 1px solid #aceebb; }
-.verdict.problems { background: #fff8c5; color: #6f4e00; border-color: #f0d88a; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(8.5rem, 1fr)); gap: .75rem;
-  margin: 1.25rem 0 0; }
-.card { background: #fff; border: 1px solid #d1d9e0; border-top: 4px solid var(--pending);
-  border-radius: 6px; padding: .7rem .9rem; }
-.card .n { display: block; font-size: 1.75rem; font-weight: 650; line-height: 1.2;
-  font-variant-numeric: tabular-nums; }
-.card .label { font-weight: 600; }
-.card .hint { display: block; color: var(--muted); font-size: .8rem; }
-.card.total { border-top-color: #1f2328; }
-.card.sent { border-top-color: var(--sent); } .card.sent .n { color: var(--sent); }
-.card.failed { border-top-color: var(--failed); } .card.failed .n { color: var(--failed); }
-.card.uncertain { border-top-color: var(--uncertain); } .card.uncertain .n { color: var(--uncertain); }
-.card.deferred { border-top-color: var(--deferred); } .card.deferred .n { color: var(--deferred); }
-.bar { display: flex; height: .6rem; margin: .75rem 0 0; border-radius: 3px; overflow: hidden;
-  background: var(--line); }
-.bar span { display: block; min-width: 2px; }
-.timing { display: flex; flex-wrap: wrap; gap: .25rem 2rem; margin: 1rem 0 0; padding: 0;
-  list-style: none; }
-.timing b { font-weight: 600; }
-figure { margin: 0; background: #fff; border: 1px solid #d1d9e0; border-radius: 6px;
-  padding: .75rem .75rem .5rem; }
-figure svg { display: block; width: 100%; height: auto; }
-figcaption { font-size: .85rem; padding: .25rem .25rem 0; }
-.chart text { fill: var(--muted); font-size: 12px; }
-.chart .grid { stroke: var(--line); }
-.chart .axis { stroke: #afb8c1; }
-.chart rect { fill: var(--sent); }
-table { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid #d1d9e0; }
-th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid var(--line);
-  vertical-align: top; overflow-wrap: anywhere; }
-th { background: #f0f2f5; font-weight: 600; white-space: nowrap; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.when { white-space: nowrap; color: var(--muted); }
-.compact td, .compact th { padding: .2rem .5rem; font-size: .85rem; }
-.recipients { display: block; color: var(--muted); font-size: .85rem; }
-.reply { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .85rem; }
-.refused { margin: .3rem 0 0; padding-left: 1.1rem; }
-.badge { display: inline-block; white-space: nowrap; padding: 0 .45rem; border-radius: 999px;
-  font-size: .8rem; font-weight: 600; color: #fff; background: var(--pending); }
-.badge.sent { background: var(--sent); } .badge.failed { background: var(--failed); }
-.badge.uncertain { background: var(--uncertain); } .badge.deferred { background: var(--deferred); }
-footer { margin-top: 2.5rem; color: var(--muted); font-size: .85rem; }
-"""
 
-# The page loads nothing and runs nothing: it must work offline and as an email attachment.
-CSP = "default-src 'none'; style-src 'unsafe-inline'"
+@dataclass(frozen=True)
+class _Card:
+    key: str
+    label: str
+    hint: str
+    count: int
+
+
 CARDS = (
     ("total", "Letters", "in the delivery log"),
     ("sent", "Sent", "accepted by the server"),
@@ -385,59 +374,52 @@ CARDS = (
     ("deferred", "Deferred", "temporary errors"),
     ("uncertain", "Uncertain", "may have arrived"),
     ("pending", "Pending", "not sent yet"),
+    ("bounced", "Bounced", "returned after sending"),
 )
+
+
+@dataclass(frozen=True)
+class _Listing:
+    title: str
+    count: int
+    entries: Iterator[Entry]
 
 
 def write_html(report: Report, out: TextIO) -> None:
     """One self-contained page: counts, a chart of sends over time, problems, the letters."""
-    page_title = f"Delivery report: {report.campaign}"
-    problems = any(summary(report)[key] for key in ("failed", "uncertain", "deferred", "pending"))
-    out.write(
-        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
-        f"<title>{escape(page_title)}</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n<main>\n"
-        '<header>\n<p class="eyebrow">Delivery report</p>\n'
-        f"<h1>{escape(report.campaign)}</h1>\n"
-        f'<p class="meta">Generated {_human_time(report.generated_at, "%Y-%m-%d %H:%M UTC")}'
-        f" from the delivery log {escape(report.log_path.name)}</p>\n</header>\n"
-        f'<p class="verdict{" problems" if problems else ""}">{escape(_verdict(report))}</p>\n'
-    )
-    out.write(_cards(report))
-    out.write(_timing(report))
-    out.write("<h2>Letters sent over time</h2>\n")
-    out.write(_chart_figure(report.sent_times))
-    title, entries = _listed(report)
-    out.write(f"<h2>{escape(title)} ({len(entries):,})</h2>\n")
-    out.write(_problem_table(entries) if entries else '<p class="note">None.</p>\n')
-    out.write(
-        f"<h2>{'All letters' if report.states is None else 'Letters shown'}"
-        f" ({len(report.entries):,})</h2>\n"
-    )
-    out.write(_letters_table(report.entries))
-    out.write(
-        "<footer>Made by mailaction from the delivery log. Times are in UTC.</footer>\n"
-        "</main>\n</body>\n</html>\n"
-    )
-
-
-def _cards(report: Report) -> str:
     counts = summary(report)
-    cards = []
-    for key, label, hint in CARDS:
-        share = f"{_share(counts[key], report.total)} · " if key != "total" else ""
-        cards.append(
-            f'<div class="card {key}"><span class="n">{counts[key]:,}</span>'
-            f'<span class="label">{label}</span><span class="hint">{share}{hint}</span></div>\n'
-        )
-    segments = "".join(
-        f'<span style="flex: {counts[key]}; background: var(--{key})" title="{key}"></span>'
-        for key in SUMMARY_KEYS[1:]
-        if counts[key]
+    title, count, entries = _listed(report)
+    everything = "All letters" if report.states is None else "Letters shown"
+    write_page(
+        "report.html.j2",
+        out,
+        csp=REPORT_CSP,
+        title=f"Delivery report: {report.campaign}",
+        report=report,
+        generated=_human_time(report.generated_at, "%Y-%m-%d %H:%M UTC"),
+        problems=any(
+            counts[key] for key in ("failed", "uncertain", "deferred", "pending", "bounced")
+        ),
+        verdict=_verdict(report),
+        cards=[_card(key, label, hint, counts, report.total) for key, label, hint in CARDS],
+        timing=[
+            ("First sent", _human_time(report.first_sent)),
+            ("Last sent", _human_time(report.last_sent)),
+            ("Rate", _rate_text(report)),
+        ],
+        chart=_chart(report),
+        attention=_Listing(title, count, islice(entries, LIST_LIMIT)),
+        letters=_Listing(everything, report.listed, islice(report.entries(), LIST_LIMIT)),
+        letters_too_many=letter_count(report.listed),
+        list_limit=LIST_LIMIT,
+        short_time=_short_time,
+        refused_lines=_refused_lines,
     )
-    return (
-        f'<section class="cards">\n{"".join(cards)}</section>\n<div class="bar">{segments}</div>\n'
-    )
+
+
+def _card(key: str, label: str, hint: str, counts: Mapping[str, int], total: int) -> _Card:
+    share = f"{_share(counts[key], total)} · " if key != "total" else ""
+    return _Card(key, label, share + hint, counts[key])
 
 
 def _share(count: int, total: int) -> str:
@@ -445,75 +427,6 @@ def _share(count: int, total: int) -> str:
     if count == 0 or count == total:
         return f"{100 if count else 0}%"
     return f"{max(1, min(99, round(100 * count / total)))}%"
-
-
-def _timing(report: Report) -> str:
-    facts = (
-        ("First sent", _human_time(report.first_sent)),
-        ("Last sent", _human_time(report.last_sent)),
-        ("Rate", _rate_text(report)),
-    )
-    items = "".join(f"<li><b>{name}:</b> {escape(value)}</li>" for name, value in facts)
-    return f'<ul class="timing">{items}</ul>\n'
-
-
-def _contact_cell(entry: Entry) -> str:
-    cell = escape(entry.contact_id)
-    if entry.recipients != (entry.contact_id,):
-        cell += f'<span class="recipients">{escape(", ".join(entry.recipients))}</span>'
-    return f"<td>{cell}</td>"
-
-
-def _badge(state: State) -> str:
-    return f'<span class="badge {state}">{state}</span>'
-
-
-def _problem_table(entries: list[Entry]) -> str:
-    rows = []
-    for entry in entries[:LIST_LIMIT]:
-        refused = "".join(f"<li>{escape(line)}</li>" for line in _refused_lines(entry))
-        if refused:
-            refused = f'<ul class="refused">{refused}</ul>'
-        rows.append(
-            f'<tr><td class="num">{entry.row}</td>{_contact_cell(entry)}'
-            f"<td>{_badge(entry.state)}</td>"
-            f'<td class="num">{entry.attempts}</td><td class="num">{entry.last_code or ""}</td>'
-            f'<td class="when">{_human_time(entry.last_attempt_at, "%m-%d %H:%M:%S")}</td>'
-            f'<td class="reply">{escape(entry.last_reply)}{refused}</td></tr>\n'
-        )
-    more = ""
-    if len(entries) > LIST_LIMIT:
-        more = (
-            f'<p class="note">… and {len(entries) - LIST_LIMIT:,} more; '
-            "the CSV and JSON reports list every letter.</p>\n"
-        )
-    return (
-        '<table class="problems"><thead><tr><th>Row</th><th>Contact / recipients</th>'
-        "<th>State</th><th>Attempts</th><th>Code</th><th>Last attempt</th><th>Server reply</th>"
-        f"</tr></thead>\n<tbody>\n{''.join(rows)}</tbody></table>\n{more}"
-    )
-
-
-def _letters_table(entries: list[Entry]) -> str:
-    if not entries:
-        return '<p class="note">None.</p>\n'
-    if len(entries) > LIST_LIMIT:
-        return (
-            f'<p class="note">{letter_count(len(entries))}: too many to list on this page; '
-            "the CSV and JSON reports list every letter.</p>\n"
-        )
-    rows = "".join(
-        f'<tr><td class="num">{entry.row}</td>{_contact_cell(entry)}'
-        f"<td>{escape(entry.subject)}</td><td>{_badge(entry.state)}</td>"
-        f'<td class="num">{entry.attempts}</td>'
-        f'<td class="when">{_human_time(entry.sent_at, "%m-%d %H:%M:%S")}</td></tr>\n'
-        for entry in entries
-    )
-    return (
-        '<table class="compact"><thead><tr><th>Row</th><th>Contact / recipients</th>'
-        "<th>Subject</th><th>State</th><th>Attempts</th><th>Sent</th></tr></thead>\n"
-        f"<tbody>\n{rows}</tbody></table>\n"
-    )
 
 
 # The chart: letters sent per time bin, as inline SVG
@@ -536,23 +449,74 @@ class Histogram:
     start: float
     width: int
     counts: list[int]
+    bounced: list[int] = field(default_factory=list)  # of `counts`, the letters that bounced
 
     def bin_start(self, number: int) -> float:
         """When bin `number` starts."""
         return self.start + number * self.width
 
 
-def histogram(times: Collection[float]) -> Histogram:
-    """Bucket send times (at least one) into at most MAX_BINS bins of a round width."""
-    first, last = min(times), max(times)
+def make_histogram(
+    first: float, last: float, count_per_bin: Callable[[float, int], Mapping[int, int]]
+) -> Histogram:
+    """At most MAX_BINS bins of a round width from `first` to `last`; `count_per_bin(start,
+    width)` says how many letters fall in each bin number (DeliveryLog.sent_per_bin)."""
     span = last - first
     fallback = math.ceil(span / (MAX_BINS - 2))
     width = next((w for w in BIN_WIDTHS if span / w <= MAX_BINS - 2), fallback)
     start = math.floor(first / width) * width
     counts = [0] * (int((last - start) // width) + 1)
-    for moment in times:
-        counts[int((moment - start) // width)] += 1
-    return Histogram(start, width, counts)
+    return Histogram(start, width, _binned(Histogram(start, width, counts), count_per_bin(start, width)))
+
+
+def _binned(bins: Histogram, per_bin: Mapping[int, int]) -> list[int]:
+    """Counts per bin number laid on ``bins``' bins."""
+    counts = [0] * len(bins.counts)
+    for number, count in per_bin.items():
+        # Clamped: the counter's rounding may differ from ours by one bin at the very edges.
+        counts[min(max(number, 0), len(counts) - 1)] += count
+    return counts
+
+
+@dataclass(frozen=True)
+class _Gridline:
+    x1: int
+    x2: int
+    y: float
+    label: str
+
+
+@dataclass(frozen=True)
+class _Bar:
+    x: str
+    y: str
+    width: str
+    height: str
+    label: str
+
+
+@dataclass(frozen=True)
+class _Tick:
+    x: float
+    anchor: str
+    label: str
+
+
+@dataclass(frozen=True)
+class _Chart:
+    """What the report template draws: numbers and labels, in SVG user units."""
+
+    description: str
+    caption: str = ""
+    gridlines: list[_Gridline] = field(default_factory=list)
+    bars: list[_Bar] = field(default_factory=list)
+    bounced: list[_Bar] = field(default_factory=list)  # drawn over the bars, in their colour
+    ticks: list[_Tick] = field(default_factory=list)
+    width: int = CHART_WIDTH
+    height: int = CHART_HEIGHT
+    left: int = PLOT_LEFT
+    right: int = PLOT_RIGHT
+    bottom: int = PLOT_BOTTOM
 
 
 def _duration(seconds: int) -> str:
@@ -567,38 +531,34 @@ def _nice_step(value: float) -> int:
     """The smallest of 1, 2, 5, 10, 20, 50, ... not below `value`."""
     if value <= 1:
         return 1
-    magnitude = 10 ** math.floor(math.log10(value))
+    magnitude = int(10 ** math.floor(math.log10(value)))
     return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= value)
 
 
-def _chart_figure(times: tuple[float, ...]) -> str:
-    if not times:
-        svg = _svg(
-            "No letter has been sent yet.",
-            f'<text x="{CHART_WIDTH / 2}" y="{CHART_HEIGHT / 2}" text-anchor="middle">'
-            "No letters sent yet</text>",
-        )
-        return f"<figure>{svg}</figure>\n"
-    bins = histogram(times)
+def _chart(report: Report) -> _Chart:
+    bins = report.histogram
+    if bins is None:
+        return _Chart("No letter has been sent yet.")
     clock = "%H:%M:%S" if bins.width < 60 else "%H:%M"
     if len(bins.counts) * bins.width > 86400:
         clock = "%d %b %H:%M"
     description = (
-        f"{letter_count(len(times))} sent from {_human_time(times[0])} to {_human_time(times[-1])}, "
-        f"in {len(bins.counts)} bars of {_duration(bins.width)} each; "
-        f"the busiest bar has {letter_count(max(bins.counts))}."
+        f"{letter_count(report.sent_count)} sent from {_human_time(report.first_sent)} "
+        f"to {_human_time(report.last_sent)}, in {len(bins.counts)} bars of "
+        f"{_duration(bins.width)} each; the busiest bar has {letter_count(max(bins.counts))}"
     )
-    svg = _svg(description, _y_axis(max(bins.counts)) + _bars(bins, clock) + _x_axis(bins, clock))
-    caption = f"Each bar: letters sent in {_duration(bins.width)}. Times in UTC."
-    return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>\n"
-
-
-def _svg(description: str, body: str) -> str:
-    return (
-        f'<svg class="chart" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" role="img" '
-        'aria-labelledby="chart-title chart-desc">'
-        '<title id="chart-title">Letters sent over time</title>'
-        f'<desc id="chart-desc">{escape(description)}</desc>{body}</svg>'
+    caption = f"Each bar: letters sent in {_duration(bins.width)}."
+    returned = sum(bins.bounced)
+    if returned:
+        description += f"; {letter_count(returned)} of them bounced later"
+        caption += " The red part: letters that bounced later."
+    return _Chart(
+        description + ".",
+        caption=caption + " Times in UTC.",
+        gridlines=_gridlines(max(bins.counts)),
+        bars=_bars(bins, bins.counts, clock),
+        bounced=_bars(bins, bins.bounced, clock, " bounced"),
+        ticks=_ticks(bins, clock),
     )
 
 
@@ -612,52 +572,42 @@ def _y(value: float, top: int) -> float:
     return PLOT_BOTTOM - value / top * (PLOT_BOTTOM - PLOT_TOP)
 
 
-def _y_axis(peak: int) -> str:
+def _gridlines(peak: int) -> list[_Gridline]:
     step, top = _y_scale(peak)
-    lines = []
-    for value in range(0, top + 1, step):
-        y = round(_y(value, top), 1)
-        lines.append(
-            f'<line class="grid" x1="{PLOT_LEFT}" x2="{PLOT_RIGHT}" y1="{y}" y2="{y}"/>'
-            f'<text x="{PLOT_LEFT - 8}" y="{y + 4}" text-anchor="end">{value:,}</text>'
-        )
-    return "".join(lines)
+    return [
+        _Gridline(PLOT_LEFT, PLOT_RIGHT, round(_y(value, top), 1), f"{value:,}")
+        for value in range(0, top + 1, step)
+    ]
 
 
-def _bars(bins: Histogram, clock: str) -> str:
+def _bars(bins: Histogram, heights: list[int], clock: str, what: str = "") -> list[_Bar]:
+    """One bar per bin of ``heights`` that is not empty, on the scale of ``bins``."""
     _, top = _y_scale(max(bins.counts))
     slot = (PLOT_RIGHT - PLOT_LEFT) / len(bins.counts)
     gap = min(2.0, slot / 4)
     bars = []
-    for number, count in enumerate(bins.counts):
+    for number, count in enumerate(heights):
         if not count:
             continue
         y = _y(count, top)
         start, end = bins.bin_start(number), bins.bin_start(number + 1)
-        label = f"{_human_time(start, clock)}–{_human_time(end, clock)}: {letter_count(count)}"
-        bars.append(
-            f'<rect x="{PLOT_LEFT + number * slot + gap / 2:.1f}" y="{y:.1f}" '
-            f'width="{slot - gap:.1f}" height="{PLOT_BOTTOM - y:.1f}"><title>{label}</title></rect>'
-        )
-    return "".join(bars)
+        label = f"{_human_time(start, clock)}–{_human_time(end, clock)}: {letter_count(count)}{what}"
+        x, height = PLOT_LEFT + number * slot + gap / 2, PLOT_BOTTOM - y
+        bars.append(_Bar(f"{x:.1f}", f"{y:.1f}", f"{slot - gap:.1f}", f"{height:.1f}", label))
+    return bars
 
 
-def _x_axis(bins: Histogram, clock: str) -> str:
+def _ticks(bins: Histogram, clock: str) -> list[_Tick]:
     """The time axis, labelled at round times a few bars apart."""
     count = len(bins.counts)
     slot = (PLOT_RIGHT - PLOT_LEFT) / count
     fewest = bins.width * math.ceil((count + 1) / MAX_X_LABELS)
     step = next((w for w in BIN_WIDTHS if w % bins.width == 0 and w >= fewest), fewest)
-    baseline = f'x1="{PLOT_LEFT}" x2="{PLOT_RIGHT}" y1="{PLOT_BOTTOM}" y2="{PLOT_BOTTOM}"'
-    parts = [f'<line class="axis" {baseline}/>']
+    ticks = []
     for number in range(count + 1):
         if bins.bin_start(number) % step:
             continue
-        x = round(PLOT_LEFT + number * slot, 1)
         anchor = "start" if number == 0 else "end" if number == count else "middle"
-        parts.append(
-            f'<line class="axis" x1="{x}" x2="{x}" y1="{PLOT_BOTTOM}" y2="{PLOT_BOTTOM + 4}"/>'
-            f'<text x="{x}" y="{PLOT_BOTTOM + 18}" text-anchor="{anchor}">'
-            f"{_human_time(bins.bin_start(number), clock)}</text>"
-        )
-    return "".join(parts)
+        label = _human_time(bins.bin_start(number), clock)
+        ticks.append(_Tick(round(PLOT_LEFT + number * slot, 1), anchor, label))
+    return ticks

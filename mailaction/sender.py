@@ -61,6 +61,7 @@ RATE_MARGIN = 1.015
 CHECKPOINT_EVERY = 150
 # Letters read ahead of the connections, in queues per recipient domain (`_DomainQueues`).
 LOOKAHEAD = 2000
+LOOKAHEAD_BYTES = 64 * 2**20  # and at most this much message data (large attachments)
 # A letter sent back untried by the server's limits this many times is charged an attempt.
 MAX_PUT_BACK = 10
 _CONTROL = re.compile(rb"[\r\n\0]")
@@ -257,7 +258,7 @@ class _DomainQueues:
 
     A connection takes the next letter whose domains have a free slot, so each domain goes at
     its own limit and the run at their sum; domains take turns, so a large one cannot starve a
-    small one. At most `LOOKAHEAD` letters are held. A domain whose letter was taken is busy
+    small one. At most `LOOKAHEAD` letters, and `LOOKAHEAD_BYTES` of their data, are held. A domain whose letter was taken is busy
     until that letter has its slot: another connection takes another domain meanwhile.
     """
 
@@ -266,9 +267,10 @@ class _DomainQueues:
         self._queues: dict[tuple[str, ...], deque[_Job]] = {}
         self._busy: Counter[str] = Counter()
         self.size = 0
+        self.bytes = 0
 
     def full(self) -> bool:
-        return self.size >= LOOKAHEAD
+        return self.size >= LOOKAHEAD or self.bytes >= LOOKAHEAD_BYTES
 
     def add(self, job: _Job, *, first: bool = False) -> None:
         queue = self._queues.setdefault(job.key, deque())
@@ -277,6 +279,7 @@ class _DomainQueues:
         else:
             queue.append(job)
         self.size += 1
+        self.bytes += len(job.letter.data)
 
     def ready(self) -> _Job | None:
         """The first letter of the first domain, in turn, whose slot is free now; taken out."""
@@ -287,6 +290,7 @@ class _DomainQueues:
                 if queue:
                     self._queues[key] = queue  # to the back: the others' turn first
                 self.size -= 1
+                self.bytes -= len(job.letter.data)
                 self._busy.update(key)
                 return job
         return None

@@ -7,6 +7,7 @@ Files are not fsynced: the sink is for trying things out, and syncing would cost
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import mailbox
 import os
@@ -43,9 +44,9 @@ class FreePortController(Controller):
     def _trigger_server(self) -> None:
         if self._thread_exception is not None:
             raise self._thread_exception
-        assert self.server is not None
+        assert isinstance(self.server, asyncio.base_events.Server)
         self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
+        super()._trigger_server()  # type: ignore[no-untyped-call]  # unannotated in aiosmtpd
 
 
 @dataclass(frozen=True)

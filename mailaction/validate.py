@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
-import stat
 from collections import Counter
 from dataclasses import dataclass
-from email.utils import getaddresses
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,20 +14,21 @@ from typing import TYPE_CHECKING
 import email_validator
 from email_validator import EmailNotValidError, validate_email
 
-from .errors import MailactionError, Problem
+from .addresses import list_items, read_mailbox
+from .attachments import find_attachment
+from .errors import AttachmentError, Problem, shown
+from .template import mime_parts
 
 if TYPE_CHECKING:
     from .contacts import Contact
-    from .message import Letter, LetterBuilder
     from .template import RenderedLetter
 
 ADDRESS_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc"})
 RECIPIENT_HEADERS = frozenset({"to", "cc", "bcc"})
 # RFC 5322 section 3.6: these fields may appear at most once in a message.
 SINGLE_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc", "subject"})
-CONTENT_TYPES = frozenset({"text/plain", "text/markdown", "text/html"})
+CONTENT_TYPES = frozenset({"text/plain", "text/markdown", "text/html", "multipart/alternative"})
 MAX_LINE_OCTETS = 998  # RFC 5321 section 4.5.3.1.6, without the CRLF
-_SHOWN_CHARS = 60
 _CACHE_SIZE = 4096
 
 _LINE_BREAK = re.compile(r"[\r\n\0]")
@@ -44,16 +42,8 @@ _PLAIN_ADDRESS = re.compile(
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
 _SPECIAL_USE_SUFFIXES = tuple("." + name for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
-# "addr" or "Display Name <addr>" without specials in the display name: getaddresses agrees.
-_PLAIN_MAILBOX = re.compile(
-    r'(?:[^"<>@,;:\\()\[\].]*<([^<>"]*)>|([^\s"<>@,;:\\()\[\]]+@[^\s"<>,;:\\()\[\]]+))'
-)
-_DISPLAY_SPECIALS = frozenset('"\\@,;:()[]<>')
 # "Doe, John <jd@example.org>": one mailbox whose unquoted name holds a character that splits it.
 _UNQUOTED_NAME = re.compile(r'\s*[^"<\s][^"<]*[,;:()@][^"<]*<[^<>]*>\s*')
-# Commas separate mailboxes except inside a quoted display name or angle brackets.
-_QUOTED = re.compile(r'"(?:\\.|[^"\\])*"')
-_LIST_PART = re.compile(r'"(?:\\.|[^"\\])*"?|<[^>]*>?|[^,"<]+|,')
 
 
 @dataclass(frozen=True)
@@ -62,6 +52,7 @@ class LetterRules:
 
     max_message_size: int = 10_000_000
     check_deliverability: bool = False  # email-validator's DNS check; needs the network
+    attachments: Path | None = None  # a folder contact values may name attachments in
 
 
 def check_rendered(
@@ -75,7 +66,7 @@ def check_rendered(
 
     keys = [name.lower() for name, _ in rendered.headers]
     filled: set[str] = set()  # keys of headers with a non-blank value
-    for key, (name, value) in zip(keys, rendered.headers):
+    for index, (key, (name, value)) in enumerate(zip(keys, rendered.headers)):
         if value.strip():
             filled.add(key)
         injection = _header_injection(value)
@@ -85,11 +76,17 @@ def check_rendered(
             for message in _address_list_problems(value, rules.check_deliverability):
                 add(name, message)
         elif key == "attachment":
-            message = _attachment_problem(value, base_dir, rules.max_message_size)
-            if message:
-                add(name, message)
+            literal = index not in rendered.templated
+            refusal = _attachment_problem(value, literal, base_dir, rules)
+            if refusal:
+                add(name, refusal if literal else refusal + _columns_in(value, contact))
         elif key == "content-type" and _media_type(value) not in CONTENT_TYPES:
-            add(name, f"{_shown(value)} is not supported; use {', '.join(sorted(CONTENT_TYPES))}")
+            add(name, f"{shown(value)} is not supported; use {', '.join(sorted(CONTENT_TYPES))}")
+        elif key == "content-type" and rendered.kind == "multipart":
+            try:
+                mime_parts(value, rendered.body)
+            except ValueError as exc:
+                add("body", str(exc))
     if len(set(keys)) < len(keys):
         for name, count in _repeated_headers(rendered.headers):
             add(name, f"appears {count} times; a message may have only one {name} header")
@@ -97,21 +94,19 @@ def check_rendered(
         add("From", "no sender: the From header is missing or empty")
     if filled.isdisjoint(RECIPIENT_HEADERS):
         add("To", "no recipient: To, Cc and Bcc are all missing or empty")
-    if "subject" not in filled:
-        add("Subject", "the subject is missing or empty")
-    if not rendered.body.strip():
-        add("body", "the letter body is empty")
+    if "subject" in keys and "subject" not in filled:  # no Subject at all: a template warning
+        add("Subject", "the subject is empty")
     return problems
 
 
-def check_built(letter: Letter, contact: Contact, rules: LetterRules) -> list[Problem]:
-    """Problems with a built message: total size and SMTP line length."""
+def check_built(data: bytes, contact: Contact, rules: LetterRules) -> list[Problem]:
+    """Problems with a built message's bytes: total size and SMTP line length."""
     problems: list[Problem] = []
-    size = len(letter.data)
+    size = len(data)
     if size > rules.max_message_size:
         message = f"the message is {_size(size)}, over the limit of {_size(rules.max_message_size)}"
         problems.append(Problem(contact.source, contact.row, "", message))
-    long_line = _first_long_line(letter.data)
+    long_line = _first_long_line(data)
     if long_line:
         number, length = long_line
         message = (
@@ -121,58 +116,34 @@ def check_built(letter: Letter, contact: Contact, rules: LetterRules) -> list[Pr
     return problems
 
 
-def prepare_letter(
-    rendered: RenderedLetter,
-    contact: Contact,
-    contact_id: str,
-    builder: LetterBuilder,
-    rules: LetterRules,
-) -> tuple[Letter | None, list[Problem]]:
-    """The checked Letter for one contact, or None and every problem found."""
-    problems = check_rendered(rendered, contact, builder.base_dir, rules)
-    if rendered.problems:
-        # A part that failed to render is empty; saying so again under the same field is noise.
-        failed = {problem.field.lower() for problem in rendered.problems}
-        problems = [*rendered.problems, *(p for p in problems if p.field.lower() not in failed)]
-    if problems:
-        return None, problems
-    try:
-        letter = builder.build(rendered, contact_id, contact.row)
-    # An attachment can vanish or a value can defeat the encoder after the checks above;
-    # that is a problem with this letter, not a crash of the whole run.
-    except (MailactionError, OSError, ValueError) as exc:
-        return None, [Problem(contact.source, contact.row, "", f"cannot build the message: {exc}")]
-    problems = check_built(letter, contact, rules)
-    return (None if problems else letter), problems
-
-
 def _header_injection(value: str) -> str | None:
     """Why a header value could smuggle in another header line, or None when it cannot."""
     if _LINE_BREAK.search(value):
-        return f"header injection: {_shown(value)} contains a line break or NUL character"
+        return f"header injection: {shown(value)} contains a line break or NUL character"
     if "=?" in value and any(
         _LINE_BREAK.search(_decode_word(*m.groups())) for m in _ENCODED_WORD.finditer(value)
     ):
-        return f"header injection: {_shown(value)} hides a line break in an encoded word"
+        return f"header injection: {shown(value)} hides a line break in an encoded word"
     return None
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
 def _address_list_problems(value: str, check_deliverability: bool) -> tuple[str, ...]:
     """One message per bad item of an address list like "Ann <ann@example.org>, bob@...."."""
-    items = [item.strip() for item in _list_items(value)]
+    items = [item.strip() for item in list_items(value)]
     messages: list[str] = []
     if "" in items:
-        messages.append(f"{_shown(value)} has an empty item between commas")
+        messages.append(f"{shown(value)} has an empty item between commas")
     for item in filter(None, items):
-        address = _mailbox_address(item)
+        mailbox = read_mailbox(item)
+        address = None if mailbox is None else mailbox[1]
         reason = _address_problem(
             address if address is not None else _bare(item), check_deliverability
         )
         if reason is None and address is None:
             reason = "it cannot be read as one mailbox like 'Name <name@example.org>'"
         if reason is not None:
-            messages.append(f"{_shown(item)} is not a valid address: {reason}")
+            messages.append(f"{shown(item)} is not a valid address: {reason}")
     if messages and _UNQUOTED_NAME.fullmatch(value):
         messages[-1] += (
             ' (a name holding a comma, parentheses, @, ; or : must be in double quotes'
@@ -206,75 +177,32 @@ def _is_plain_address(address: str) -> bool:
     return len(local) <= 64 and not ("." + domain.lower()).endswith(_SPECIAL_USE_SUFFIXES)
 
 
-def _list_items(value: str) -> list[str]:
-    """The items of an address list, split at the commas that separate mailboxes."""
-    if '"' not in value:
-        return value.split(",")
-    items: list[str] = []
-    current: list[str] = []
-    for part in _LIST_PART.findall(value):
-        if part == ",":
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(part)
-    items.append("".join(current))
-    return items
-
-
-def _mailbox_address(item: str) -> str | None:
-    """The address of one mailbox, "addr" or "Name <addr>", or None when it is not one."""
-    plain = _PLAIN_MAILBOX.fullmatch(item)
-    if plain:
-        return plain.group(plain.lastindex or 0).strip()
-    outside_quotes = _QUOTED.sub("", item)
-    if "<" not in outside_quotes and ">" not in outside_quotes:
-        return item  # a bare address: email-validator judges every character of it
-    display, _, angle = outside_quotes.partition("<")
-    # The email package reads past stray brackets, specials in names, comments and groups
-    # ("team: a@..., b@...;"); refuse them, so what passes reads the same everywhere.
-    if (
-        "<" in angle
-        or not angle.endswith(">")
-        or not item.endswith(">")
-        or any(char in display for char in _DISPLAY_SPECIALS)
-    ):
-        return None
-    address = item[item.rindex("<") + 1 : -1].strip()
-    if [mailbox[1] for mailbox in getaddresses([item])] != [address]:
-        return None
-    return address
-
-
 def _bare(item: str) -> str:
     """The part of an unreadable item that looks like the address, for email-validator's reason."""
     start, end = item.rfind("<"), item.rfind(">")
     return item[start + 1 : end] if -1 < start < end else item
 
 
-def _attachment_problem(value: str, base_dir: Path, max_size: int) -> str | None:
+def _attachment_problem(value: str, literal: bool, base_dir: Path, rules: LetterRules) -> str | None:
     """Why the file an Attachment header names cannot be attached, or None when it can."""
-    if not value.strip():
-        return "the Attachment header is empty; name a file or remove the header"
-    path = base_dir / value
     try:
-        info = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return f"attachment {_shown(value)} not found (looked for {path})"
-    except OSError as exc:
-        return f"attachment {_shown(value)} cannot be read: {exc.strerror}"
-    if stat.S_ISDIR(info.st_mode):
-        return f"attachment {_shown(value)} is a folder, not a file"
-    if not stat.S_ISREG(info.st_mode):
-        return f"attachment {_shown(value)} is not a regular file"
-    if not os.access(path, os.R_OK):
-        return f"attachment {_shown(value)} cannot be read: permission denied"
-    if info.st_size > max_size:
+        size = find_attachment(value, literal, base_dir, rules.attachments).stat().st_size
+    except AttachmentError as exc:
+        return str(exc)
+    except OSError as exc:  # gone since it was found
+        return f"attachment {shown(value)} cannot be read: {exc.strerror}"
+    if size > rules.max_message_size:
         return (
-            f"attachment {_shown(value)} is {_size(info.st_size)}, "
-            f"over the message size limit of {_size(max_size)}"
+            f"attachment {shown(value)} is {_size(size)}, "
+            f"over the message size limit of {_size(rules.max_message_size)}"
         )
     return None
+
+
+def _columns_in(value: str, contact: Contact) -> str:
+    """" (from column doc)": the columns whose values the rendered path holds, for messages."""
+    columns = [column for column, cell in contact.values.items() if cell and cell in value]
+    return f" (from column {', '.join(columns)})" if columns else ""
 
 
 def _media_type(value: str) -> str:
@@ -320,13 +248,6 @@ def _decode_word(charset: str, encoding: str, text: str) -> str:
         return data.decode(charset.partition("*")[0] or "ascii", "replace")
     except (UnicodeError, binascii.Error, LookupError):
         return ""
-
-
-def _shown(value: str) -> str:
-    """A value for a one-line message: repr, truncated."""
-    if len(value) <= _SHOWN_CHARS:
-        return repr(value)
-    return repr(value[:_SHOWN_CHARS]) + "..."
 
 
 def _size(octets: int) -> str:

@@ -41,3 +41,45 @@ def numbered_campaign(folder: Path, port: int, count: int, name: str, sending: s
         encoding="utf-8",
     )
     return config
+
+
+TEMPLATE = """\
+To: {{ first_name }} {{ last_name }} <{{ email }}>
+From: Campaign Team <campaign@example.org>
+Subject: Hello {{ first_name }}
+
+Dear {{ first_name }},
+
+Thank you for joining{% if town %} from {{ town }}{% endif %}.
+"""
+
+CONTACTS = """\
+email,first_name,last_name,town
+ana@example.org,Ana,Silva,Porto
+bo@example.com,Bo,NA,
+chen@example.net,Chen,Wei,Taipei
+"""
+
+
+def cli_project(tmp_path: Path, port: int) -> Path:
+    """A campaign folder with a template, contacts and a config pointing at ``port``."""
+    (tmp_path / "letter.txt").write_text(TEMPLATE, encoding="utf-8")
+    (tmp_path / "contacts.csv").write_text(CONTACTS, encoding="utf-8")
+    (tmp_path / "mailaction.toml").write_text(
+        f"""
+[campaign]
+name = "Test action"
+template = "letter.txt"
+contacts = "contacts.csv"
+
+[smtp]
+host = "127.0.0.1"
+port = {port}
+
+[sending]
+concurrency = 2
+retry_delay = 0.01
+""",
+        encoding="utf-8",
+    )
+    return tmp_path

@@ -65,6 +65,9 @@ def test_overrides_replace_config_values(tmp_path: Path) -> None:
         ("[sending]\ntimeout = 'long'\n", "sending.timeout must be a number"),
         ("[campaign]\ncheck_deliverability = 'yes'\n", "campaign.check_deliverability must be true or false"),
         ("smtp = 1\n", "smtp must be a [smtp] table"),
+        ("template = 'a.txt'\n[campaign]\nname = 'x'\n", "template is above [campaign]; move it under [campaign]"),
+        ("port = 25\n[smtp]\n", "port is above [smtp]; move it under [smtp]"),
+        ("colour = 'red'\n", "unknown key colour above the sections"),
         ("[smtp\n", "not valid TOML"),
     ],
 )

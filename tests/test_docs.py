@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailaction.cli import main
+from tests.campaigns import RecordingSink, numbered_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -38,3 +39,17 @@ def test_every_test_named_in_the_reliability_promises_exists(reference: str) -> 
     file_name, test_name = reference.split("::")
     source = (ROOT / "tests" / file_name).read_text(encoding="utf-8")
     assert re.search(rf"^(async )?def {test_name}\(", source, re.MULTILINE), reference
+
+
+def test_the_python_api_example_in_the_readme_runs(
+    tmp_path: Path, sink: RecordingSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = re.search(r"```python\n(.*?)```", README, re.DOTALL)
+    assert example is not None
+    numbered_campaign(tmp_path, sink.port, 3, "api", "concurrency = 1")
+    monkeypatch.chdir(tmp_path)
+    printed: list[tuple[object, ...]] = []
+    exec(example.group(1), {"print": lambda *args: printed.append(args)})  # noqa: S102
+    assert printed[0] == (3, "letters ready;", 0, "problems")
+    assert printed[1] == (3, "letters to send")
+    assert printed[2][0] == 3 and sink.count == 3

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailaction.errors import TemplateError
+from mailaction.addresses import parse_addresses, smtp_address
+from mailaction.errors import AttachmentError
 from mailaction.message import (
     ADDRESS_HEADERS,
     BUILDER_HEADERS,
@@ -27,12 +28,9 @@ from mailaction.message import (
     Letter,
     LetterBuilder,
     MarkdownRenderer,
-    body_type,
     make_message_id,
     markdown_blocks,
-    parse_addresses,
     restamped,
-    smtp_address,
 )
 from mailaction.template import RenderedLetter
 
@@ -309,12 +307,12 @@ def test_attachment_is_read_once_per_builder(tmp_path: Path) -> None:
     assert second.fingerprint == first.fingerprint
 
 
-def test_unreadable_attachment_is_a_template_error(tmp_path: Path) -> None:
+def test_unreadable_attachment_is_an_attachment_error(tmp_path: Path) -> None:
     (tmp_path / "folder.pdf").mkdir()
     for written in ["missing.pdf", "folder.pdf", "nul\0.pdf"]:
-        with pytest.raises(TemplateError) as caught:
+        with pytest.raises(AttachmentError) as caught:
             build(rendered(("Attachment", written)), tmp_path)
-        assert written in str(caught.value)
+        assert repr(written) in str(caught.value)
         assert "\n" not in str(caught.value)
 
 
@@ -503,7 +501,7 @@ class ReferenceBuilder(LetterBuilder):
                 message[name] = value
         message["Date"] = email.utils.formatdate(localtime=True)
         message["Message-ID"] = message_id
-        kind = body_type(rendered)
+        kind = rendered.kind
         if kind == "markdown":
             message.set_content(body)
             html = markdown.markdown(body, extensions=list(MARKDOWN_EXTENSIONS))
@@ -533,7 +531,7 @@ def expected_fields(letter: RenderedLetter) -> list[str]:
     """The header names a built letter must have, and no others, in any order."""
     names = [name.lower() for name, _ in letter.headers if name.lower() not in BUILDER_HEADERS]
     own = ["date", "message-id", "mime-version", "content-type"]
-    if body_type(letter) != "markdown" and not letter.all("Attachment"):
+    if letter.kind != "markdown" and not letter.all("Attachment"):
         own.append("content-transfer-encoding")
     return sorted(names + own)
 
@@ -743,6 +741,7 @@ def test_a_definition_in_one_block_applies_to_another() -> None:
 MARKDOWN_ALPHABET = st.sampled_from(
     list("aZé1 \t\n\n\n-*+>#`~[]()!:|^_={}.<&\\/'\"")
     + ["1. ", "- ", "    ", "```", "<div>", "</div>", "<!--", "-->", "[^1]", "]: ", "Dear ", ": "]
+    + ["&#46;", "&#60;", "&#35; ", "&#", "&#x41;"]  # escaped contact values, and near misses
 )
 markdown_texts = st.lists(MARKDOWN_ALPHABET, max_size=60).map("".join)
 

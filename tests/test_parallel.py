@@ -188,7 +188,9 @@ def test_cli_counts_bad_rows_checked_by_workers_like_one_process(tmp_path: Path)
 
     assert finished.returncode == 2
     printed = finished.stdout + finished.stderr
-    assert [str(problem) for problem in alone.problems] == finished.stdout.splitlines()[:100]
+    said = finished.stdout.splitlines()
+    assert said[0] == "contacts.csv, header on row 1"
+    assert [str(problem) for problem in alone.problems] == said[1:101]
     assert (
         f"{alone.problem_count} problem(s) in {alone.invalid_rows} row(s) of contacts.csv "
         f"with letter.txt; {alone.ready} letter(s) ready."

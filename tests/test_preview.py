@@ -16,13 +16,17 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from mailaction.campaign import PreparedRow
+from mailaction.contacts import Contact
 from mailaction.errors import Problem
-from mailaction.message import Letter, LetterBuilder
+from mailaction.message import Letter, LetterBuilder, prepare_letter
 from mailaction.preview import html_to_text, letter_parts, print_letter, write_preview
-from mailaction.template import RenderedLetter
+from mailaction.template import LetterTemplate, RenderedLetter
+from mailaction.validate import LetterRules
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8
 SCRIPT = "<script>alert(1)</script>"
@@ -191,8 +195,8 @@ def test_rows_with_problems_are_listed_without_eml(tmp_path: Path, letters: list
     assert not list(tmp_path.glob("00009-*"))
     page = result.index.read_text(encoding="utf-8")
     assert "Rows with problems (1)" in page
-    assert "contacts.csv:9 (email): &#x27;bob@&#x27; is not a valid address" in page
-    assert "letter.txt:9: undefined variable &#x27;town&#x27;" in page
+    assert "contacts.csv:9 (email): &#39;bob@&#39; is not a valid address" in page
+    assert "letter.txt:9: undefined variable &#39;town&#39;" in page
 
 
 def test_contact_data_is_escaped_and_no_script_can_run(tmp_path: Path) -> None:
@@ -361,3 +365,99 @@ def test_long_encoded_display_names_show_as_written(tmp_path: Path, name: str) -
     headers = dict(letter_parts(letter).headers)
     assert headers["From"] == f"{name} <letters@example.org>"
     assert headers["Subject"] == name
+
+
+def test_a_new_preview_removes_the_letters_of_the_last_one_and_nothing_else(
+    tmp_path: Path, letters: list[Letter]
+) -> None:
+    mine = tmp_path / "00099-mine@example.org.eml"
+    mine.write_bytes(b"Subject: kept\r\n\r\nMine.\r\n")
+    write_preview(map(ready, letters), tmp_path)
+    assert len(list(tmp_path.glob("*.eml"))) == len(letters) + 1
+
+    result = write_preview(map(ready, letters[:1]), tmp_path)
+
+    remaining = sorted(path.name for path in tmp_path.glob("*.eml"))
+    assert remaining == sorted([mine.name, unquote(first_eml_link(result.index))])
+    assert mine.read_bytes().startswith(b"Subject: kept")
+
+
+def test_a_hostile_manifest_removes_nothing_outside_the_folder(tmp_path: Path, letters: list[Letter]) -> None:
+    outside = tmp_path / "outside.eml"
+    outside.write_text("keep")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".mailaction-preview").write_text("../outside.eml\n/etc/hostname\n")
+
+    write_preview(map(ready, letters[:1]), tmp_path / "out")
+
+    assert outside.read_text() == "keep"
+
+
+def first_eml_link(index: Path) -> str:
+    return next(
+        attrs["href"] or ""
+        for tag, attrs in page_tags(index)
+        if tag == "a" and not (attrs["href"] or "").startswith("#")
+    )
+
+
+def test_non_ascii_local_part_previews_in_terminal_file_and_index(tmp_path: Path) -> None:
+    rendered = RenderedLetter(
+        [("From", "Jörg <jörg@example.org>"), ("To", "jörg@example.org"), ("Subject", "Grüße")],
+        "Liebe Jörg,\n",
+        [],
+    )
+    letter = LetterBuilder("campaign", tmp_path).build(rendered, "jörg@example.org", 2)
+    assert letter.smtputf8
+    assert dict(letter_parts(letter).headers)["To"] == "jörg@example.org"
+    console = Console(file=io.StringIO(), width=100)
+    print_letter(letter, console)
+    assert "jörg@example.org" in console.file.getvalue()
+    result = write_preview([PreparedRow(2, letter.contact_id, letter, [])], tmp_path / "out")
+    assert result.written == 1
+    assert "Grüße" in result.index.read_text(encoding="utf-8")
+
+
+PROPERTY_TEMPLATES = {
+    "plain": "",
+    "markdown": "Content-Type: text/markdown\n",
+    "html": "Content-Type: text/html\n",
+}
+LOCAL_PARTS = st.text(st.characters(categories=("Ll", "Lu", "Lo", "Nd")), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(sorted(PROPERTY_TEMPLATES)),
+    local=LOCAL_PARTS,
+    domain=st.sampled_from(["example.org", "bücher.example", "例え.example"]),
+    name=st.text(max_size=40),
+    subject=st.text(max_size=60),
+    body=st.text(max_size=200),
+)
+def test_every_letter_validate_accepts_previews(
+    tmp_path: Path, kind: str, local: str, domain: str, name: str, subject: str, body: str
+) -> None:
+    template = LetterTemplate.from_string(
+        'From: "{{ name }}" <campaign@example.org>\nTo: {{ email }}\nSubject: {{ subject }}\n'
+        f"{PROPERTY_TEMPLATES[kind]}\nDear {{{{ name }}}},\n\n{{{{ body }}}}\n",
+        "letter.txt",
+        tmp_path,
+    )
+    values = {"email": f"{local}@{domain}", "name": name, "subject": subject, "body": body}
+    contact = Contact(2, values, "contacts.csv")
+    letter, problems = prepare_letter(
+        template.render(contact), contact, values["email"], LetterBuilder("p", tmp_path), LetterRules()
+    )
+    if letter is None:
+        assert problems
+        return
+    console = Console(file=io.StringIO(), width=80)
+    print_letter(letter, console)
+    assert console.file.getvalue()
+    out = tmp_path / "out"
+    result = write_preview([PreparedRow(2, letter.contact_id, letter, [])], out)
+    assert result.written == 1
+    assert len(list(out.glob("*.eml"))) == 1
+    assert "<article" in result.index.read_text(encoding="utf-8")
+    shutil.rmtree(out)

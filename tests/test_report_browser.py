@@ -1,7 +1,7 @@
 """The HTML report as a browser renders it: headless Chromium, offline, no scripts.
 
 Run this file directly to regenerate docs/report-example.png:
-    .venv/bin/python tests/test_report_browser.py
+    PYTHONPATH=. .venv/bin/python tests/test_report_browser.py
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import struct
 import subprocess
 import sys
 import tempfile
-from dataclasses import replace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from mailaction.deliverylog import DeliveryLog, Outcome, State
-from mailaction.report import Report, build_report, load_report, summary, write_html
-from tests.test_report import CAMPAIGN, REJECTED, SCRIPT, fixture_log, log_letter
+from mailaction.report import Report, load_report, summary, write_html
+from tests.test_report import CAMPAIGN, REJECTED, SCRIPT, fixture_log, log_letter, set_times
 
 
 def _find_chromium() -> str | None:
@@ -78,7 +79,8 @@ TROUBLE = {
 }
 
 
-def example_report(directory: Path) -> Report:
+@contextmanager
+def example_report(directory: Path) -> Iterator[Report]:
     """A realistic campaign: 260 letters sent over about 40 minutes, a pause, a few problems."""
     rng = random.Random(2020)
     with DeliveryLog(directory / "free-maryia-kalesnikava.sqlite", CAMPAIGN) as log:
@@ -87,21 +89,20 @@ def example_report(directory: Path) -> Report:
             outcome = TROUBLE.get(row, Outcome(State.SENT, 250, "2.0.0 Ok: queued"))
             recipients = (address, "press@example.net") if row in TROUBLE and row > 200 else None
             log_letter(log, row, address, outcome if row < 250 else None, recipients)
-        entries = list(log.entries())
-    clock, timed = 1_750_000_000.0, []
-    for entry in entries:
-        if entry.attempts:
-            clock += rng.expovariate(1 / 8) + (300 if entry.row == 120 else 0)
-            times = {"first_attempt_at": clock, "last_attempt_at": clock}
-            entry = replace(entry, **times, sent_at=clock if entry.state is State.SENT else None)
-        timed.append(entry)
-    return build_report(CAMPAIGN, log.path, timed, generated_at=clock + 900)
+        clock, times = 1_750_000_000.0, {}
+        for entry in log.entries():
+            if entry.attempts:
+                clock += rng.expovariate(1 / 8) + (300 if entry.row == 120 else 0)
+                times[entry.contact_id] = clock
+        set_times(log, times)
+        yield load_report(log, generated_at=clock + 900)
 
 
 def test_rendered_page_shows_counts_failures_and_hostile_text_as_text(tmp_path: Path) -> None:
     with fixture_log(tmp_path / "campaign.sqlite") as log:
         report = load_report(log)
-    dom = run_chromium(write_page(report, tmp_path), tmp_path, "--dump-dom")
+        page = write_page(report, tmp_path)
+    dom = run_chromium(page, tmp_path, "--dump-dom")
     for key, count in summary(report).items():
         assert f'<div class="card {key}"><span class="n">{count}</span>' in dom
     failed_row = re.search(r'<tr><td class="num">3</td>.*?</tr>', dom, re.DOTALL)
@@ -114,7 +115,8 @@ def test_rendered_page_shows_counts_failures_and_hostile_text_as_text(tmp_path: 
 
 def test_screenshot_of_a_realistic_campaign_is_a_png(tmp_path: Path) -> None:
     png = tmp_path / "r.png"
-    screenshot(example_report(tmp_path), tmp_path, png)
+    with example_report(tmp_path) as report:
+        screenshot(report, tmp_path, png)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", data[16:24]) == WINDOW
@@ -124,6 +126,6 @@ if __name__ == "__main__":
     if CHROMIUM is None:
         sys.exit("Chromium is not installed")
     target = Path(__file__).resolve().parent.parent / "docs" / "report-example.png"
-    with tempfile.TemporaryDirectory() as workdir:
-        screenshot(example_report(Path(workdir)), Path(workdir), target)
+    with tempfile.TemporaryDirectory() as workdir, example_report(Path(workdir)) as report:
+        screenshot(report, Path(workdir), target)
     print(f"wrote {target}")

@@ -91,11 +91,15 @@ async def test_the_per_domain_limit_is_wired_from_the_settings(log: DeliveryLog)
     assert busiest_second(arrivals(server.messages)["example.org"]) == 4
 
 
+@pytest.mark.parametrize("bound", ["letters", "bytes"])
 async def test_letters_are_read_ahead_only_up_to_the_lookahead(
-    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch, bound: str
 ) -> None:
-    monkeypatch.setattr(sender, "LOOKAHEAD", 10)
     batch = to_domains({"example.org": 100})
+    if bound == "letters":
+        monkeypatch.setattr(sender, "LOOKAHEAD", 10)
+    else:  # letters with large attachments: the window holds 10 letters' worth of data
+        monkeypatch.setattr(sender, "LOOKAHEAD_BYTES", 10 * len(batch[0].data))
     for item in batch:
         log.register(item)
     read: list[Letter] = []

@@ -85,8 +85,16 @@ def test_repeated_headers_are_all_kept_in_order() -> None:
     assert [name for name, _ in letter.headers] == ["Attachment", "Subject", "attachment"]
 
 
-def test_template_without_a_blank_line_is_an_error() -> None:
-    assert "letter.txt: no blank line" in compile_error("To: x@example.org\nSubject: Hi\n")
+@pytest.mark.parametrize("text", ["To: {{ email }}\nSubject: Hi\n", "To: {{ email }}\nSubject: Hi"])
+def test_a_template_of_headers_only_has_an_empty_body(text: str) -> None:
+    letter = template(text).render(contact(email="ann@example.org"))
+    assert letter.headers == [("To", "ann@example.org"), ("Subject", "Hi")]
+    assert letter.body == ""
+
+
+def test_body_lines_without_a_blank_line_before_them_are_an_error() -> None:
+    message = compile_error("To: x@example.org\nDear Minister,\n")
+    assert message == "letter.txt:2: expected a header line like 'Subject: ...' before the blank line"
 
 
 def test_first_line_must_be_a_header() -> None:
@@ -192,16 +200,17 @@ def test_newline_in_a_value_stays_inside_its_header_value() -> None:
 # Problems while rendering one row
 
 
-def test_undefined_variable_names_variable_part_and_row_and_the_rest_still_renders() -> None:
+def test_undefined_variable_is_the_templates_problem_naming_its_line_and_the_columns() -> None:
     text = "To: {{ email }}\nSubject: News from {{ town }}\n\nDear {{ first_name }},\n"
     letter = template(text).render(contact(7, email="ana@example.org", first_name="Ana"))
     assert len(letter.problems) == 1
     problem = letter.problems[0]
-    assert (problem.source, problem.row, problem.field) == ("contacts.csv", 7, "Subject")
-    assert problem.message == (
-        "undefined variable 'town' in the Subject header of letter.txt (columns: email, first_name)"
+    # The same in every row: a problem of the template (row None), reported once by validate.
+    assert (problem.source, problem.row, problem.field) == ("letter.txt:2", None, "Subject")
+    assert str(problem) == (
+        "letter.txt:2 (Subject): uses {{ town }}, which is not a column; "
+        "the columns are: email, first_name"
     )
-    assert str(problem).startswith("contacts.csv:7 (Subject): undefined variable 'town'")
     assert letter.header("To") == "ana@example.org"
     assert letter.body == "Dear Ana,\n"
 
@@ -210,17 +219,24 @@ def test_every_failing_part_of_a_row_is_reported() -> None:
     letter = template("Subject: {{ subject }}\n\n{{ greeting }}\n{% if town %}x{% endif %}").render(
         contact()
     )
-    assert [(p.field, "undefined variable 'subject'" in p.message) for p in letter.problems] == [
+    assert [(p.field, "uses {{ subject }}" in p.message) for p in letter.problems] == [
         ("Subject", True),
         ("body", False),
     ]
-    assert "undefined variable 'greeting' in the body of letter.txt" in letter.problems[1].message
+    assert letter.problems[1].source == "letter.txt:3"
+    assert letter.problems[1].message.startswith("uses {{ greeting }}, which is not a column")
     assert letter.header("Subject") == "" and letter.body == ""
 
 
 def test_undefined_variable_suggests_a_close_column() -> None:
     letter = template("Subject: x\n\n{{ frist_name }}").render(contact(first_name="Ana"))
-    assert "did you mean 'first_name'?" in letter.problems[0].message
+    assert "did you mean {{ first_name }}? The columns are: first_name" in letter.problems[0].message
+
+
+def test_undefined_variable_names_the_line_it_is_on() -> None:
+    text = "Subject: x\n\nDear friend,\n\n{% if 1 %}\nYou live in {{ town }}.\n{% endif %}\n"
+    letter = template(text).render(contact(name="Ana"))
+    assert letter.problems[0].source == "letter.txt:6"
 
 
 def test_missing_key_of_contact_is_a_problem() -> None:
@@ -271,6 +287,29 @@ def test_include_reads_files_beside_the_template_and_nowhere_else(tmp_path: Path
         assert letter.problems[0].message.startswith(message)
 
 
+def test_include_named_by_a_contact_stays_in_the_template_folder(tmp_path: Path) -> None:
+    (tmp_path / "letter.txt").write_text("Subject: Hi\n\n{% include part %}", encoding="utf-8")
+    (tmp_path / "intro.txt").write_text("Hello\n", encoding="utf-8")
+    (tmp_path.parent / "secret.txt").write_text("secret", encoding="utf-8")
+    (tmp_path / "out.txt").symlink_to(tmp_path.parent / "secret.txt")
+    (tmp_path / "null.txt").symlink_to("/dev/null")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "intro.txt")
+    letter_template = LetterTemplate.from_file(tmp_path / "letter.txt")
+    assert letter_template.render(contact(part="intro.txt")).body == "Hello\n"
+    assert letter_template.render(contact(part="link.txt")).body == "Hello\n"  # a link inside
+    for part, reason in [
+        ("out.txt", "it leads outside the template's folder"),
+        ("null.txt", "it leads outside the template's folder"),
+        ("/proc/self/environ", "no such file in the template's folder"),  # looked for inside
+        ("../secret.txt", "no such file in the template's folder"),
+    ]:
+        letter = letter_template.render(contact(part=part))
+        assert letter.body == ""
+        assert letter.problems[0].message.startswith(f"cannot include {part!r}: {reason}")
+    (tmp_path / "folder").mkdir()
+    assert "not a regular file" in letter_template.render(contact(part="folder")).problems[0].message
+
+
 def test_assignments_do_not_leak_between_parts_or_rows() -> None:
     letter_template = template("Subject: {% set name = 'X' %}{{ name }}\n\n{{ name }}")
     assert letter_template.render(contact(name="Ana")).body == "Ana"
@@ -309,7 +348,7 @@ def test_example_template_renders_a_full_contact() -> None:
     assert "vul. Lenina 19, Minsk 220030, Belarus" in body and "Dear Minister," in body
     assert "\n1. " in body and "\n2. " in body and "\n3. " in body
     assert "I have followed Maryia's case since 2020." in body
-    assert body.rstrip().endswith("Jane Doe  \nLeeds, United Kingdom")
+    assert body.rstrip().endswith("Jane Doe\nLeeds, United Kingdom")
     assert len(EXAMPLE.read_bytes()) < 2600
 
 
@@ -321,7 +360,7 @@ def test_example_template_renders_with_blank_optional_columns() -> None:
     assert letter.body.endswith("Yours sincerely,\n\nJane Doe\n")
     assert "\n\n\n" not in letter.body
     only_country = LetterTemplate.from_file(EXAMPLE).render(example_contact(town=""))
-    assert only_country.body.endswith("Jane Doe  \nUnited Kingdom\n")
+    assert only_country.body.endswith("Jane Doe\nUnited Kingdom\n")
 
 
 # Any text survives rendering

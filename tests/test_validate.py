@@ -16,18 +16,17 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailaction.addresses import list_items
 from mailaction.contacts import Contact
-from mailaction.message import Attachment, Letter, LetterBuilder
+from mailaction.message import Attachment, Letter, LetterBuilder, prepare_letter
 from mailaction.template import LetterTemplate, RenderedLetter
 from mailaction.validate import (
     LetterRules,
     _address_list_problems,
     _address_problem,
     _is_plain_address,
-    _list_items,
     check_built,
     check_rendered,
-    prepare_letter,
 )
 
 HEADERS = "From: Campaign <campaign@example.org>\nTo: {{ email }}\nSubject: Free Maryia\n"
@@ -50,9 +49,9 @@ class CountingBuilder(LetterBuilder):
 class VanishingAttachmentBuilder(CountingBuilder):
     """A builder whose attachments disappear between the checks and the build."""
 
-    def attachment(self, written: str) -> Attachment:
+    def attachment(self, written: str, literal: bool = True) -> Attachment:
         (self.base_dir / written).unlink()
-        return super().attachment(written)
+        return super().attachment(written, literal)
 
 
 def contact(row: int = 12, **values: str) -> Contact:
@@ -202,7 +201,6 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
         "contacts.csv:12 (To)",
         "contacts.csv:12 (To)",
         "contacts.csv:12 (Subject)",
-        "contacts.csv:12 (body)",
     ]
 
 
@@ -315,7 +313,7 @@ MAILBOXES = st.one_of(
 def test_an_accepted_address_list_reads_the_same_with_the_email_package(value: str) -> None:
     if value.strip() and _address_list_problems(value, False) == ():
         addresses = [address for _, address in getaddresses([value])]
-        assert len(addresses) == len(_list_items(value))
+        assert len(addresses) == len(list_items(value))
         assert all(accepted_by_email_validator(address) for address in addresses)
 
 
@@ -355,17 +353,21 @@ def test_harmless_or_undecodable_encoded_words_pass(subject: str) -> None:
 # Subject, body, content type
 
 
-@pytest.mark.parametrize("subject_line", ["", "Subject: {{ blank }}\n", "Subject:\n"])
-def test_a_letter_needs_a_subject(subject_line: str) -> None:
+@pytest.mark.parametrize("subject_line", ["Subject: {{ blank }}\n", "Subject:\n"])
+def test_a_subject_header_must_not_be_empty(subject_line: str) -> None:
     headers = f"From: campaign@example.org\nTo: ann@example.org\n{subject_line}"
-    assert problems(headers, blank="  ") == [
-        "contacts.csv:12 (Subject): the subject is missing or empty"
+    assert problems(headers, blank="  ") == ["contacts.csv:12 (Subject): the subject is empty"]
+
+
+def test_no_subject_and_an_empty_body_are_template_warnings_as_mailmerge_sends_them() -> None:
+    headers = "From: campaign@example.org\nTo: ann@example.org\n"
+    assert problems(headers, body="") == []
+    template = LetterTemplate.from_string(headers + "\n", "letter.txt")
+    assert template.warnings == [
+        "letter.txt: no Subject header; the letters go without a subject",
+        "letter.txt: the body is empty; the letters have headers only",
     ]
-
-
-@pytest.mark.parametrize("body", ["", "\n \n\t\n", "{{ blank }}\n"])
-def test_a_letter_needs_a_body(body: str) -> None:
-    assert problems(body=body, blank="") == ["contacts.csv:12 (body): the letter body is empty"]
+    assert LetterTemplate.from_string(HEADERS + "\nHi\n").warnings == []
 
 
 @pytest.mark.parametrize("media", ["text/markdown", "TEXT/HTML", "text/plain; charset=utf-8"])
@@ -446,16 +448,63 @@ def test_an_empty_attachment_header_is_a_problem(tmp_path: Path) -> None:
     ]
 
 
+def test_attachment_paths_from_contact_values_stay_in_the_template_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "campaign"
+    (folder / "docs").mkdir(parents=True)
+    (folder / "docs" / "a.pdf").write_bytes(b"%PDF")
+    (tmp_path / "secret.txt").write_text("secret", encoding="utf-8")
+    (folder / "docs" / "out.pdf").symlink_to(tmp_path / "secret.txt")
+    (folder / "docs" / "null.pdf").symlink_to("/dev/null")
+    header = HEADERS + "Attachment: docs/{{ doc }}\n"
+    assert problems(header, base_dir=folder, doc="a.pdf") == []
+    assert problems(header, base_dir=folder, doc="../docs/a.pdf") == []  # still inside
+    outside = "is outside the template's folder; only files there can be attached by a value"
+    for doc in ["../../secret.txt", "out.pdf", "null.pdf", "../../../../proc/self/environ"]:
+        assert problems(header, base_dir=folder, doc=doc) == [
+            (
+                f"contacts.csv:12 (Attachment): attachment 'docs/{doc}' comes from the contact list "
+                f"and {outside} (from column doc)"
+            )
+        ]
+    whole = HEADERS + "Attachment: {{ doc }}\n"
+    for doc in ["/etc/passwd", "/proc/self/environ", str(folder / "docs" / "a.pdf")]:
+        (found,) = problems(whole, base_dir=folder, doc=doc)
+        assert found.startswith("contacts.csv:12 (Attachment): attachment '")
+        assert "comes from the contact list and is an absolute path" in found
+        assert found.endswith("(from column doc)")
+
+
+def test_an_attachments_folder_lets_values_name_files_there(tmp_path: Path) -> None:
+    (tmp_path / "letter").mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "b.pdf").write_bytes(b"%PDF")
+    header = HEADERS + "Attachment: ../shared/{{ doc }}\n"
+    rules = LetterRules(attachments=tmp_path / "shared")
+    assert problems(header, base_dir=tmp_path / "letter", rules=rules, doc="b.pdf") == []
+    (found,) = problems(header, base_dir=tmp_path / "letter", doc="b.pdf")
+    assert "is outside the template's folder;" in found
+    (found,) = problems(header, base_dir=tmp_path / "letter", rules=rules, doc="../letter/../../x")
+    assert "outside the template's folder or the attachments folder" in found
+
+
+def test_the_authors_own_paths_expand_home_and_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "brief.pdf").write_bytes(b"%PDF")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("BRIEFS", str(tmp_path))
+    assert attach(tmp_path / "elsewhere", "~/brief.pdf", "$BRIEFS/brief.pdf", "${BRIEFS}/brief.pdf") == []
+    header = HEADERS + "Attachment: {{ doc }}\n"
+    (found,) = problems(header, base_dir=tmp_path / "elsewhere", doc="$BRIEFS/brief.pdf")
+    assert "not found" in found  # a contact's value is never expanded
+
+
 # Built messages
-
-
-def built(data: bytes) -> Letter:
-    return Letter(12, "ann", "a@example.org", ("b@example.org",), "Hi", "<1@example.org>", "", data)
 
 
 def test_a_message_over_the_size_limit_names_both_sizes() -> None:
     found = check_built(
-        built(b"x\r\n" * 700_000), contact(), LetterRules(max_message_size=2_000_000)
+        b"x\r\n" * 700_000, contact(), LetterRules(max_message_size=2_000_000)
     )
     assert [str(problem) for problem in found] == [
         "contacts.csv:12: the message is 2.1 MB, over the limit of 2.0 MB"
@@ -464,11 +513,11 @@ def test_a_message_over_the_size_limit_names_both_sizes() -> None:
 
 def test_a_line_over_998_octets_is_a_problem() -> None:
     data = b"Subject: x\r\n\r\n" + b"a" * 998 + b"\r\n" + b"b" * 999 + b"\r\n"
-    found = check_built(built(data), contact(), RULES)
+    found = check_built(data, contact(), RULES)
     assert [str(problem) for problem in found] == [
         "contacts.csv:12: line 4 of the message is 999 octets long; SMTP allows 998"
     ]
-    assert check_built(built(data[:-1001]), contact(), RULES) == []
+    assert check_built(data[:-1001], contact(), RULES) == []
 
 
 # Preparing a letter
@@ -495,7 +544,7 @@ def test_a_rendering_problem_is_not_repeated_as_an_empty_header(tmp_path: Path) 
     rendered, person = render(HEADERS.replace("{{ email }}", "{{ emial }}"))
     letter, found = prepare_letter(rendered, person, "ann", CountingBuilder(tmp_path), RULES)
     assert letter is None
-    assert len(found) == 1 and "undefined variable 'emial'" in found[0].message
+    assert len(found) == 1 and "uses {{ emial }}, which is not a column" in found[0].message
 
 
 def test_a_built_message_over_the_limit_is_not_returned(tmp_path: Path) -> None:
