@@ -348,8 +348,8 @@ class _Run:
         self._halted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._in_flight = 0
         self._failures_in_row = 0
-        self._waiting = 0
-        self._changed = asyncio.Event()
+        self._changed = _Signal()  # a letter may be ready, or the run over
+        self._connections_changed = _Signal()  # a connection may be free, or the run over
         self.connections = 0  # connections held by workers: open or being opened
         self.open_connections = 0
 
@@ -382,6 +382,7 @@ class _Run:
         if not self._halted.done():
             self._halted.set_result(None)
         self._notify()
+        self._connections_changed.notify()
 
     def abort(self, error: Exception) -> None:
         """Stop the run because of ``error``; `execute` raises it once the workers are done."""
@@ -405,12 +406,14 @@ class _Run:
             if self.connections < server.connections and delay <= 0:
                 self.connections += 1
                 return True
-            await self._wait(delay if delay > 0 else None)
+            # Woken only when a connection is given back, more are allowed or the run ends,
+            # not at every letter: most workers may wait here all run long.
+            await self._connections_changed.wait(delay if delay > 0 else None)
         return False
 
     def give_back_connection(self) -> None:
         self.connections -= 1
-        self._notify()
+        self._connections_changed.notify()
 
     def too_many_connections(self) -> bool:
         """Whether a connection should close, the server having asked for fewer."""
@@ -513,7 +516,10 @@ class _Run:
                 heapq.heappush(self._retries, (due, next(self._order), later_job))
         elif outcome.state is State.SENT:
             summary.sent += 1
+            allowed = self.server.connections
             self.server.accepted()
+            if self.server.connections > allowed:
+                self._connections_changed.notify()
             self._failures_in_row = 0
         elif outcome.state is State.UNCERTAIN:
             summary.uncertain += 1
@@ -522,6 +528,8 @@ class _Run:
         if unavailable or _counts_as_failure(outcome):
             self._count_failure(outcome)
         self._notify()
+        if self._over():
+            self._connections_changed.notify()
         if self._on_outcome is not None:
             self._on_outcome(letter, outcome)
 
@@ -538,18 +546,33 @@ class _Run:
             self.halt()
 
     def _notify(self) -> None:
-        """Wake the workers waiting for a retry to fall due or for the run to end."""
-        if self._waiting:
-            self._changed.set()
-            self._changed = asyncio.Event()
+        """Wake the workers waiting for a letter to be ready or for the run to end."""
+        self._changed.notify()
 
     async def _wait(self, timeout: float | None) -> None:
-        self.log.flush()
-        changed = self._changed
+        self.log.flush()  # the outcomes so far are committed before any wait
+        await self._changed.wait(timeout)
+
+
+class _Signal:
+    """Wakes every task waiting on it, at once; cheap when none waits."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._waiting = 0
+
+    def notify(self) -> None:
+        if self._waiting:
+            self._event.set()
+            self._event = asyncio.Event()
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until notified, or ``timeout`` seconds (None: no limit)."""
+        event = self._event
         self._waiting += 1
         try:
             async with asyncio.timeout(timeout):
-                await changed.wait()
+                await event.wait()
         except TimeoutError:
             pass
         finally:
