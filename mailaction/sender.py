@@ -454,14 +454,17 @@ class _Run:
     async def slot(self, job: _Job) -> bool:
         """Wait until the rate limits let the letter go; False if the run stopped meanwhile."""
         domains = tuple(_domains(job.letter))
-        if self._limiter.delay(domains) > 0:
-            self.log.flush()  # the outcomes so far are committed before any wait
-        slot = asyncio.ensure_future(self._limiter.acquire(domains))
-        try:
-            await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            slot.cancel()
+        if self._limiter.delay(domains) <= 0:  # a free slot: taken at once, nothing to watch
+            await self._limiter.acquire(domains)
             self.release(job)
+        else:
+            self.log.flush()  # the outcomes so far are committed before any wait
+            slot = asyncio.ensure_future(self._limiter.acquire(domains))
+            try:
+                await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                slot.cancel()
+                self.release(job)
         if self.stopped():
             self._in_flight -= 1  # the letter stays as the log has it
             return False
