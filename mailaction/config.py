@@ -58,6 +58,11 @@ class SMTPConfig:
     username: str | None = None
     password_env: str | None = None
     verify_certificates: bool = True
+    ca_file: Path | None = None  # a private CA's certificates (PEM), to verify the server with
+    helo_name: str | None = None  # the name said in EHLO; this machine's name when unset
+    password: str | None = None  # "keyring": the password is kept in the system keyring
+    auth: str = "password"  # "password" | "xoauth2"
+    oauth2_token_command: str | None = None  # prints a fresh access token (auth = "xoauth2")
 
     @property
     def address(self) -> str:
@@ -217,6 +222,22 @@ def _mailto(value: Any) -> str:
     return address
 
 
+def _helo_name(value: Any) -> str:
+    name = _text(value)
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]", name):
+        raise ValueError(f"must be a host name like mail.example.org (or an [address]), not {name!r}")
+    return name
+
+
+def _keyring_only(value: Any) -> str:
+    if value != "keyring":  # the value is never echoed: it may be a password written here
+        raise ValueError(
+            'must be "keyring"; a password is never written in the config: run `mailaction login`'
+            " to keep it in the system keyring, or name an environment variable in password_env"
+        )
+    return "keyring"
+
+
 def _port(value: Any) -> int:
     port: int = _typed(int)(value)
     if not 1 <= port <= 65535:
@@ -228,7 +249,9 @@ _str, _pos_int, _pos_float, _bool = _typed(str), _typed(int, positive=True), _ty
 _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "smtp": (SMTPConfig, {
         "host": _text, "port": _port, "security": _choice("starttls", "ssl", "none"),
-        "username": _str, "password_env": _str, "verify_certificates": _bool,
+        "username": _str, "password_env": _str, "verify_certificates": _bool, "ca_file": _text,
+        "helo_name": _helo_name, "password": _keyring_only,
+        "auth": _choice("password", "xoauth2"), "oauth2_token_command": _text,
     }),
     "sending": (SendingConfig, {
         "rate": _rate, "per_domain_rate": _rate, "concurrency": _pos_int,
@@ -250,6 +273,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     }),
 }  # fmt: skip
 _PATH_KEYS = {
+    "smtp": ("ca_file",),
     "campaign": ("template", "contacts", "log", "attachments", "suppression"),
     "dkim": ("private_key",),
 }
@@ -315,7 +339,18 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     missing = [f"dkim.{key}" for key in _SCHEMA["dkim"][1] if getattr(dkim, key) is None]
     if 0 < len(missing) < 3:
         raise ConfigError(f"{where}: [dkim] needs selector, domain and private_key; missing {', '.join(missing)}")
+    _check_smtp_login(sections["smtp"], where)
     return Config(sections["smtp"], sections["sending"], campaign, path, dkim, sections["imap"])
+
+
+def _check_smtp_login(smtp: SMTPConfig, where: str) -> None:
+    """The [smtp] keys that only make sense together."""
+    if smtp.auth == "xoauth2" and not (smtp.username and smtp.oauth2_token_command):
+        raise ConfigError(f'{where}: smtp.auth = "xoauth2" needs smtp.username and smtp.oauth2_token_command')
+    if smtp.oauth2_token_command and smtp.auth != "xoauth2":
+        raise ConfigError(f'{where}: smtp.oauth2_token_command is used only with smtp.auth = "xoauth2"')
+    if smtp.password and not smtp.username:
+        raise ConfigError(f'{where}: smtp.password = "keyring" needs smtp.username')
 
 
 def _misplaced(key: str) -> str:

@@ -14,16 +14,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from .accounts import account_secret
 from .campaign import Campaign, ValidationResult
 from .config import Config
 from .deliverylog import PROOF_SUFFIX, DeliveryLog, Entry, Outcome, State
 from .dkim import letter_signer
 from .errors import DeliveryLogError, InvalidCampaign, SendingStopped
-from .message import Letter, restamped
+from .message import Letter, proof_copy, restamped
 from .sender import Sender, SendSummary, check_server
 from .suppression import recipient_filter
 
@@ -167,7 +168,7 @@ class Run:
                 continue
             letter = prepared.letter
             if proof_to is not None:
-                letter = replace(letter, recipients=(proof_to,))
+                letter = proof_copy(letter, proof_to)
             entry = self.log.get(letter.contact_id) if plan.had_letters else None
             if tally:
                 self.log.note(letter.contact_id)
@@ -384,7 +385,7 @@ def _end_plan(log: DeliveryLog, options: SendOptions) -> None:
 
 
 def _send_queued(config: Config, run: Run, hooks: Hooks, result: CampaignResult) -> None:
-    password = hooks.password() if hooks.password is not None else None
+    password = account_secret(config.smtp, hooks.password)
     asyncio.run(check_server(config.smtp, config.sending, password))
     sender = Sender(config.smtp, config.sending, run.log, password=password)
     total = min(result.plan.to_send, run.allowed if run.allowed is not None else result.plan.to_send)

@@ -31,6 +31,7 @@ from .config import Rate, SendingConfig, SMTPConfig
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import SMTPSetupError
 from .ratelimit import CampaignLimiter, ServerLimits
+from .smtpauth import Secret
 from .transport import (
     Connection,
     Reply,
@@ -91,7 +92,7 @@ class Sender:
         sending: SendingConfig,
         log: DeliveryLog,
         *,
-        password: str | None = None,
+        password: Secret = None,
     ) -> None:
         self.smtp = smtp
         self.sending = sending
@@ -116,7 +117,7 @@ class Sender:
         return await run.execute()
 
 
-async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: str | None) -> None:
+async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: Secret) -> None:
     """Connect, secure, log in and quit, so a run does not start against a server it cannot use."""
     try:
         await check_connection(smtp, sending.timeout, password, await _local_hostname())

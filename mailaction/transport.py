@@ -34,6 +34,7 @@ from aiosmtplib import (
 
 from .config import SMTPConfig
 from .errors import SMTPSetupError
+from .smtpauth import Secret, log_in
 
 __all__ = [
     "Connection",
@@ -109,7 +110,7 @@ def is_loopback(host: str) -> bool:
 
 
 async def open_connection(
-    config: SMTPConfig, timeout: float, password: str | None, local_hostname: str
+    config: SMTPConfig, timeout: float, password: Secret, local_hostname: str
 ) -> Connection:
     """Connect, say EHLO, secure the connection and log in, as the config asks.
 
@@ -120,19 +121,20 @@ async def open_connection(
     return Connection(client, timeout)
 
 
-async def _open(
-    config: SMTPConfig, timeout: float, password: str | None, local_hostname: str
-) -> SMTP:
+async def _open(config: SMTPConfig, timeout: float, password: Secret, local_hostname: str) -> SMTP:
     where = config.address
     if config.username and config.security == "none" and not is_loopback(config.host):
         raise SMTPSetupError(
             f"{where}: refusing to send the password for {config.username!r} over an unencrypted"
             ' connection; set smtp.security to "starttls" or "ssl"'
         )
+    if config.ca_file is not None and not config.ca_file.is_file():
+        raise SMTPSetupError(f"{where}: smtp.ca_file {str(config.ca_file)!r} is not a file")
     client = SMTP(
-        hostname=config.host, port=config.port, timeout=timeout, local_hostname=local_hostname,
-        use_tls=config.security == "ssl", start_tls=False,
-        validate_certs=config.verify_certificates,
+        hostname=config.host, port=config.port, timeout=timeout,
+        local_hostname=config.helo_name or local_hostname, use_tls=config.security == "ssl",
+        start_tls=False, validate_certs=config.verify_certificates,
+        cert_bundle=None if config.ca_file is None else str(config.ca_file),
     )  # fmt: skip
     step = "connect"
     try:
@@ -151,7 +153,7 @@ async def _open(
             await client.ehlo()
         if config.username:
             step = "login"
-            await client.login(config.username, password or "")
+            await log_in(client, config.username, password, where)
     except (SMTPException, OSError) as exc:
         client.close()
         raise _open_failure(exc, config, step, timeout) from None
@@ -162,7 +164,7 @@ async def _open(
 
 
 async def check_connection(
-    config: SMTPConfig, timeout: float, password: str | None, local_hostname: str
+    config: SMTPConfig, timeout: float, password: Secret, local_hostname: str
 ) -> None:
     """Open a connection as `open_connection` does, then say goodbye."""
     client = await _open(config, timeout, password, local_hostname)
@@ -181,8 +183,9 @@ def _open_failure(exc: Exception, config: SMTPConfig, step: str, timeout: float)
     tls = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
     if isinstance(tls, ssl.SSLCertVerificationError):
         return SMTPSetupError(
-            f"{where}: the server's certificate cannot be verified ({tls.verify_message}); set"
-            " smtp.verify_certificates = false only for a server you trust"
+            f"{where}: the server's certificate cannot be verified ({tls.verify_message}); if"
+            " it comes from a private certificate authority, set smtp.ca_file to that authority's"
+            " certificate (PEM); smtp.verify_certificates = false only for a server you trust"
         )
     if isinstance(tls, ssl.SSLError):
         hint = ""
