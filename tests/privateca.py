@@ -52,7 +52,7 @@ def make_private_ca(directory: Path) -> PrivateCA:
                 encipher_only=False, decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
