@@ -51,7 +51,7 @@ class OAuthServer(FaultServer):
         self.tokens_accepted: list[str] = []
         self.tokens_refused: list[str] = []
 
-    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802 - aiosmtpd's name
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         """aiosmtpd calls ``auth_<MECHANISM>`` methods of the handler."""
         fields = base64.b64decode(args[1]).split(b"\x01") if len(args) > 1 else []
         user = fields[0].removeprefix(b"user=").decode() if fields else ""
