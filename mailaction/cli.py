@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .accounts import store_password
 from .bounces import IMAPMailbox, LocalMailbox, Mailbox, read_bounces
 from .campaign import Campaign, PreparedRow
 from .config import Config, find_config, load_config
@@ -622,6 +623,36 @@ def init(folder: Path | None, mailmerge_dir: Path | None) -> None:
         console.print(f"  {path.relative_to(folder)}", markup=False)
     step = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
     console.print(f"Next: edit mailaction.toml, then {step}mailaction validate", markup=False)
+
+
+@main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+    help="Config file. Default: ./mailaction.toml, else ./config.example.toml.",
+)  # fmt: skip
+@handle_errors
+def login(config_path: Path | None) -> None:
+    """Ask for the SMTP password once and keep it in the system keyring.
+
+    With smtp.password = "keyring" in the config, send then reads it from there and
+    never asks. The password is never printed, logged or written anywhere else.
+
+    \b
+    Example:
+      mailaction login --config mailaction.toml
+    """
+    config = read_config(config_path, None, None, None)
+    smtp = config.smtp
+    if smtp.auth == "xoauth2":
+        raise ConfigError(f"{smtp.address}: smtp.auth = \"xoauth2\" logs in with tokens; there is no password to keep")
+    if not smtp.username:
+        raise ConfigError(f"{smtp.address}: smtp.username is not set; there is nobody to log in as")
+    password = click.prompt(f"SMTP password for {smtp.username} at {smtp.host}", hide_input=True)
+    store_password(smtp, str(password))
+    console.print(f"Kept the password for {smtp.username} at {smtp.address} in the system keyring.", markup=False)
+    if smtp.password != "keyring":
+        console.print('Set smtp.password = "keyring" in the config so that send reads it from there.', markup=False)
+    console.print(f"To check that it logs in: mailaction validate --server{_config_hint(config)}", markup=False)
 
 
 def suppression_options(command: Callable[..., Any]) -> Callable[..., Any]:
