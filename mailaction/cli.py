@@ -41,6 +41,7 @@ from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, Mai
 from .example import DEMO_FOLDER, demo_config, reset_demo, write_example
 from .mailmerge import convert_mailmerge
 from .message import Letter
+from .preflight import check_server_account, server_limited
 from .preview import print_letter, write_preview
 from .report import (
     letter_count,
@@ -138,17 +139,37 @@ def main() -> None:
 
 @main.command()
 @campaign_options
-def validate(config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None) -> None:
+@click.option(
+    "--server", is_flag=True,
+    help="Also connect to the SMTP server, secure the connection and log in (sending nothing);"
+    " letters larger than the server accepts (SIZE) are problems.",
+)  # fmt: skip
+def validate(
+    config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
+    server: bool,
+) -> None:  # fmt: skip
     """Check every contact and letter; print each problem with its row. Sends nothing.
 
-    Exits with 2 when any row has a problem, so it can guard scripts.
+    Exits with 2 when any row has a problem, so it can guard scripts; with --server,
+    with 1 when the server cannot be used.
 
     \b
     Example:
       mailaction validate --config mailaction.toml
       mailaction validate --template letter.txt --contacts supporters.xlsx
+      mailaction validate --server              also log in to the server, send nothing
     """
     config = read_config(config_path, template, contacts, log)
+    if server:
+        check = check_server_account(config, functools.partial(_password, config))
+        console.print(f"Server {check.describe()}", markup=False)
+        limited = server_limited(config, check)
+        if limited is not config:
+            console.print(
+                f"The server accepts letters up to {check.size_limit:,} octets; larger ones are"
+                " problems below.", markup=False,
+            )  # fmt: skip
+        config = limited
     campaign = Campaign(config)
     console.print(campaign.contacts.description, markup=False)
     for warning in campaign.template.warnings:

@@ -34,6 +34,7 @@ from .ratelimit import CampaignLimiter, ServerLimits
 from .smtpauth import Secret
 from .transport import (
     Connection,
+    Offer,
     Reply,
     Unavailable,
     Uncertain,
@@ -117,10 +118,13 @@ class Sender:
         return await run.execute()
 
 
-async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: Secret) -> None:
-    """Connect, secure, log in and quit, so a run does not start against a server it cannot use."""
+async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: Secret) -> Offer:
+    """Connect, secure, log in and quit, so a run does not start against a server it cannot use.
+
+    Returns what the server offered (SIZE, SMTPUTF8, PIPELINING).
+    """
     try:
-        await check_connection(smtp, sending.timeout, password, await _local_hostname())
+        return await check_connection(smtp, sending.timeout, password, await _local_hostname())
     except Unavailable as unavailable:
         raise SMTPSetupError(f"{smtp.address}: {unavailable.reply}") from None
 

@@ -38,6 +38,7 @@ from .smtpauth import Secret, log_in
 
 __all__ = [
     "Connection",
+    "Offer",
     "Refused",
     "Reply",
     "Unavailable",
@@ -163,11 +164,32 @@ async def _open(config: SMTPConfig, timeout: float, password: Secret, local_host
     return client
 
 
+class Offer(NamedTuple):
+    """What a server offered in EHLO (after STARTTLS): SIZE (0 when none) and extensions."""
+
+    size_limit: int
+    smtputf8: bool
+    eight_bit: bool
+    pipelining: bool
+
+
+def server_offer(client: SMTP) -> Offer:
+    """What the server said it accepts, from its last EHLO reply."""
+    size = client.esmtp_extensions.get("size", "")
+    return Offer(
+        int(size) if size.isdigit() else 0,
+        client.supports_extension("smtputf8"),
+        client.supports_extension("8bitmime"),
+        client.supports_extension("pipelining"),
+    )
+
+
 async def check_connection(
     config: SMTPConfig, timeout: float, password: Secret, local_hostname: str
-) -> None:
-    """Open a connection as `open_connection` does, then say goodbye."""
+) -> Offer:
+    """Open a connection as `open_connection` does, then say goodbye; what the server offered."""
     client = await _open(config, timeout, password, local_hostname)
+    offer = server_offer(client)
     try:
         if client.is_connected:
             await client.quit(timeout=QUIT_TIMEOUT)
@@ -175,6 +197,7 @@ async def check_connection(
         pass
     finally:
         client.close()
+    return offer
 
 
 def _open_failure(exc: Exception, config: SMTPConfig, step: str, timeout: float) -> Exception:
@@ -247,11 +270,7 @@ class Connection:
 
     def __init__(self, client: SMTP, timeout: float) -> None:
         self.timeout = timeout
-        size = client.esmtp_extensions.get("size", "")
-        self.size_limit = int(size) if size.isdigit() else 0
-        self.smtputf8 = client.supports_extension("smtputf8")
-        self.eight_bit = client.supports_extension("8bitmime")
-        self.pipelining = client.supports_extension("pipelining")
+        self.size_limit, self.smtputf8, self.eight_bit, self.pipelining = server_offer(client)
         self._mail_refused = False
         self._reader = _ReplyReader()
         protocol = client.protocol

@@ -74,6 +74,7 @@ def make_private_ca(directory: Path) -> PrivateCA:
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    directory.mkdir(parents=True, exist_ok=True)
     found = PrivateCA(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     found.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     found.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
