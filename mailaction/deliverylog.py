@@ -38,7 +38,7 @@ from .keys import campaign_key, contact_key, letter_identity
 if TYPE_CHECKING:
     from .message import Letter
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V2_COLUMN_LIST = (
     "sender TEXT NOT NULL DEFAULT ''",  # envelope MAIL FROM
@@ -46,7 +46,9 @@ _V2_COLUMN_LIST = (
     "identity TEXT NOT NULL DEFAULT ''",  # recipients + content: finds a letter under another key
     "history TEXT NOT NULL DEFAULT ''",  # one line per state change: "time state code reply"
 )
-_V2_COLUMNS = ",\n    ".join(_V2_COLUMN_LIST)
+# Version 3: which account ([[smtp]]) last tried the letter; NULL for one [smtp] account.
+_V3_COLUMN_LIST = ("account TEXT",)
+_V2_COLUMNS = ",\n    ".join(_V2_COLUMN_LIST + _V3_COLUMN_LIST)
 _V2_TABLES = """
 CREATE INDEX IF NOT EXISTS letters_identity ON letters (identity);
 CREATE TABLE IF NOT EXISTS messages (
@@ -533,13 +535,31 @@ class DeliveryLog:
             raise DeliveryLogError(f"{self.path}: the delivery log is damaged: {exc}") from None
         return counts
 
-    def sent_since(self, since: float) -> int:
-        """How many of the campaign's letters were sent at or after ``since`` (a unix time)."""
-        found = self._run(
-            "SELECT count(*) FROM letters WHERE campaign = ? AND state = ? AND sent_at >= ?",
-            (self.campaign, State.SENT, since),
+    def sent_since(self, since: float, account: str | None = None) -> int:
+        """How many of the campaign's letters were sent at or after ``since`` (a unix time);
+        with ``account``, only those that account sent."""
+        sql = "SELECT count(*) FROM letters WHERE campaign = ? AND state = ? AND sent_at >= ?"
+        params: tuple[Any, ...] = (self.campaign, State.SENT, since)
+        if account is not None:
+            sql, params = sql + " AND account = ?", (*params, account)
+        return int(self._run(sql, params).fetchone()[0])
+
+    def note_account(self, contact_id: str, account: str) -> None:
+        """Record which account tried the letter last (committed with the next `flush`)."""
+        self._update(
+            contact_id,
+            "UPDATE letters SET account = ? WHERE campaign = ? AND contact_id = ?",
+            (account,),
         )
-        return int(found.fetchone()[0])
+
+    def sent_by_account(self) -> dict[str, int]:
+        """How many letters each named account sent (none for a campaign of one account)."""
+        found = self._run(
+            "SELECT account, count(*) FROM letters WHERE campaign = ? AND state IN (?, ?)"
+            " AND account IS NOT NULL GROUP BY account ORDER BY account",
+            (self.campaign, State.SENT, State.BOUNCED),
+        )
+        return {str(account): int(count) for account, count in found}
 
     def _store_message(self, letter_row: int | None, letter: Letter) -> None:
         """Store the message without its large attachment parts, and where they go back."""
@@ -700,6 +720,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         if version is not None and version[0] == "1":
             _upgrade_from_1(db)
             version = (str(SCHEMA_VERSION),)
+        elif version is not None and version[0] == "2":
+            _upgrade_from_2(db)
+            version = (str(SCHEMA_VERSION),)
     except sqlite3.Error as exc:
         db.close()
         raise DeliveryLogError(f"{path}: cannot open the delivery log: {exc}") from None
@@ -720,13 +743,25 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
             json.loads(recipients), fingerprint
         ),
     )  # fmt: skip
-    columns = "".join(f"ALTER TABLE letters ADD COLUMN {column};\n" for column in _V2_COLUMN_LIST)
+    columns = "".join(
+        f"ALTER TABLE letters ADD COLUMN {column};\n"
+        for column in _V2_COLUMN_LIST + _V3_COLUMN_LIST
+    )
     db.executescript(
         f"BEGIN IMMEDIATE;\n{columns}{_V2_TABLES}\n"
         "UPDATE OR IGNORE letters SET contact_id = contact_key(contact_id);\n"
         "UPDATE letters SET identity = identity(recipients, fingerprint);\n"
         f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\n"
         "COMMIT;"
+    )
+
+
+def _upgrade_from_2(db: sqlite3.Connection) -> None:
+    """Add the account column to a log of version 2."""
+    columns = "".join(f"ALTER TABLE letters ADD COLUMN {column};\n" for column in _V3_COLUMN_LIST)
+    db.executescript(
+        f"BEGIN IMMEDIATE;\n{columns}"
+        f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\nCOMMIT;"
     )
 
 
