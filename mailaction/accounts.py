@@ -8,6 +8,7 @@ tokens ``smtp.oauth2_token_command`` prints (`oauth.TokenCommand`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import keyring
@@ -18,7 +19,13 @@ from .errors import ConfigError
 from .oauth import TokenCommand
 from .smtpauth import Secret
 
-__all__ = ["KEYRING_SERVICE", "account_secret", "keyring_password", "store_password"]
+__all__ = [
+    "KEYRING_SERVICE",
+    "account_secret",
+    "keyring_password",
+    "password_required",
+    "store_password",
+]
 
 KEYRING_SERVICE = "mailaction"
 
@@ -55,8 +62,8 @@ def store_password(smtp: SMTPConfig, password: str) -> None:
 def account_secret(smtp: SMTPConfig, ask: Callable[[], str | None] | None = None) -> Secret:
     """What the account logs in with: a token command, the keyring's password, or ``ask()``'s.
 
-    ``ask`` (environment variable or prompt) is called only for an account that logs in with
-    a password kept outside the keyring; None without a user name.
+    A password comes from the keyring, else the variable named by ``password_env``, else
+    ``ask()`` (a prompt); None without a user name.
     """
     if not smtp.username:
         return None
@@ -65,4 +72,14 @@ def account_secret(smtp: SMTPConfig, ask: Callable[[], str | None] | None = None
         return TokenCommand(smtp.oauth2_token_command)
     if smtp.password == "keyring":
         return keyring_password(smtp)
+    if smtp.password_env and os.environ.get(smtp.password_env):
+        return os.environ[smtp.password_env]
     return ask() if ask is not None else None
+
+
+def password_required(smtp: SMTPConfig) -> str:
+    """An ``ask`` for `account_secret` where nobody can be asked: a ConfigError saying what to set."""
+    raise ConfigError(
+        f"{smtp.label}: no password for {smtp.username!r}: set password_env (and that variable),"
+        ' or password = "keyring" and run `mailaction login`'
+    )

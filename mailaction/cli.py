@@ -318,6 +318,8 @@ def _finish(config: Config, result: CampaignResult, *, dry_run: bool) -> None:
         return
     _warn_unverified(config)
     console.print(_run_line(result.summary), markup=False)
+    for account in result.accounts:
+        console.print(f"  {account.describe()}", markup=False)
     with DeliveryLog(result.log_path, result.campaign, create=False) as delivery_log:
         print_summary(load_report(delivery_log), console)
     console.print(f"Full report: mailaction report{_config_hint(config)}", markup=False)
@@ -345,7 +347,7 @@ def _check_address(address: str) -> str:
 
 
 def _print_plan(config: Config, plan: SendPlan, *, test_to: str | None) -> None:
-    where = f"{config.smtp.host}:{config.smtp.port}"
+    where = _through(config)
     target = letter_count(plan.to_send)
     if test_to:
         target = f"{plan.to_send} proof cop{'y' if plan.to_send == 1 else 'ies'} to {test_to}"
@@ -373,6 +375,13 @@ def _print_plan(config: Config, plan: SendPlan, *, test_to: str | None) -> None:
             console.print(f"  {count} {text}", markup=False)
 
 
+def _through(config: Config) -> str:
+    """The server, or the accounts, a campaign goes out through."""
+    if config.accounts:
+        return f"{len(config.accounts)} accounts ({', '.join(a.label for a in config.accounts)})"
+    return config.smtp.address
+
+
 def _print_sample(sample: list[Letter]) -> None:
     table = Table("row", "to", "subject", title="First letters")
     for letter in sample:
@@ -392,7 +401,7 @@ def _confirm(plan: SendPlan, *, config: Config, yes: bool) -> bool:
         return True
     if not sys.stdin.isatty():
         raise click.UsageError("no terminal to ask for confirmation; pass --yes to send")
-    question = f"Send {letter_count(plan.to_send)} through {config.smtp.host}:{config.smtp.port}?"
+    question = f"Send {letter_count(plan.to_send)} through {_through(config)}?"
     try:
         return click.confirm(question, default=False)
     except click.Abort:  # Ctrl-D or Ctrl-C at the question

@@ -25,10 +25,10 @@ from .deliverylog import PROOF_SUFFIX, DeliveryLog, Entry, Outcome, State
 from .dkim import letter_signer
 from .errors import DeliveryLogError, InvalidCampaign, SendingStopped
 from .message import Letter, proof_copy, restamped
+from .multiaccount import DAY, AccountPool, AccountResult, daily_room
 from .sender import Sender, SendSummary, check_server
 from .suppression import recipient_filter
 
-DAY = 86_400.0
 EXAMPLES = 10  # rows named in a plan's notes ("rows 4, 9, ...")
 SAMPLE = 5  # letters a plan keeps to show before sending
 
@@ -53,6 +53,7 @@ class SendOptions:
     test_to: str | None = None
     resend_uncertain: bool = False
     retry_failed: bool = False
+    now: Callable[[], float] = time.time  # the clock daily limits are counted by
 
 
 @dataclass
@@ -143,10 +144,13 @@ class Run:
         return min(limits) if limits else None
 
     def _daily_room(self) -> int | None:
-        daily = self.campaign.config.sending.daily_limit
+        config = self.campaign.config
+        if config.accounts and not self.options.dry_run:
+            return daily_room(config, self.log, self.options.now())
+        daily = config.sending.daily_limit
         if daily is None or self.options.dry_run:
             return daily
-        return max(daily - self.log.sent_since(time.time() - DAY), 0)
+        return max(daily - self.log.sent_since(self.options.now() - DAY), 0)
 
     def plan(self) -> SendPlan:
         """Validate every row and queue the letters to send, in the log's open transaction.
@@ -243,7 +247,7 @@ class RunResult:
 
 
 def send_letters(
-    sender: Sender,
+    sender: Sender | AccountPool,
     letters: Iterator[Letter],
     *,
     on_outcome: OnOutcome | None = None,
@@ -263,7 +267,7 @@ def send_letters(
 
 
 async def _send(
-    sender: Sender,
+    sender: Sender | AccountPool,
     letters: Iterator[Letter],
     on_outcome: OnOutcome | None,
     on_interrupt: Callable[[int], None] | None,
@@ -328,6 +332,7 @@ class CampaignResult:
     summary: SendSummary = field(default_factory=SendSummary)
     interrupted: bool = False
     counts: dict[State, int] = field(default_factory=lambda: dict.fromkeys(State, 0))
+    accounts: list[AccountResult] = field(default_factory=list)  # with several [[smtp]]
 
     @property
     def problems(self) -> bool:
@@ -385,9 +390,15 @@ def _end_plan(log: DeliveryLog, options: SendOptions) -> None:
 
 
 def _send_queued(config: Config, run: Run, hooks: Hooks, result: CampaignResult) -> None:
-    password = account_secret(config.smtp, hooks.password)
-    asyncio.run(check_server(config.smtp, config.sending, password))
-    sender = Sender(config.smtp, config.sending, run.log, password=password)
+    sender: Sender | AccountPool
+    if config.accounts:
+        sender = AccountPool(config, run.log, now=run.options.now())
+        sender.check()
+        result.accounts = sender.results
+    else:
+        password = account_secret(config.smtp, hooks.password)
+        asyncio.run(check_server(config.smtp, config.sending, password))
+        sender = Sender(config.smtp, config.sending, run.log, password=password)
     total = min(result.plan.to_send, run.allowed if run.allowed is not None else result.plan.to_send)
     result.sent = True
     with ExitStack() as stack:
