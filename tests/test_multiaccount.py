@@ -166,3 +166,25 @@ def test_a_version_2_log_gains_the_account_column(tmp_path: Path) -> None:
         columns = [row[1] for row in db.execute("PRAGMA table_info(letters)")]
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     assert "account" in columns and version == "3"
+
+
+def test_validate_says_which_account_cannot_send_the_templates_from(tmp_path: Path) -> None:
+    config_path = accounts_project(
+        tmp_path,
+        [
+            account("ana", 1025, 'from = "ana@example.org"'),
+            account("team", 1026, 'from = "Campaign@example.org"'),
+        ],
+        letters=3,
+    )
+    result = CliRunner().invoke(main, ["validate", "--config", str(config_path)])
+    assert result.exit_code == 0, result.output
+    assert "letter.txt (From), rows 2, 3, 4: account 'ana' may send only as ana@example.org" in result.output
+    assert "account 'team'" not in result.output
+
+
+def test_one_account_bound_to_its_own_address_is_checked_too(tmp_path: Path) -> None:
+    config_path = accounts_project(tmp_path, ['port = 1025\nfrom = "ana@example.org"'], letters=1)
+    result = CliRunner().invoke(main, ["validate", "--config", str(config_path)])
+    assert result.exit_code == 0, result.output
+    assert "may send only as ana@example.org" in result.output
