@@ -41,7 +41,7 @@ from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, Mai
 from .example import DEMO_FOLDER, demo_config, reset_demo, write_example
 from .mailmerge import convert_mailmerge
 from .message import Letter
-from .preflight import check_server_account, server_limited
+from .preflight import check_server_accounts, server_limited
 from .preview import print_letter, write_preview
 from .report import (
     letter_count,
@@ -161,13 +161,14 @@ def validate(
     """
     config = read_config(config_path, template, contacts, log)
     if server:
-        check = check_server_account(config, functools.partial(_password, config))
-        console.print(f"Server {check.describe()}", markup=False)
-        limited = server_limited(config, check)
+        checks = check_server_accounts(config, functools.partial(_password, config))
+        for check in checks:
+            console.print(f"Server {check.describe()}", markup=False)
+        limited = server_limited(config, checks)
         if limited is not config:
             console.print(
-                f"The server accepts letters up to {check.size_limit:,} octets; larger ones are"
-                " problems below.", markup=False,
+                f"The server accepts letters up to {limited.campaign.max_message_size:,} octets;"
+                " larger ones are problems below.", markup=False,
             )  # fmt: skip
         config = limited
     campaign = Campaign(config)

@@ -188,3 +188,17 @@ def test_one_account_bound_to_its_own_address_is_checked_too(tmp_path: Path) -> 
     result = CliRunner().invoke(main, ["validate", "--config", str(config_path)])
     assert result.exit_code == 0, result.output
     assert "may send only as ana@example.org" in result.output
+
+
+def test_validate_server_checks_every_account_against_the_smallest_size(tmp_path: Path) -> None:
+    with FaultServer(size_limit=3000) as small, FaultServer(size_limit=50_000) as large:
+        config_path = accounts_project(tmp_path, [account("small", small.port), account("large", large.port)], 2)
+        long_n = " ".join(["Bartholomew"] * 500)
+        (tmp_path / "contacts.csv").write_text(f"email,n\na@example.org,1\nb@example.org,{long_n}\n", encoding="utf-8")
+        result = CliRunner().invoke(main, ["validate", "--server", "--config", str(config_path)])
+    assert result.exit_code == 2, result.output
+    assert "Server small: no encryption, no login, SIZE 3,000 octets" in result.output
+    assert "Server large: no encryption, no login, SIZE 50,000 octets" in result.output
+    assert "contacts.csv:3" in result.output and "contacts.csv:2" not in result.output
+    assert small.connections == large.connections == 1
+    assert not small.messages and not large.messages

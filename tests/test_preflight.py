@@ -78,6 +78,6 @@ def test_the_library_lowers_the_size_limit_only_to_a_smaller_size(tmp_path: Path
         big_check = check_server_account(config)
         small_check = check_server_account(load_config(write_project(tmp_path, small.port, "")))
     assert big_check.size_limit == 50_000_000
-    assert server_limited(config, big_check) is config
-    assert server_limited(config, small_check).campaign.max_message_size == 4096
+    assert server_limited(config, [big_check]) is config
+    assert server_limited(config, [big_check, small_check]).campaign.max_message_size == 4096
     assert not big.messages and not small.messages
