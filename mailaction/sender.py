@@ -31,8 +31,10 @@ from .config import Rate, SendingConfig, SMTPConfig
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import SMTPSetupError
 from .ratelimit import CampaignLimiter, Limiter, ServerLimits
+from .smtpauth import Secret
 from .transport import (
     Connection,
+    Offer,
     Reply,
     Unavailable,
     Uncertain,
@@ -95,7 +97,7 @@ class Sender:
         sending: SendingConfig,
         log: DeliveryLog,
         *,
-        password: str | None = None,
+        password: Secret = None,
         limiter: Limiter | None = None,
     ) -> None:
         self.smtp = smtp
@@ -122,10 +124,13 @@ class Sender:
         return await run.execute()
 
 
-async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: str | None) -> None:
-    """Connect, secure, log in and quit, so a run does not start against a server it cannot use."""
+async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: Secret) -> Offer:
+    """Connect, secure, log in and quit, so a run does not start against a server it cannot use.
+
+    Returns what the server offered (SIZE, SMTPUTF8, PIPELINING).
+    """
     try:
-        await check_connection(smtp, sending.timeout, password, await _local_hostname())
+        return await check_connection(smtp, sending.timeout, password, await _local_hostname())
     except Unavailable as unavailable:
         raise SMTPSetupError(f"{smtp.address}: {unavailable.reply}") from None
 
