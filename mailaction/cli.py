@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .accounts import store_password
 from .bounces import IMAPMailbox, LocalMailbox, Mailbox, read_bounces
 from .campaign import Campaign, PreparedRow
 from .config import Config, find_config, load_config
@@ -40,6 +41,7 @@ from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, Mai
 from .example import DEMO_FOLDER, demo_config, reset_demo, write_example
 from .mailmerge import convert_mailmerge
 from .message import Letter
+from .preflight import check_server_accounts, server_limited
 from .preview import print_letter, write_preview
 from .report import (
     letter_count,
@@ -138,17 +140,38 @@ def main() -> None:
 
 @main.command()
 @campaign_options
-def validate(config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None) -> None:
+@click.option(
+    "--server", is_flag=True,
+    help="Also connect to the SMTP server, secure the connection and log in (sending nothing);"
+    " letters larger than the server accepts (SIZE) are problems.",
+)  # fmt: skip
+def validate(
+    config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
+    server: bool,
+) -> None:  # fmt: skip
     """Check every contact and letter; print each problem with its row. Sends nothing.
 
-    Exits with 2 when any row has a problem, so it can guard scripts.
+    Exits with 2 when any row has a problem, so it can guard scripts; with --server,
+    with 1 when the server cannot be used.
 
     \b
     Example:
       mailaction validate --config mailaction.toml
       mailaction validate --template letter.txt --contacts supporters.xlsx
+      mailaction validate --server              also log in to the server, send nothing
     """
     config = read_config(config_path, template, contacts, log)
+    if server:
+        checks = check_server_accounts(config, functools.partial(_password, config))
+        for check in checks:
+            console.print(f"Server {check.describe()}", markup=False)
+        limited = server_limited(config, checks)
+        if limited is not config:
+            console.print(
+                f"The server accepts letters up to {limited.campaign.max_message_size:,} octets;"
+                " larger ones are problems below.", markup=False,
+            )  # fmt: skip
+        config = limited
     campaign = Campaign(config)
     console.print(campaign.contacts.description, markup=False)
     for warning in campaign.template.warnings:
@@ -300,6 +323,8 @@ def _finish(config: Config, result: CampaignResult, *, dry_run: bool) -> None:
         return
     _warn_unverified(config)
     console.print(_run_line(result.summary), markup=False)
+    for account in result.accounts:
+        console.print(f"  {account.describe()}", markup=False)
     with open_log(result.log_path, result.campaign, create=False) as delivery_log:
         print_summary(load_report(delivery_log), console)
     console.print(f"Full report: mailaction report{_config_hint(config)}", markup=False)
@@ -336,7 +361,7 @@ def _check_address(address: str) -> str:
 
 
 def _print_plan(config: Config, plan: SendPlan, *, test_to: str | None) -> None:
-    where = f"{config.smtp.host}:{config.smtp.port}"
+    where = _through(config)
     target = letter_count(plan.to_send)
     if test_to:
         target = f"{plan.to_send} proof cop{'y' if plan.to_send == 1 else 'ies'} to {test_to}"
@@ -364,6 +389,13 @@ def _print_plan(config: Config, plan: SendPlan, *, test_to: str | None) -> None:
             console.print(f"  {count} {text}", markup=False)
 
 
+def _through(config: Config) -> str:
+    """The server, or the accounts, a campaign goes out through."""
+    if config.accounts:
+        return f"{len(config.accounts)} accounts ({', '.join(a.label for a in config.accounts)})"
+    return config.smtp.address
+
+
 def _print_sample(sample: list[Letter]) -> None:
     table = Table("row", "to", "subject", title="First letters")
     for letter in sample:
@@ -383,7 +415,7 @@ def _confirm(plan: SendPlan, *, config: Config, yes: bool) -> bool:
         return True
     if not sys.stdin.isatty():
         raise click.UsageError("no terminal to ask for confirmation; pass --yes to send")
-    question = f"Send {letter_count(plan.to_send)} through {config.smtp.host}:{config.smtp.port}?"
+    question = f"Send {letter_count(plan.to_send)} through {_through(config)}?"
     try:
         return click.confirm(question, default=False)
     except click.Abort:  # Ctrl-D or Ctrl-C at the question
@@ -634,6 +666,36 @@ def init(folder: Path | None, mailmerge_dir: Path | None) -> None:
         console.print(f"  {path.relative_to(folder)}", markup=False)
     step = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
     console.print(f"Next: edit mailaction.toml, then {step}mailaction validate", markup=False)
+
+
+@main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+    help="Config file. Default: ./mailaction.toml, else ./config.example.toml.",
+)  # fmt: skip
+@handle_errors
+def login(config_path: Path | None) -> None:
+    """Ask for the SMTP password once and keep it in the system keyring.
+
+    With smtp.password = "keyring" in the config, send then reads it from there and
+    never asks. The password is never printed, logged or written anywhere else.
+
+    \b
+    Example:
+      mailaction login --config mailaction.toml
+    """
+    config = read_config(config_path, None, None, None)
+    smtp = config.smtp
+    if smtp.auth == "xoauth2":
+        raise ConfigError(f"{smtp.address}: smtp.auth = \"xoauth2\" logs in with tokens; there is no password to keep")
+    if not smtp.username:
+        raise ConfigError(f"{smtp.address}: smtp.username is not set; there is nobody to log in as")
+    password = click.prompt(f"SMTP password for {smtp.username} at {smtp.host}", hide_input=True)
+    store_password(smtp, str(password))
+    console.print(f"Kept the password for {smtp.username} at {smtp.address} in the system keyring.", markup=False)
+    if smtp.password != "keyring":
+        console.print('Set smtp.password = "keyring" in the config so that send reads it from there.', markup=False)
+    console.print(f"To check that it logs in: mailaction validate --server{_config_hint(config)}", markup=False)
 
 
 def suppression_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +58,29 @@ class SMTPConfig:
     username: str | None = None
     password_env: str | None = None
     verify_certificates: bool = True
+    ca_file: Path | None = None  # a private CA's certificates (PEM), to verify the server with
+    helo_name: str | None = None  # the name said in EHLO; this machine's name when unset
+    password: str | None = None  # "keyring": the password is kept in the system keyring
+    auth: str = "password"  # "password" | "xoauth2"
+    oauth2_token_command: str | None = None  # prints a fresh access token (auth = "xoauth2")
+    # One of several accounts ([[smtp]] given more than once): its name in reports, its own
+    # limits (instead of [sending]'s), and the only From address it may send as, if any.
+    name: str | None = None
+    from_address: str | None = None  # the key is "from"
+    rate: Rate | None = None
+    daily_limit: int | None = None
+    concurrency: int | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """The account's name: ``name``, else the user at the server, else the server."""
+        if self.name:
+            return self.name
+        return f"{self.username}@{self.address}" if self.username else self.address
 
 
 @dataclass(frozen=True)
@@ -142,6 +161,12 @@ class Config:
     source: Path | None = None
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
+    accounts: tuple[SMTPConfig, ...] = ()  # every [[smtp]] account; () for one [smtp] table
+
+    @property
+    def sending_accounts(self) -> tuple[SMTPConfig, ...]:
+        """The accounts letters go out through: the [[smtp]] accounts, or the one [smtp]."""
+        return self.accounts or (self.smtp,)
 
 
 def _typed(kind: type, *, optional: bool = False, positive: bool = False) -> Callable[[Any], Any]:
@@ -217,6 +242,22 @@ def _mailto(value: Any) -> str:
     return address
 
 
+def _helo_name(value: Any) -> str:
+    name = _text(value)
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]", name):
+        raise ValueError(f"must be a host name like mail.example.org (or an [address]), not {name!r}")
+    return name
+
+
+def _keyring_only(value: Any) -> str:
+    if value != "keyring":  # the value is never echoed: it may be a password written here
+        raise ValueError(
+            'must be "keyring"; a password is never written in the config: run `mailaction login`'
+            " to keep it in the system keyring, or name an environment variable in password_env"
+        )
+    return "keyring"
+
+
 def _port(value: Any) -> int:
     port: int = _typed(int)(value)
     if not 1 <= port <= 65535:
@@ -228,7 +269,11 @@ _str, _pos_int, _pos_float, _bool = _typed(str), _typed(int, positive=True), _ty
 _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "smtp": (SMTPConfig, {
         "host": _text, "port": _port, "security": _choice("starttls", "ssl", "none"),
-        "username": _str, "password_env": _str, "verify_certificates": _bool,
+        "username": _str, "password_env": _str, "verify_certificates": _bool, "ca_file": _text,
+        "helo_name": _helo_name, "password": _keyring_only,
+        "auth": _choice("password", "xoauth2"), "oauth2_token_command": _text,
+        "name": _text, "from": _mailto, "rate": _rate, "daily_limit": _pos_int,
+        "concurrency": _pos_int,
     }),
     "sending": (SendingConfig, {
         "rate": _rate, "per_domain_rate": _rate, "concurrency": _pos_int,
@@ -249,7 +294,9 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         "password_env": _str, "folder": _text, "verify_certificates": _bool,
     }),
 }  # fmt: skip
+_FIELD_NAMES = {"from": "from_address"}  # keys that are Python keywords
 _PATH_KEYS = {
+    "smtp": ("ca_file",),
     "campaign": ("template", "contacts", "log", "attachments", "suppression"),
     "dkim": ("private_key",),
 }
@@ -284,36 +331,82 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     where = str(path) if path else "config"
     sections: dict[str, Any] = {}
+    accounts = data.pop("smtp", None)
+    if isinstance(accounts, list) and all(isinstance(account, dict) for account in accounts):
+        data["smtp"] = accounts[0] if accounts else {}
+    elif accounts is not None:
+        data["smtp"] = accounts
+        accounts = None
     for section, value in data.items():
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {_misplaced(section)}")
         if section not in _SCHEMA:
             raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(_SCHEMA)})")
-    for section, (cls, checks) in _SCHEMA.items():
-        values: dict[str, Any] = {}
-        for key, value in data.get(section, {}).items():
-            if key not in checks:
-                known = ", ".join(sorted(checks))
-                raise ConfigError(f"{where}: unknown key {section}.{key} (known keys: {known})")
-            try:
-                values[key] = checks[key](value)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: {section}.{key} {exc}") from None
-            if key in _PATH_KEYS.get(section, ()) and not _is_url(values[key]):
-                values[key] = base / values[key]
-        sections[section] = cls(**values)
+    for section in _SCHEMA:
+        sections[section] = _section(section, data.get(section, {}), where, base)
+    several = tuple(
+        _section("smtp", account, f"{where}: [[smtp]] number {number}", base)
+        for number, account in enumerate(accounts or [], start=1)
+    )
+    if len(several) > 1:
+        _check_accounts(several, where)
+    else:
+        several = ()
     campaign = sections["campaign"]
     campaign = replace(campaign, **{k: v for k, v in (overrides or {}).items() if v is not None})
     if campaign.log is None:
         campaign = replace(campaign, log=base / f"{_slug(campaign.name)}.sqlite")
-    if campaign.suppression is None:  # beside the log file; beside the config for a database
-        folder = campaign.log.parent if isinstance(campaign.log, Path) else base
-        campaign = replace(campaign, suppression=folder / "suppressed.sqlite")
+    if campaign.suppression is None:
+        beside = base if isinstance(campaign.log, str) else campaign.log.parent
+        campaign = replace(campaign, suppression=beside / "suppressed.sqlite")
     dkim = sections["dkim"]
     missing = [f"dkim.{key}" for key in _SCHEMA["dkim"][1] if getattr(dkim, key) is None]
     if 0 < len(missing) < 3:
         raise ConfigError(f"{where}: [dkim] needs selector, domain and private_key; missing {', '.join(missing)}")
-    return Config(sections["smtp"], sections["sending"], campaign, path, dkim, sections["imap"])
+    for account in several or (sections["smtp"],):
+        _check_smtp_login(account, where)
+    return Config(
+        sections["smtp"], sections["sending"], campaign, path, dkim, sections["imap"], several
+    )
+
+
+def _section(section: str, table: dict[str, Any], where: str, base: Path) -> Any:
+    """One section's settings, checked, as its dataclass."""
+    cls, checks = _SCHEMA[section]
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in checks:
+            known = ", ".join(sorted(checks))
+            raise ConfigError(f"{where}: unknown key {section}.{key} (known keys: {known})")
+        try:
+            values[_FIELD_NAMES.get(key, key)] = checks[key](value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {section}.{key} {exc}") from None
+        if key in _PATH_KEYS.get(section, ()) and not _is_url(values[key]):
+            values[key] = base / values[key]
+    return cls(**values)
+
+
+def _check_accounts(accounts: tuple[SMTPConfig, ...], where: str) -> None:
+    """Several accounts must be told apart in the log and reports."""
+    seen: set[str] = set()
+    for account in accounts:
+        if account.label in seen:
+            raise ConfigError(
+                f"{where}: two [[smtp]] accounts are both called {account.label!r};"
+                " give each a different name"
+            )
+        seen.add(account.label)
+
+
+def _check_smtp_login(smtp: SMTPConfig, where: str) -> None:
+    """The [smtp] keys that only make sense together."""
+    if smtp.auth == "xoauth2" and not (smtp.username and smtp.oauth2_token_command):
+        raise ConfigError(f'{where}: smtp.auth = "xoauth2" needs smtp.username and smtp.oauth2_token_command')
+    if smtp.oauth2_token_command and smtp.auth != "xoauth2":
+        raise ConfigError(f'{where}: smtp.oauth2_token_command is used only with smtp.auth = "xoauth2"')
+    if smtp.password and not smtp.username:
+        raise ConfigError(f'{where}: smtp.password = "keyring" needs smtp.username')
 
 
 def _misplaced(key: str) -> str:
@@ -337,4 +430,4 @@ def _slug(name: str) -> str:
 
 def setting_names() -> dict[str, list[str]]:
     """Every section and its keys, for documentation checks."""
-    return {section: [f.name for f in fields(cls)] for section, (cls, _) in _SCHEMA.items()}
+    return {section: list(checks) for section, (_, checks) in _SCHEMA.items()}

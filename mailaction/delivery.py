@@ -12,16 +12,18 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from .accounts import account_secret
 from .campaign import Campaign, ValidationResult
 from .config import Config
 from .deliverylog import PROOF_SUFFIX, DeliveryLog, Entry, State, is_database_url, open_log
 from .dkim import letter_signer
-from .errors import DeliveryLogError, InvalidCampaign, SendingStopped
-from .message import Letter
+from .errors import ConfigError, DeliveryLogError, InvalidCampaign, SendingStopped
+from .message import Letter, proof_copy
+from .multiaccount import DAY, AccountPool, AccountResult, daily_room
 from .parallel import cores
 from .sender import SendSummary, check_server
 from .suppression import recipient_filter
@@ -39,7 +41,6 @@ from .workers import (
 
 __all__ = ["RunResult", "send_letters"]  # also here, beside the workflow that runs them
 
-DAY = 86_400.0
 EXAMPLES = 10  # rows named in a plan's notes ("rows 4, 9, ...")
 SAMPLE = 5  # letters a plan keeps to show before sending
 
@@ -63,6 +64,7 @@ class SendOptions:
     retry_failed: bool = False
     workers: int = 1  # processes sending from the queue; 0: one per core
     lease: float = LEASE  # seconds a silent worker keeps its letters before others take them
+    now: Callable[[], float] = time.time  # the clock daily limits are counted by
 
 
 @dataclass
@@ -153,10 +155,13 @@ class Run:
         return min(limits) if limits else None
 
     def _daily_room(self) -> int | None:
-        daily = self.campaign.config.sending.daily_limit
+        config = self.campaign.config
+        if config.accounts and not self.options.dry_run:
+            return daily_room(config, self.log, self.options.now())
+        daily = config.sending.daily_limit
         if daily is None or self.options.dry_run:
             return daily
-        return max(daily - self.log.sent_since(time.time() - DAY), 0)
+        return max(daily - self.log.sent_since(self.options.now() - DAY), 0)
 
     def plan(self) -> SendPlan:
         """Validate every row and queue the letters to send, in the log's open transaction.
@@ -179,7 +184,7 @@ class Run:
                 continue
             letter = prepared.letter
             if proof_to is not None:
-                letter = replace(letter, recipients=(proof_to,))
+                letter = proof_copy(letter, proof_to)
             entry = self.log.get(letter.contact_id) if plan.had_letters else None
             if tally:
                 self.log.note(letter.contact_id)
@@ -284,6 +289,7 @@ class CampaignResult:
     summary: SendSummary = field(default_factory=SendSummary)
     interrupted: bool = False
     counts: dict[State, int] = field(default_factory=lambda: dict.fromkeys(State, 0))
+    accounts: list[AccountResult] = field(default_factory=list)  # with several [[smtp]]
 
     @property
     def problems(self) -> bool:
@@ -347,10 +353,21 @@ def _silent_for(log: DeliveryLog, options: SendOptions) -> float | None:
 
 
 def _send_queued(config: Config, run: Run, hooks: Hooks, result: CampaignResult) -> None:
-    password = hooks.password() if hooks.password is not None else None
-    asyncio.run(check_server(config.smtp, config.sending, password))
     options = run.options
     workers = options.workers or cores()
+    pool = None
+    if config.accounts:
+        if workers != 1:
+            raise ConfigError(
+                "several [[smtp]] accounts send from one process: leave out --workers"
+            )
+        pool = AccountPool(config, run.log, now=options.now())
+        pool.check()
+        result.accounts = pool.results
+        password = None
+    else:
+        password = account_secret(config.smtp, hooks.password)
+        asyncio.run(check_server(config.smtp, config.sending, password))
     shared = is_database_url(run.log.location)
     job = WorkerJob(
         config, run.log.location, run.log.campaign, password, run.upto(), options.lease,
@@ -360,7 +377,9 @@ def _send_queued(config: Config, run: Run, hooks: Hooks, result: CampaignResult)
     result.sent = True
     try:
         if workers == 1:
-            outcome = deliver_in_process(job, run.log, hooks.progress, total, hooks.interrupt)
+            outcome = deliver_in_process(
+                job, run.log, hooks.progress, total, hooks.interrupt, sender=pool
+            )
         else:
             outcome = deliver_in_workers(
                 job, run.log, workers, hooks.progress, total, hooks.interrupt

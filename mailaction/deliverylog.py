@@ -43,34 +43,22 @@ if TYPE_CHECKING:
 
 Cursor = Any  # a DB-API cursor: sqlite3's, or psycopg's for a PostgreSQL log
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2
 
 _V2_COLUMN_LIST = (
     "sender TEXT NOT NULL DEFAULT ''",  # envelope MAIL FROM
     "smtputf8 INTEGER NOT NULL DEFAULT 0",
     "identity TEXT NOT NULL DEFAULT ''",  # recipients + content: finds a letter under another key
     "history TEXT NOT NULL DEFAULT ''",  # one line per state change: "time state code reply"
+    "account TEXT",  # which [[smtp]] account last tried the letter; NULL for one [smtp]
+    "claimed_by TEXT",  # the worker that claimed the letter (`send --workers`, several machines)
 )
 _V2_COLUMNS = ",\n    ".join(_V2_COLUMN_LIST)
-_V2_TABLES = """
-CREATE INDEX IF NOT EXISTS letters_identity ON letters (identity);
-CREATE TABLE IF NOT EXISTS messages (
-    letter INTEGER PRIMARY KEY,  -- the letters row's rowid
-    content BLOB NOT NULL,       -- the message without its large attachment parts
-    parts TEXT                   -- JSON [[offset, sha256], ...]: where those parts go back
-);
-CREATE TRIGGER IF NOT EXISTS letters_gone AFTER DELETE ON letters BEGIN
-    DELETE FROM messages WHERE letter = old.rowid;
-END;
-CREATE TABLE IF NOT EXISTS blobs (
-    digest TEXT PRIMARY KEY,
-    data BLOB NOT NULL
-);"""
 # Workers (`send --workers`, or `send` on several machines) claim queued letters: a claimed
 # letter names its worker in `claimed_by`; a worker whose heartbeat is older than the lease is
 # dead, and its letters go back to the queue (`uncertain` when they were `sending`). `limits`
 # holds the next free slot of each rate shared by the workers ("" global, "@domain").
-_V3_TABLES = """
+_WORKER_TABLES = """
 CREATE INDEX IF NOT EXISTS letters_queue ON letters (campaign, state, row, contact_id);
 DROP INDEX IF EXISTS letters_state;
 CREATE TABLE IF NOT EXISTS workers (
@@ -84,7 +72,21 @@ CREATE TABLE IF NOT EXISTS limits (
     next_slot REAL NOT NULL,
     PRIMARY KEY (campaign, name)
 );"""
-
+_V2_TABLES = """
+CREATE INDEX IF NOT EXISTS letters_identity ON letters (identity);
+CREATE TABLE IF NOT EXISTS messages (
+    letter INTEGER PRIMARY KEY,  -- the letters row's rowid
+    content BLOB NOT NULL,       -- the message without its large attachment parts
+    parts TEXT                   -- JSON [[offset, sha256], ...]: where those parts go back
+);
+CREATE TRIGGER IF NOT EXISTS letters_gone AFTER DELETE ON letters BEGIN
+    DELETE FROM messages WHERE letter = old.rowid;
+END;
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
+""" + _WORKER_TABLES
 # Beside each letter's state, `messages` keeps what is needed to send it without the contact
 # list, the template or the attachments: the message bytes with each large attachment part cut
 # out and kept once in `blobs` by its sha256. Messages live in their own table so that the state
@@ -112,12 +114,10 @@ CREATE TABLE IF NOT EXISTS letters (
     last_attempt_at REAL,
     sent_at REAL,
     {_V2_COLUMNS},
-    claimed_by TEXT,
     PRIMARY KEY (campaign, contact_id)
 );
 CREATE INDEX IF NOT EXISTS letters_row ON letters (campaign, row);
 {_V2_TABLES}
-{_V3_TABLES}
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
 """
 
@@ -785,14 +785,33 @@ class DeliveryLog:
             raise DeliveryLogError(f"{self.where}: the delivery log is damaged: {exc}") from None
         return counts
 
-    def sent_since(self, since: float) -> int:
-        """How many of the campaign's letters went out at or after ``since`` (bounced later or not)."""
-        found = self._run(
-            "SELECT count(*) FROM letters WHERE campaign = ? AND state IN (?, ?)"
-            " AND sent_at >= ?",
-            (self.campaign, State.SENT, State.BOUNCED, since),
+    def sent_since(self, since: float, account: str | None = None) -> int:
+        """How many of the campaign's letters went out at or after ``since`` (bounced later or
+        not); with ``account``, only those that account sent."""
+        sql = (
+            "SELECT count(*) FROM letters WHERE campaign = ? AND state IN (?, ?) AND sent_at >= ?"
         )
-        return int(found.fetchone()[0])
+        params: tuple[Any, ...] = (self.campaign, State.SENT, State.BOUNCED, since)
+        if account is not None:
+            sql, params = sql + " AND account = ?", (*params, account)
+        return int(self._run(sql, params).fetchone()[0])
+
+    def note_account(self, contact_id: str, account: str) -> None:
+        """Record which account tried the letter last (committed with the next `flush`)."""
+        self._update(
+            contact_id,
+            "UPDATE letters SET account = ? WHERE campaign = ? AND contact_id = ?",
+            (account,),
+        )
+
+    def sent_by_account(self) -> dict[str, int]:
+        """How many letters each named account sent (none for a campaign of one account)."""
+        found = self._run(
+            "SELECT account, count(*) FROM letters WHERE campaign = ? AND state IN (?, ?)"
+            " AND account IS NOT NULL GROUP BY account ORDER BY account",
+            (self.campaign, State.SENT, State.BOUNCED),
+        )
+        return {str(account): int(count) for account, count in found}
 
     def _store_message(self, letter_row: int | None, letter: Letter) -> None:
         """Store the message without its large attachment parts, and where they go back."""
@@ -967,9 +986,6 @@ def _connect(path: Path) -> sqlite3.Connection:
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if version is not None and version[0] == "1":
             _upgrade_from_1(db)
-            version = ("2",)
-        if version is not None and version[0] == "2":
-            _upgrade_from_2(db)
             version = (str(SCHEMA_VERSION),)
     except sqlite3.Error as exc:
         db.close()
@@ -996,15 +1012,6 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
         f"BEGIN IMMEDIATE;\n{columns}{_V2_TABLES}\n"
         "UPDATE OR IGNORE letters SET contact_id = contact_key(contact_id);\n"
         "UPDATE letters SET identity = identity(recipients, fingerprint);\n"
-        "UPDATE meta SET value = '2' WHERE key = 'schema_version';\n"
-        "COMMIT;"
-    )
-
-
-def _upgrade_from_2(db: sqlite3.Connection) -> None:
-    """Add what workers need: the claim column, the workers and the shared rate limits."""
-    db.executescript(
-        f"BEGIN IMMEDIATE;\nALTER TABLE letters ADD COLUMN claimed_by TEXT;\n{_V3_TABLES}\n"
         f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\n"
         "COMMIT;"
     )

@@ -9,6 +9,7 @@ import hashlib
 import json
 import mimetypes
 import re
+import secrets
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -114,7 +115,22 @@ def make_message_id(campaign: str, contact_id: str, domain: str) -> str:
     return f"<{hashlib.sha256(key).hexdigest()[:32]}@{domain}>"
 
 
+def proof_copy(letter: Letter, address: str) -> Letter:
+    """The letter as a proof copy to ``address``, with a Message-ID of its own.
+
+    Each proof is a message of its own: sharing the real letter's Message-ID (or another
+    proof's) makes mail programs hide it as a duplicate and thread it with the real one.
+    """
+    domain = letter.message_id.rpartition("@")[2].rstrip(">")
+    message_id = make_message_id(f"proof {secrets.token_hex(16)}", letter.contact_id, domain)
+    head, blank, rest = letter.data.partition(b"\r\n\r\n")
+    header = b"Message-ID: " + message_id.encode("ascii")
+    head = _MESSAGE_ID_FIELD.sub(lambda _: header, head, count=1)
+    return replace(letter, recipients=(address,), message_id=message_id, data=head + blank + rest)
+
+
 _DATE_FIELD = re.compile(rb"^Date: [^\r\n]*", re.MULTILINE)
+_MESSAGE_ID_FIELD = re.compile(rb"^Message-ID: [^\r\n]*", re.MULTILINE | re.IGNORECASE)
 _IMAGE_SOURCE = re.compile(r"""(<img\b[^>]*?\ssrc=)(["'])([^"'>]*)\2""", re.IGNORECASE)
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 

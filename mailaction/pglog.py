@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS letters (
     smtputf8 INTEGER NOT NULL DEFAULT 0,
     identity TEXT NOT NULL DEFAULT '',
     history TEXT NOT NULL DEFAULT '',
+    account TEXT,
     claimed_by TEXT,
     PRIMARY KEY (campaign, contact_id)
 );

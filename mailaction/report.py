@@ -63,6 +63,7 @@ class Report:
     histogram: Histogram | None  # sent letters over time; None before the first send
     read_entries: EntryReader = field(repr=False, compare=False)  # DeliveryLog.entries
     states: frozenset[State] | None = None  # the letters listed; None for all
+    sent_by_account: dict[str, int] = field(default_factory=dict)  # several [[smtp]] accounts
 
     @property
     def log_name(self) -> str:
@@ -116,6 +117,7 @@ def load_report(
         histogram=histogram,
         states=None if states is None else frozenset(states),
         read_entries=log.entries,
+        sent_by_account=log.sent_by_account(),
     )
 
 
@@ -216,6 +218,12 @@ def print_summary(report: Report, console: Console) -> None:
     if report.sent_count:
         span = f"{_human_time(report.first_sent)} to {_human_time(report.last_sent)}"
         console.print(terminal_text(f"Rate: {_rate_text(report)}, {span}"))
+    if report.sent_by_account:
+        console.print(terminal_text(f"Sent by account: {_accounts_text(report)}"))
+
+
+def _accounts_text(report: Report) -> str:
+    return ", ".join(f"{account} {count:,}" for account, count in report.sent_by_account.items())
 
 
 def print_table(report: Report, console: Console) -> None:
@@ -226,6 +234,8 @@ def print_table(report: Report, console: Console) -> None:
     facts.add_row(Text("First sent", "bold"), terminal_text(_human_time(report.first_sent)))
     facts.add_row(Text("Last sent", "bold"), terminal_text(_human_time(report.last_sent)))
     facts.add_row(Text("Rate", "bold"), terminal_text(_rate_text(report)))
+    if report.sent_by_account:
+        facts.add_row(Text("Sent by account", "bold"), terminal_text(_accounts_text(report)))
     for part in (facts, _counts_table(report)):
         console.print(part)
         console.print()
@@ -334,6 +344,8 @@ def write_json(report: Report, out: TextIO) -> None:
         "last_sent": _iso_time(report.last_sent),
         "rate_per_second": None if report.rate is None else round(report.rate, 3),
     }
+    if report.sent_by_account:
+        head["sent_by_account"] = report.sent_by_account
     # The same text json.dump(indent=2) gives for the whole document, without holding it all.
     out.write(json.dumps(head, ensure_ascii=False, indent=2).removesuffix("\n}"))
     out.write(',\n  "messages": [')

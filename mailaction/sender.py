@@ -1,8 +1,11 @@
 """Sends letters over SMTP: a few reused connections, rate limits, retries, and an honest log.
 
-A letter must never go out twice nor be silently lost. The log says ``sending`` (committed) before
-the message data is written; when the connection is lost after the data was written but before
-the server replied, the letter is ``uncertain`` (it may have arrived) and is never retried here.
+This module schedules: which letter goes next (queues per recipient domain), over which of
+the connections the server allows, at what pace, and what its outcome means; `transport`
+speaks SMTP. A letter must never go out twice nor be silently lost. The log says ``sending``
+(committed) before the message data is written; when the connection is lost after the data was
+written but before the server replied, the letter is ``uncertain`` (it may have arrived) and is
+never retried here.
 
 ``on_outcome`` is called once per final outcome (SENT, FAILED, UNCERTAIN) and once for each retry
 scheduled (DEFERRED); a progress bar should advance on the final outcomes only.
@@ -28,8 +31,10 @@ from .config import Rate, SendingConfig, SMTPConfig
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import SMTPSetupError
 from .ratelimit import CampaignLimiter, Limiter, ServerLimits
+from .smtpauth import Secret
 from .transport import (
     Connection,
+    Offer,
     Reply,
     Unavailable,
     Uncertain,
@@ -92,7 +97,7 @@ class Sender:
         sending: SendingConfig,
         log: DeliveryLog,
         *,
-        password: str | None = None,
+        password: Secret = None,
         limiter: Limiter | None = None,
     ) -> None:
         self.smtp = smtp
@@ -119,10 +124,13 @@ class Sender:
         return await run.execute()
 
 
-async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: str | None) -> None:
-    """Connect, secure, log in and quit, so a run does not start against a server it cannot use."""
+async def check_server(smtp: SMTPConfig, sending: SendingConfig, password: Secret) -> Offer:
+    """Connect, secure, log in and quit, so a run does not start against a server it cannot use.
+
+    Returns what the server offered (SIZE, SMTPUTF8, PIPELINING).
+    """
     try:
-        await check_connection(smtp, sending.timeout, password, await _local_hostname())
+        return await check_connection(smtp, sending.timeout, password, await _local_hostname())
     except Unavailable as unavailable:
         raise SMTPSetupError(f"{smtp.address}: {unavailable.reply}") from None
 
@@ -339,8 +347,8 @@ class _Run:
         self._halted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._in_flight = 0
         self._failures_in_row = 0
-        self._waiting = 0
-        self._changed = asyncio.Event()
+        self._changed = _Signal()  # a letter may be ready, or the run over
+        self._connections_changed = _Signal()  # a connection may be free, or the run over
         self.connections = 0  # connections held by workers: open or being opened
         self.open_connections = 0
 
@@ -373,6 +381,7 @@ class _Run:
         if not self._halted.done():
             self._halted.set_result(None)
         self._notify()
+        self._connections_changed.notify()
 
     def abort(self, error: Exception) -> None:
         """Stop the run because of ``error``; `execute` raises it once the workers are done."""
@@ -396,12 +405,14 @@ class _Run:
             if self.connections < server.connections and delay <= 0:
                 self.connections += 1
                 return True
-            await self._wait(delay if delay > 0 else None)
+            # Woken only when a connection is given back, more are allowed or the run ends,
+            # not at every letter: most workers may wait here all run long.
+            await self._connections_changed.wait(delay if delay > 0 else None)
         return False
 
     def give_back_connection(self) -> None:
         self.connections -= 1
-        self._notify()
+        self._connections_changed.notify()
 
     def too_many_connections(self) -> bool:
         """Whether a connection should close, the server having asked for fewer."""
@@ -442,14 +453,17 @@ class _Run:
     async def slot(self, job: _Job) -> bool:
         """Wait until the rate limits let the letter go; False if the run stopped meanwhile."""
         domains = tuple(_domains(job.letter))
-        if self._limiter.delay(domains) > 0:
-            self.log.flush()  # the outcomes so far are committed before any wait
-        slot = asyncio.ensure_future(self._limiter.acquire(domains))
-        try:
-            await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            slot.cancel()
+        if self._limiter.delay(domains) <= 0:  # a free slot: taken at once, nothing to watch
+            await self._limiter.acquire(domains)
             self.release(job)
+        else:
+            self.log.flush()  # the outcomes so far are committed before any wait
+            slot = asyncio.ensure_future(self._limiter.acquire(domains))
+            try:
+                await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                slot.cancel()
+                self.release(job)
         if self.stopped():
             self._in_flight -= 1  # the letter stays as the log has it
             return False
@@ -504,7 +518,10 @@ class _Run:
                 heapq.heappush(self._retries, (due, next(self._order), later_job))
         elif outcome.state is State.SENT:
             summary.sent += 1
+            allowed = self.server.connections
             self.server.accepted()
+            if self.server.connections > allowed:
+                self._connections_changed.notify()
             self._failures_in_row = 0
         elif outcome.state is State.UNCERTAIN:
             summary.uncertain += 1
@@ -513,6 +530,8 @@ class _Run:
         if unavailable or _counts_as_failure(outcome):
             self._count_failure(outcome)
         self._notify()
+        if self._over():
+            self._connections_changed.notify()
         if self._on_outcome is not None:
             self._on_outcome(letter, outcome)
 
@@ -529,18 +548,33 @@ class _Run:
             self.halt()
 
     def _notify(self) -> None:
-        """Wake the workers waiting for a retry to fall due or for the run to end."""
-        if self._waiting:
-            self._changed.set()
-            self._changed = asyncio.Event()
+        """Wake the workers waiting for a letter to be ready or for the run to end."""
+        self._changed.notify()
 
     async def _wait(self, timeout: float | None) -> None:
-        self.log.flush()
-        changed = self._changed
+        self.log.flush()  # the outcomes so far are committed before any wait
+        await self._changed.wait(timeout)
+
+
+class _Signal:
+    """Wakes every task waiting on it, at once; cheap when none waits."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._waiting = 0
+
+    def notify(self) -> None:
+        if self._waiting:
+            self._event.set()
+            self._event = asyncio.Event()
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until notified, or ``timeout`` seconds (None: no limit)."""
+        event = self._event
         self._waiting += 1
         try:
             async with asyncio.timeout(timeout):
-                await changed.wait()
+                await event.wait()
         except TimeoutError:
             pass
         finally:

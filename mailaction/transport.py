@@ -34,9 +34,11 @@ from aiosmtplib import (
 
 from .config import SMTPConfig
 from .errors import SMTPSetupError
+from .smtpauth import Secret, log_in
 
 __all__ = [
     "Connection",
+    "Offer",
     "Refused",
     "Reply",
     "Unavailable",
@@ -109,7 +111,7 @@ def is_loopback(host: str) -> bool:
 
 
 async def open_connection(
-    config: SMTPConfig, timeout: float, password: str | None, local_hostname: str
+    config: SMTPConfig, timeout: float, password: Secret, local_hostname: str
 ) -> Connection:
     """Connect, say EHLO, secure the connection and log in, as the config asks.
 
@@ -120,19 +122,20 @@ async def open_connection(
     return Connection(client, timeout)
 
 
-async def _open(
-    config: SMTPConfig, timeout: float, password: str | None, local_hostname: str
-) -> SMTP:
+async def _open(config: SMTPConfig, timeout: float, password: Secret, local_hostname: str) -> SMTP:
     where = config.address
     if config.username and config.security == "none" and not is_loopback(config.host):
         raise SMTPSetupError(
             f"{where}: refusing to send the password for {config.username!r} over an unencrypted"
             ' connection; set smtp.security to "starttls" or "ssl"'
         )
+    if config.ca_file is not None and not config.ca_file.is_file():
+        raise SMTPSetupError(f"{where}: smtp.ca_file {str(config.ca_file)!r} is not a file")
     client = SMTP(
-        hostname=config.host, port=config.port, timeout=timeout, local_hostname=local_hostname,
-        use_tls=config.security == "ssl", start_tls=False,
-        validate_certs=config.verify_certificates,
+        hostname=config.host, port=config.port, timeout=timeout,
+        local_hostname=config.helo_name or local_hostname, use_tls=config.security == "ssl",
+        start_tls=False, validate_certs=config.verify_certificates,
+        cert_bundle=None if config.ca_file is None else str(config.ca_file),
     )  # fmt: skip
     step = "connect"
     try:
@@ -151,7 +154,7 @@ async def _open(
             await client.ehlo()
         if config.username:
             step = "login"
-            await client.login(config.username, password or "")
+            await log_in(client, config.username, password, where)
     except (SMTPException, OSError) as exc:
         client.close()
         raise _open_failure(exc, config, step, timeout) from None
@@ -161,11 +164,32 @@ async def _open(
     return client
 
 
+class Offer(NamedTuple):
+    """What a server offered in EHLO (after STARTTLS): SIZE (0 when none) and extensions."""
+
+    size_limit: int
+    smtputf8: bool
+    eight_bit: bool
+    pipelining: bool
+
+
+def server_offer(client: SMTP) -> Offer:
+    """What the server said it accepts, from its last EHLO reply."""
+    size = client.esmtp_extensions.get("size", "")
+    return Offer(
+        int(size) if size.isdigit() else 0,
+        client.supports_extension("smtputf8"),
+        client.supports_extension("8bitmime"),
+        client.supports_extension("pipelining"),
+    )
+
+
 async def check_connection(
-    config: SMTPConfig, timeout: float, password: str | None, local_hostname: str
-) -> None:
-    """Open a connection as `open_connection` does, then say goodbye."""
+    config: SMTPConfig, timeout: float, password: Secret, local_hostname: str
+) -> Offer:
+    """Open a connection as `open_connection` does, then say goodbye; what the server offered."""
     client = await _open(config, timeout, password, local_hostname)
+    offer = server_offer(client)
     try:
         if client.is_connected:
             await client.quit(timeout=QUIT_TIMEOUT)
@@ -173,6 +197,7 @@ async def check_connection(
         pass
     finally:
         client.close()
+    return offer
 
 
 def _open_failure(exc: Exception, config: SMTPConfig, step: str, timeout: float) -> Exception:
@@ -181,8 +206,9 @@ def _open_failure(exc: Exception, config: SMTPConfig, step: str, timeout: float)
     tls = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
     if isinstance(tls, ssl.SSLCertVerificationError):
         return SMTPSetupError(
-            f"{where}: the server's certificate cannot be verified ({tls.verify_message}); set"
-            " smtp.verify_certificates = false only for a server you trust"
+            f"{where}: the server's certificate cannot be verified ({tls.verify_message}); if"
+            " it comes from a private certificate authority, set smtp.ca_file to that authority's"
+            " certificate (PEM); smtp.verify_certificates = false only for a server you trust"
         )
     if isinstance(tls, ssl.SSLError):
         hint = ""
@@ -244,11 +270,7 @@ class Connection:
 
     def __init__(self, client: SMTP, timeout: float) -> None:
         self.timeout = timeout
-        size = client.esmtp_extensions.get("size", "")
-        self.size_limit = int(size) if size.isdigit() else 0
-        self.smtputf8 = client.supports_extension("smtputf8")
-        self.eight_bit = client.supports_extension("8bitmime")
-        self.pipelining = client.supports_extension("pipelining")
+        self.size_limit, self.smtputf8, self.eight_bit, self.pipelining = server_offer(client)
         self._mail_refused = False
         self._reader = _ReplyReader()
         protocol = client.protocol

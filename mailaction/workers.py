@@ -32,9 +32,12 @@ from .errors import DeliveryLogError, MailactionError, SendingStopped
 from .message import Letter, restamped
 from .sender import Sender, SendSummary
 from .sharedlimit import SharedLimiter
+from .smtpauth import Secret
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
+
+    from .multiaccount import AccountPool
 
 LEASE = 30.0  # seconds a worker may stay silent before others take it for dead
 CLAIM_BATCH = 256  # letters claimed at a time
@@ -54,7 +57,7 @@ class WorkerJob:
     config: Config
     location: Path | str  # the delivery log: a SQLite file or a PostgreSQL URL
     campaign: str  # the log key
-    password: str | None = None
+    password: Secret = None
     upto: tuple[int, str] | None = None  # the last queued letter this run may send
     lease: float = LEASE
     shared_limits: bool = False  # rate limits kept in the log, for every worker
@@ -109,6 +112,7 @@ def deliver(
     on_interrupt: Callable[[int], None] | None = None,
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
     parent: int | None = None,
+    sender: AccountPool | None = None,
 ) -> RunResult:
     """Deliver the campaign's queue as one worker until no letter is left for it or to wait for.
 
@@ -122,10 +126,12 @@ def deliver(
     limiter = None
     if job.shared_limits and (sending.rate or sending.per_domain_rate):
         limiter = SharedLimiter(log, sending.rate, sending.per_domain_rate)
-    sender = Sender(job.config.smtp, sending, log, password=job.password, limiter=limiter)
+    sending_by: Sender | AccountPool = sender or Sender(
+        job.config.smtp, sending, log, password=job.password, limiter=limiter
+    )
     sign = letter_signer(job.config.dkim)
     shift = _Shift(
-        sender,
+        sending_by,
         lambda: claimed(log, lease=job.lease, upto=job.upto, sign=sign),
         on_outcome,
         on_interrupt,
@@ -158,7 +164,7 @@ class _Shift:
 
     def __init__(
         self,
-        sender: Sender,
+        sender: Sender | AccountPool,
         letters: Callable[[], Iterator[Letter]],
         on_outcome: OnOutcome | None,
         on_interrupt: Callable[[int], None] | None,
@@ -253,8 +259,11 @@ def deliver_in_process(
     progress: Progress | None,
     total: int,
     on_interrupt: Callable[[int], None] | None,
+    *,
+    sender: AccountPool | None = None,
 ) -> RunResult:
-    """One worker, in this process, with the progress of each outcome."""
+    """One worker, in this process, with the progress of each outcome; ``sender`` (several
+    accounts) sends instead of the job's one account."""
     with progress(total) if progress is not None else nullcontext(None) as advance:
         on_outcome = None
         if advance is not None:
@@ -264,7 +273,7 @@ def deliver_in_process(
                 if outcome.state in FINAL:
                     step(outcome.state, 1)
 
-        return deliver(job, log, on_outcome=on_outcome, on_interrupt=on_interrupt)
+        return deliver(job, log, on_outcome=on_outcome, on_interrupt=on_interrupt, sender=sender)
 
 
 def deliver_in_workers(
