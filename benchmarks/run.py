@@ -78,14 +78,17 @@ class Sizes:
     validate_rows: tuple[int, ...]
     validate_budget: float  # seconds for the repetitions of the largest validate run
     scale_letters: tuple[int, ...]  # whole campaigns sent once each: cost per letter, memory
+    worker_letters: int  # send --workers 1 and 2, side by side
 
 
 FULL = Sizes(
     3, 10_000, (1, 4, 8, 16), 1_000, 2_000, 100, 20.0, (100_000, 1_000_000), 400.0,
-    (10_000, 100_000, 300_000),
+    (10_000, 100_000, 300_000), 20_000,
 )  # fmt: skip
-QUICK = Sizes(1, 1_000, (1, 8), 100, 200, 10, 2.0, (10_000, 50_000), 30.0, (2_000, 5_000, 10_000))
-NAMES = ("throughput", "latency", "ratelimit", "validate", "scale", "dkim")
+QUICK = Sizes(
+    1, 1_000, (1, 8), 100, 200, 10, 2.0, (10_000, 50_000), 30.0, (2_000, 5_000, 10_000), 2_000
+)  # fmt: skip
+NAMES = ("throughput", "latency", "ratelimit", "validate", "scale", "dkim", "workers")
 DELAY = 0.020  # the latency-bound sink's wait before each reply
 RATES = (200, 50)  # letters per second for the rate-limit benchmark
 
@@ -161,9 +164,9 @@ class Bench:
                 break
 
 
-def mailaction_send(config: Path, *, timeout: float) -> Finished:
+def mailaction_send(config: Path, *options: str, timeout: float) -> Finished:
     """`mailaction send --yes` in a subprocess, which must succeed."""
-    command = [str(MAILACTION), "send", "--yes", "--config", str(config)]
+    command = [str(MAILACTION), "send", "--yes", "--config", str(config), *options]
     return run_timed(command, timeout=timeout, cwd=config.parent).check("mailaction send")
 
 
@@ -171,6 +174,15 @@ def sent_in_log(log: Path) -> int:
     """Letters the delivery log records as sent."""
     with sqlite3.connect(log) as db:
         return db.execute("SELECT count(*) FROM letters WHERE state = 'sent'").fetchone()[0]
+
+
+def delivery_seconds(log: Path) -> float:
+    """From the first letter tried to the last one sent, as the delivery log records them."""
+    with sqlite3.connect(log) as db:
+        first, last = db.execute(
+            "SELECT min(first_attempt_at), max(sent_at) FROM letters WHERE state = 'sent'"
+        ).fetchone()
+    return float(last - first)
 
 
 def expect(what: str, got: int, wanted: int) -> None:
@@ -468,6 +480,43 @@ def scale(bench: Bench) -> list[Figure]:
     ]  # fmt: skip
 
 
+def workers(bench: Bench) -> list[Figure]:
+    """`send --workers 1` and `--workers 2` side by side on one campaign, against smtp-sink."""
+    letters = bench.sizes.worker_letters
+    section = f"Workers: send --workers 1 and 2, {letters:,} letters to smtp-sink, concurrency 8"
+    if not SMTP_SINK.exists():
+        raise BenchmarkError("smtp-sink is not installed; run benchmarks/setup.sh")
+    rounds: list[tuple[Figure, Callable[[], float]]] = []
+    delivery: dict[int, Figure] = {}
+    command: dict[int, Figure] = {}
+    with PostfixSink() as sink:
+        for count in (1, 2):
+            walls: list[float] = []
+
+            def run(count: int = count, walls: list[float] = walls) -> float:
+                config, log = bench.mailaction_config(sink.port, letters, 8)
+                before = sink.received()
+                finished = mailaction_send(config, "--workers", str(count), timeout=900)
+                expect(f"--workers {count}", sink.received() - before, letters)
+                expect(f"--workers {count}, the log", sent_in_log(log), letters)
+                walls.append(letters / finished.seconds)
+                return letters / delivery_seconds(log)
+
+            delivery[count] = Figure(
+                section, f"--workers {count}: sending (first try to last sent, in the log)",
+                "letters/s",
+            )  # fmt: skip
+            command[count] = Figure(section, f"--workers {count}: whole command", "letters/s",
+                                    values=walls)  # fmt: skip
+            rounds.append((delivery[count], run))
+        bench.measure(rounds)
+    delivery[2].note = "planning and queueing stay in one process; the sending is shared"
+    return [*delivery.values(), *command.values(),
+        ratio(section, "sending, 2 workers ÷ 1", delivery[2], delivery[1], Target(">=", 1.6)),
+        ratio(section, "whole command, 2 workers ÷ 1", command[2], command[1], None),
+    ]  # fmt: skip
+
+
 def dkim_signing(bench: Bench) -> list[Figure]:
     """DKIM: what signing costs a letter (in process), and `send` with and without it."""
     count = bench.sizes.letters
@@ -521,6 +570,7 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Figure]]] = {
     "throughput": throughput, "latency": latency, "ratelimit": ratelimit, "validate": validate,
     "scale": scale,
     "dkim": dkim_signing,
+    "workers": workers,
 }  # fmt: skip
 
 

@@ -28,7 +28,9 @@ def validate_seconds(folder: Path, columns: int) -> float:
     )
     (folder / "letter.txt").write_text(LETTER, encoding="utf-8")
     config = folder / "mailaction.toml"
-    config.write_text('[campaign]\ntemplate = "letter.txt"\ncontacts = "contacts.csv"\n', encoding="utf-8")
+    config.write_text(
+        '[campaign]\ntemplate = "letter.txt"\ncontacts = "contacts.csv"\n', encoding="utf-8"
+    )
     start = time.perf_counter()
     result = Campaign(load_config(config)).validate(workers=0)
     elapsed = time.perf_counter() - start
@@ -42,7 +44,9 @@ def main() -> None:
         times = [validate_seconds(Path(scratch), width) for width in widths]
     for width, seconds in zip(widths, times, strict=True):
         growth = (seconds / times[0]) / (width / widths[0])
-        print(f"{width:>7,} columns × 2 rows: {seconds:6.2f} s  (time ratio ÷ width ratio: {growth:.2f})")
+        print(
+            f"{width:>7,} columns × 2 rows: {seconds:6.2f} s  (time ratio ÷ width ratio: {growth:.2f})"
+        )
 
 
 if __name__ == "__main__":

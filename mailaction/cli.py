@@ -36,7 +36,7 @@ from .campaign import Campaign, PreparedRow
 from .config import Config, find_config, load_config
 from .deliverability import DeliverabilityCheck, check_campaign
 from .delivery import CampaignResult, Hooks, SendOptions, SendPlan, real_campaigns, send_campaign
-from .deliverylog import DeliveryLog, Outcome, State
+from .deliverylog import DeliveryLog, State, open_log
 from .errors import ConfigError, ContactsError, ExitStatus, InvalidCampaign, MailactionError
 from .example import DEMO_FOLDER, demo_config, reset_demo, write_example
 from .mailmerge import convert_mailmerge
@@ -55,6 +55,7 @@ from .report import (
 from .sender import SendSummary
 from .sink import Sink, StoredMessage
 from .suppression import SuppressionList, checked_address, open_suppression
+from .workers import LEASE
 
 # emoji=False: ":name:" in a contact or campaign name stays as written.
 console = Console(highlight=False, soft_wrap=True, emoji=False)
@@ -269,10 +270,12 @@ def _first(items: Iterator[PreparedRow], count: int) -> Iterator[PreparedRow]:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @click.option("--resend-uncertain", is_flag=True, help="Also send letters whose earlier attempt may or may not have arrived.")
 @click.option("--retry-failed", is_flag=True, help="Also retry letters the server refused permanently before.")
+@click.option("--workers", default="1", metavar="N|auto", callback=lambda ctx, param, value: _workers(value), help="Processes sending from the queue (auto: one per core). Default 1.")
+@click.option("--lease", type=click.FloatRange(min=1), default=LEASE, show_default=True, metavar="SECONDS", help="A worker silent this long is taken for dead; its letters go to the others.")
 def send(
     config_path: Path | None, template: Path | None, contacts: Path | None, log: Path | None,
     dry_run: bool, limit: int | None, test_to: str | None, yes: bool,
-    resend_uncertain: bool, retry_failed: bool,
+    resend_uncertain: bool, retry_failed: bool, workers: int, lease: float,
 ) -> None:  # fmt: skip
     """Validate every letter, then send them through the SMTP server of the config.
 
@@ -287,12 +290,13 @@ def send(
       mailaction send --test-to me@example.org  one proof copy to yourself
       mailaction send --limit 100               the first 100 letters, then stop
       mailaction send --yes                     no question asked (scripts, cron)
+      mailaction send --workers auto            one sending process per core
     """
     config = read_config(config_path, template, contacts, log)
     if test_to is not None:
         test_to = _check_address(test_to)
         limit = limit or 1
-    options = SendOptions(dry_run, limit, test_to, resend_uncertain, retry_failed)
+    options = SendOptions(dry_run, limit, test_to, resend_uncertain, retry_failed, workers, lease)
     hooks = Hooks(
         plan=functools.partial(_print_plan, config, test_to=test_to),
         confirm=functools.partial(_confirm, config=config, yes=yes),
@@ -321,7 +325,7 @@ def _finish(config: Config, result: CampaignResult, *, dry_run: bool) -> None:
     console.print(_run_line(result.summary), markup=False)
     for account in result.accounts:
         console.print(f"  {account.describe()}", markup=False)
-    with DeliveryLog(result.log_path, result.campaign, create=False) as delivery_log:
+    with open_log(result.log_path, result.campaign, create=False) as delivery_log:
         print_summary(load_report(delivery_log), console)
     console.print(f"Full report: mailaction report{_config_hint(config)}", markup=False)
     if result.interrupted:
@@ -338,6 +342,15 @@ def _run_line(summary: SendSummary) -> str:
     seconds = max(summary.finished - summary.started, 0.0)
     rate = f" ({summary.sent / seconds:,.0f} letters/s)" if seconds > 0 and summary.sent > 1 else ""
     return f"This run: {letter_count(summary.sent)} sent in {seconds:,.1f} s{rate}."
+
+
+def _workers(value: str) -> int:
+    """--workers: a number of processes, or "auto" (0: one per core)."""
+    if value == "auto":
+        return 0
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"{value!r} is not a number of workers (1, 2, ... or auto)")
+    return int(value)
 
 
 def _check_address(address: str) -> str:
@@ -445,7 +458,7 @@ class RateColumn(ProgressColumn):
 
 
 @contextmanager
-def _progress(total: int) -> Iterator[Callable[[Letter, Outcome], None]]:
+def _progress(total: int) -> Iterator[Callable[[State, int], None]]:
     """A progress bar with rate and ETA while letters go out (quiet when not a terminal)."""
     progress = Progress(
         TextColumn("[bold]Sending"), BarColumn(), MofNCompleteColumn(),
@@ -455,15 +468,14 @@ def _progress(total: int) -> Iterator[Callable[[Letter, Outcome], None]]:
     task = progress.add_task("send", total=total, failed=0)
     failed = 0
 
-    def on_outcome(letter: Letter, outcome: Outcome) -> None:
+    def advance(state: State, count: int) -> None:
         nonlocal failed
-        if outcome.state is State.DEFERRED:
-            return
-        failed += outcome.state is not State.SENT
-        progress.update(task, advance=1, failed=failed)
+        if state is not State.SENT:
+            failed += count
+        progress.update(task, advance=count, failed=failed)
 
     with progress:
-        yield on_outcome
+        yield advance
 
 
 def _interrupted(presses: int) -> None:
@@ -528,7 +540,7 @@ def show(
     with _campaign_log(config) as delivery_log:
         entries = delivery_log.find(who)
         if not entries:
-            raise ContactsError(f"{delivery_log.path}: no letter of {delivery_log.campaign!r} for {who!r}")
+            raise ContactsError(f"{delivery_log.where}: no letter of {delivery_log.campaign!r} for {who!r}")
         for entry in entries:
             console.print(Text(f"Row {entry.row} · {', '.join(entry.recipients)} · {entry.state}", style="bold"))
             for line in delivery_log.history(entry.contact_id):
@@ -545,7 +557,7 @@ def show(
 def _campaign_log(config: Config) -> Iterator[DeliveryLog]:
     """The delivery log of the config's campaign, read only; without a config, the file's one."""
     assert config.campaign.log is not None
-    with DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log:
+    with open_log(config.campaign.log, config.campaign.name, create=False) as delivery_log:
         if config.source is None:  # only --log: the campaign is the one the file holds
             delivery_log.campaign = _only_campaign(delivery_log)
         yield delivery_log
@@ -556,7 +568,7 @@ def _only_campaign(delivery_log: DeliveryLog) -> str:
     real = real_campaigns(delivery_log.campaigns())
     if len(real) > 1:
         raise ConfigError(
-            f"{delivery_log.path} holds several campaigns ({', '.join(real)}); "
+            f"{delivery_log.location} holds several campaigns ({', '.join(real)}); "
             "pass --config with the campaign's name"
         )
     return real[0] if real else delivery_log.campaign
@@ -815,7 +827,7 @@ def bounces(
     source = _bounce_mailbox(config, maildir, mbox, folder)
     try:
         with (
-            DeliveryLog(config.campaign.log, config.campaign.name, create=False) as delivery_log,
+            open_log(config.campaign.log, config.campaign.name, create=False) as delivery_log,
             open_suppression(config.campaign) as suppression,
         ):
             summary = read_bounces(source, delivery_log, suppression, delete_processed=delete_processed)

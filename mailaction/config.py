@@ -105,7 +105,7 @@ class CampaignConfig:
     name: str = "campaign"
     template: Path | None = None
     contacts: Path | None = None
-    log: Path | None = None
+    log: Path | str | None = None  # a SQLite file, or a "postgresql://..." database URL
     id_column: str = "email"
     contacts_sheet: str | int | None = None  # a workbook's sheet: its name, or its number from 1
     contacts_header_row: int | None = None  # the row holding the column names
@@ -342,8 +342,6 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
             raise ConfigError(f"{where}: {_misplaced(section)}")
         if section not in _SCHEMA:
             raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(_SCHEMA)})")
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {section} must be a [{section}] table")
     for section in _SCHEMA:
         sections[section] = _section(section, data.get(section, {}), where, base)
     several = tuple(
@@ -384,7 +382,7 @@ def _section(section: str, table: dict[str, Any], where: str, base: Path) -> Any
             values[_FIELD_NAMES.get(key, key)] = checks[key](value)
         except ValueError as exc:
             raise ConfigError(f"{where}: {section}.{key} {exc}") from None
-        if key in _PATH_KEYS.get(section, ()):
+        if key in _PATH_KEYS.get(section, ()) and not _is_url(values[key]):
             values[key] = base / values[key]
     return cls(**values)
 
@@ -419,6 +417,11 @@ def _misplaced(key: str) -> str:
     if key in _SCHEMA:
         return f"{key} must be a [{key}] table"
     return f"unknown key {key} above the sections (settings go under [smtp], [sending] or [campaign])"
+
+
+def _is_url(value: str) -> bool:
+    """A PostgreSQL log is named by a URL, kept as written."""
+    return value.startswith(("postgresql://", "postgres://"))
 
 
 def _slug(name: str) -> str:

@@ -69,14 +69,18 @@ class ContactList:
         self.source = self.path.name
         suffix = self.path.suffix.lower()
         if suffix in WORKBOOK_SUFFIXES:
-            self._table: _SheetTable | _TextTable = _SheetTable(self.path, sheet, header_row, id_column)
+            self._table: _SheetTable | _TextTable = _SheetTable(
+                self.path, sheet, header_row, id_column
+            )
         elif suffix in _TEXT_SUFFIXES:
             if sheet is not None:
                 raise ContactsError(
                     f"{self.source}: a text file has no sheets; campaign.contacts_sheet is for "
                     "workbooks (.xlsx, .ods, .xls)"
                 )
-            self._table = _TextTable(self.path, _TEXT_SUFFIXES[suffix], chunk_size, header_row)
+            self._table = _TextTable(
+                self.path, _TEXT_SUFFIXES[suffix], chunk_size, header_row, id_column
+            )
         else:
             raise ContactsError(
                 f"{self.source}: unknown kind of contact list {suffix or '(no extension)'!r}; "
@@ -194,7 +198,12 @@ class _TextTable:
     """A delimited text file read with pandas' C parser, every value as text."""
 
     def __init__(
-        self, path: Path, delimiter: str | None, chunk_size: int, header_row: int | None = None
+        self,
+        path: Path,
+        delimiter: str | None,
+        chunk_size: int,
+        header_row: int | None = None,
+        id_column: str | None = None,
     ) -> None:
         self.path, self.source, self.chunk_size = path, path.name, chunk_size
         try:
@@ -204,7 +213,12 @@ class _TextTable:
         except OSError as exc:
             raise open_error(path, exc) from None
         lines = _sample_lines(raw, self.encoding, complete=len(raw) < _SAMPLE_BYTES)
-        skipped = 0 if header_row is None else header_row - 1
+        if header_row is not None:
+            skipped = header_row - 1
+        elif id_column is not None:
+            skipped = _line_naming(lines, id_column, delimiter)
+        else:
+            skipped = 0
         content = [line for line in lines[skipped:] if line.strip(" \t" + _DELIMITERS)]
         if not content:
             raise ContactsError(
@@ -283,6 +297,17 @@ class _TextTable:
         except (csv.Error, StopIteration):
             pass
         return ContactsError(f"{self.source}: cannot be read as a table: {exc}")
+
+
+def _line_naming(lines: list[str], column: str, delimiter: str | None) -> int:
+    """The first of the first lines with a field naming ``column`` (0 when none): the header
+    below the title lines a spreadsheet may export above the list."""
+    for number, line in enumerate(lines[:HEADER_SEARCH_ROWS]):
+        for candidate in delimiter or _DELIMITERS:
+            fields = next(csv.reader([line], delimiter=candidate, skipinitialspace=True), [])
+            if any(_names_column(field, column) for field in fields):
+                return number
+    return 0
 
 
 def _detect_encoding(path: Path) -> str:
@@ -414,7 +439,9 @@ class _SheetTable:
         named = [index for index, cell in enumerate(cells) if cell.strip()]
         self._start, self._end = named[0], named[-1] + 1
         self.header = cells[self._start : self._end]
-        self.description = f"{self.source}, sheet {self.sheet_name!r}, header on row {self.header_row}"
+        self.description = (
+            f"{self.source}, sheet {self.sheet_name!r}, header on row {self.header_row}"
+        )
 
     def column_label(self, index: int) -> str:
         """How the sheet names the table's column ``index`` (from 0): "column C"."""
@@ -428,7 +455,9 @@ class _SheetTable:
                 continue
             cells = row.cells
             if len(cells) > end or any(cells[:start]):
-                outside = [i for i, cell in enumerate(cells) if not start <= i < end and cell.strip()]
+                outside = [
+                    i for i, cell in enumerate(cells) if not start <= i < end and cell.strip()
+                ]
                 if outside:
                     raise ContactsError(
                         f"{self.source}:{row.number}: column {column_letter(outside[0])} has a "

@@ -8,12 +8,10 @@ one transaction, committed only once the run is confirmed; delivery then reads o
 from __future__ import annotations
 
 import asyncio
-import gc
-import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -21,19 +19,30 @@ from pathlib import Path
 from .accounts import account_secret
 from .campaign import Campaign, ValidationResult
 from .config import Config
-from .deliverylog import PROOF_SUFFIX, DeliveryLog, Entry, Outcome, State
+from .deliverylog import PROOF_SUFFIX, DeliveryLog, Entry, State, is_database_url, open_log
 from .dkim import letter_signer
-from .errors import DeliveryLogError, InvalidCampaign, SendingStopped
-from .message import Letter, proof_copy, restamped
-from .multiaccount import DAY, AccountPool, AccountResult, daily_room
-from .sender import Sender, SendSummary, check_server
+from .errors import ConfigError, DeliveryLogError, InvalidCampaign, SendingStopped
+from .message import Letter, proof_copy
+from .multiaccount import DAY, AccountResult, daily_room
+from .parallel import cores
+from .sender import SendSummary, check_server
 from .suppression import recipient_filter
+from .workers import (
+    LEASE,
+    Progress,
+    RunResult,
+    WorkerJob,
+    claimed,
+    deliver_in_process,
+    deliver_in_workers,
+    send_letters,
+    worker_id,
+)
+
+__all__ = ["RunResult", "send_letters"]  # also here, beside the workflow that runs them
 
 EXAMPLES = 10  # rows named in a plan's notes ("rows 4, 9, ...")
 SAMPLE = 5  # letters a plan keeps to show before sending
-
-OnOutcome = Callable[[Letter, Outcome], None]
-
 
 class Decision(Enum):
     """What a run does with one valid letter."""
@@ -53,6 +62,8 @@ class SendOptions:
     test_to: str | None = None
     resend_uncertain: bool = False
     retry_failed: bool = False
+    workers: int = 1  # processes sending from the queue; 0: one per core
+    lease: float = LEASE  # seconds a silent worker keeps its letters before others take them
     now: Callable[[], float] = time.time  # the clock daily limits are counted by
 
 
@@ -158,6 +169,7 @@ class Run:
         The caller commits (`DeliveryLog.flush`) once the run is confirmed, or rolls back.
         """
         plan = SendPlan()
+        self.log.plan_lock()
         counts = self.log.counts()
         plan.had_letters = sum(counts.values()) > 0
         proof_to = self.options.test_to
@@ -232,74 +244,19 @@ class Run:
         elif entry.state is not State.PENDING or entry.row != letter.row:
             self.log.requeue(letter.contact_id, letter.row)
 
+    def upto(self) -> tuple[int, str] | None:
+        """The last queued letter (row, contact id) this run may send; None: all of them."""
+        return None if self.allowed is None else self.log.queue_end(self.allowed)
+
     def letters(self) -> Iterator[Letter]:
-        """The queued letters this run sends, in spreadsheet order, dated as they go out."""
-        for letter in self.log.queued(self.allowed):
-            yield self.sign(restamped(letter))  # signed after the Date is set: it is signed
+        """The queued letters this run sends, claimed in spreadsheet order, dated and signed
+        as they go.
 
-
-@dataclass
-class RunResult:
-    """How the sending part of a run ended."""
-
-    summary: SendSummary
-    interrupted: bool = False
-
-
-def send_letters(
-    sender: Sender | AccountPool,
-    letters: Iterator[Letter],
-    *,
-    on_outcome: OnOutcome | None = None,
-    on_interrupt: Callable[[int], None] | None = None,
-) -> RunResult:
-    """Run the sender; the first Ctrl-C (or SIGTERM) stops taking letters, the second aborts.
-
-    What is alive when sending starts (modules, the plan's letters) is left out of garbage
-    collection during the run: collecting it took up to 50 ms at a time, long enough to push
-    letters past their rate-limit slots.
-    """
-    gc.freeze()
-    try:
-        return asyncio.run(_send(sender, letters, on_outcome, on_interrupt))
-    finally:
-        gc.unfreeze()
-
-
-async def _send(
-    sender: Sender | AccountPool,
-    letters: Iterator[Letter],
-    on_outcome: OnOutcome | None,
-    on_interrupt: Callable[[int], None] | None,
-) -> RunResult:
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    stop = asyncio.Event()
-    presses = 0
-
-    def interrupted() -> None:
-        nonlocal presses
-        presses += 1
-        if on_interrupt is not None:
-            on_interrupt(presses)
-        if presses == 1:
-            stop.set()
-        elif task is not None:
-            task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, interrupted)
-    try:
-        summary = await sender.send(letters, on_outcome=on_outcome, stop=stop)
-    except asyncio.CancelledError:
-        return RunResult(SendSummary(stopped_reason="aborted"), interrupted=True)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    return RunResult(summary, interrupted=presses > 0)
-
-
-Progress = Callable[[int], AbstractContextManager[OnOutcome | None]]
+        The log claims them for this process as a worker (see `DeliveryLog.join`).
+        """
+        if self.log.worker is None:
+            self.log.join(worker_id())
+        return claimed(self.log, lease=self.options.lease, upto=self.upto(), sign=self.sign)
 
 
 @dataclass
@@ -308,8 +265,8 @@ class Hooks:
 
     ``plan`` sees the plan before the question; ``confirm`` answers it (no hook: send);
     ``password`` is asked after confirmation (no hook: no login); ``progress`` is given the
-    number of letters to send and opens a context around the sending that yields the callback
-    for each outcome; ``interrupt`` hears each Ctrl-C (1: stopping after the letters in flight,
+    number of letters to send and opens a context around the sending that yields a callback
+    told each time letters reach a final state (state, how many); ``interrupt`` hears each Ctrl-C (1: stopping after the letters in flight,
     2: stopping now).
     """
 
@@ -325,7 +282,7 @@ class CampaignResult:
     """How a `send_campaign` ended."""
 
     plan: SendPlan
-    log_path: Path
+    log_path: Path | str  # a SQLite file, or a PostgreSQL URL
     campaign: str  # the log key: the campaign name, with " [test]" for proof runs
     sent: bool = False  # whether sending started (False: dry run, nothing to send, declined)
     declined: bool = False
@@ -354,11 +311,11 @@ def send_campaign(
     hooks = hooks or Hooks()
     campaign = Campaign(config, key=campaign_key(config.campaign.name, options.test_to))
     with _open_log(config, campaign.key, options.dry_run) as log:
-        result = CampaignResult(SendPlan(), log.path, log.campaign)
+        result = CampaignResult(SendPlan(), log.location, log.campaign)
         keep_days = config.campaign.keep_letters_days
         if not options.dry_run and keep_days is not None:
             log.expire_messages(time.time() - keep_days * DAY)
-        recovered = [] if options.dry_run else log.recover_interrupted()
+        recovered = [] if options.dry_run else log.recover_interrupted(_silent_for(log, options))
         run = Run(campaign, log, options, write=not options.dry_run)
         try:
             plan = result.plan = _checked_plan(run)
@@ -389,32 +346,43 @@ def _end_plan(log: DeliveryLog, options: SendOptions) -> None:
         log.flush()
 
 
+def _silent_for(log: DeliveryLog, options: SendOptions) -> float | None:
+    """How long a worker must be silent to be taken for dead when a run starts: a locked file
+    has no other worker (None: every one is dead); a shared database has its lease."""
+    return options.lease if is_database_url(log.location) else None
+
+
 def _send_queued(config: Config, run: Run, hooks: Hooks, result: CampaignResult) -> None:
-    sender: Sender | AccountPool
-    if config.accounts:
-        sender = AccountPool(config, run.log, now=run.options.now())
-        sender.check()
-        result.accounts = sender.results
+    options = run.options
+    workers = options.workers or cores()
+    password = None
+    if config.accounts:  # each worker's AccountPool checks the accounts and their secrets
+        if workers != 1:
+            raise ConfigError("several [[smtp]] accounts send from one process: leave out --workers")
     else:
         password = account_secret(config.smtp, hooks.password)
         asyncio.run(check_server(config.smtp, config.sending, password))
-        sender = Sender(config.smtp, config.sending, run.log, password=password)
+    shared = is_database_url(run.log.location)
+    job = WorkerJob(
+        config, run.log.location, run.log.campaign, password, run.upto(), options.lease,
+        shared_limits=shared or workers > 1, clock=options.now(),
+    )  # fmt: skip
     total = min(result.plan.to_send, run.allowed if run.allowed is not None else result.plan.to_send)
     result.sent = True
-    with ExitStack() as stack:
-        on_outcome = stack.enter_context(
-            hooks.progress(total) if hooks.progress is not None else nullcontext(None)
-        )
-        try:
-            outcome = send_letters(
-                sender, run.letters(), on_outcome=on_outcome, on_interrupt=hooks.interrupt
+    try:
+        if workers == 1:
+            outcome = deliver_in_process(job, run.log, hooks.progress, total, hooks.interrupt)
+        else:
+            outcome = deliver_in_workers(
+                job, run.log, workers, hooks.progress, total, hooks.interrupt
             )
-        except DeliveryLogError as exc:
-            raise SendingStopped(
-                f"{exc}; sending stopped, some letters may have gone out: see `mailaction report`"
-            ) from None
+    except DeliveryLogError as exc:
+        raise SendingStopped(
+            f"{exc}; sending stopped, some letters may have gone out: see `mailaction report`"
+        ) from None
     result.summary = outcome.summary
     result.interrupted = outcome.interrupted
+    result.accounts = outcome.accounts
 
 
 def _checked_plan(run: Run) -> SendPlan:
@@ -437,6 +405,10 @@ def _open_log(config: Config, key: str, dry_run: bool) -> Iterator[DeliveryLog]:
     """The campaign's log, locked for sending; a dry run without a log uses a throwaway one."""
     path = config.campaign.log
     assert path is not None
+    if isinstance(path, str):
+        with open_log(path, key) as log:
+            yield log
+        return
     if dry_run and not path.exists():
         with (
             tempfile.TemporaryDirectory() as scratch,

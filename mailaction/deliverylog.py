@@ -26,6 +26,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import lru_cache
@@ -38,7 +39,9 @@ from .keys import campaign_key, contact_key, letter_identity
 if TYPE_CHECKING:
     from .message import Letter
 
-SCHEMA_VERSION = 3
+Cursor = Any  # a DB-API cursor: sqlite3's, or psycopg's for a PostgreSQL log
+
+SCHEMA_VERSION = 4
 
 _V2_COLUMN_LIST = (
     "sender TEXT NOT NULL DEFAULT ''",  # envelope MAIL FROM
@@ -46,9 +49,9 @@ _V2_COLUMN_LIST = (
     "identity TEXT NOT NULL DEFAULT ''",  # recipients + content: finds a letter under another key
     "history TEXT NOT NULL DEFAULT ''",  # one line per state change: "time state code reply"
 )
-# Version 3: which account ([[smtp]]) last tried the letter; NULL for one [smtp] account.
-_V3_COLUMN_LIST = ("account TEXT",)
-_V2_COLUMNS = ",\n    ".join(_V2_COLUMN_LIST + _V3_COLUMN_LIST)
+_V2_COLUMNS = ",\n    ".join(_V2_COLUMN_LIST)
+# Version 4: with several [[smtp]] accounts, the one that last tried the letter (NULL with one).
+_V4_COLUMN = "account TEXT"
 _V2_TABLES = """
 CREATE INDEX IF NOT EXISTS letters_identity ON letters (identity);
 CREATE TABLE IF NOT EXISTS messages (
@@ -62,6 +65,24 @@ END;
 CREATE TABLE IF NOT EXISTS blobs (
     digest TEXT PRIMARY KEY,
     data BLOB NOT NULL
+);"""
+# Workers (`send --workers`, or `send` on several machines) claim queued letters: a claimed
+# letter names its worker in `claimed_by`; a worker whose heartbeat is older than the lease is
+# dead, and its letters go back to the queue (`uncertain` when they were `sending`). `limits`
+# holds the next free slot of each rate shared by the workers ("" global, "@domain").
+_V3_TABLES = """
+CREATE INDEX IF NOT EXISTS letters_queue ON letters (campaign, state, row, contact_id);
+DROP INDEX IF EXISTS letters_state;
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    campaign TEXT NOT NULL,
+    heartbeat REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS limits (
+    campaign TEXT NOT NULL,
+    name TEXT NOT NULL,
+    next_slot REAL NOT NULL,
+    PRIMARY KEY (campaign, name)
 );"""
 
 # Beside each letter's state, `messages` keeps what is needed to send it without the contact
@@ -91,11 +112,13 @@ CREATE TABLE IF NOT EXISTS letters (
     last_attempt_at REAL,
     sent_at REAL,
     {_V2_COLUMNS},
+    claimed_by TEXT,
+    {_V4_COLUMN},
     PRIMARY KEY (campaign, contact_id)
 );
-CREATE INDEX IF NOT EXISTS letters_state ON letters (campaign, state);
 CREATE INDEX IF NOT EXISTS letters_row ON letters (campaign, row);
 {_V2_TABLES}
+{_V3_TABLES}
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
 """
 
@@ -194,26 +217,44 @@ class DeliveryLog:
     (trimmed, NFC: see `keys.campaign_key`).
     """
 
+    # The database's clock as unix time: workers' heartbeats and the shared rate limits use it.
+    _CLOCK = "unix_time()"
+    _SKIP_LOCKED = ""  # SQLite claims under its write lock: one writer at a time
+    _FOR_UPDATE = ""
+    _PART_DIGESTS = (  # the digests of every stored attachment part
+        "SELECT json_extract(part.value, '$[1]') FROM messages, json_each(messages.parts) AS part"
+        " WHERE messages.parts IS NOT NULL"
+    )
+
     def __init__(
         self, path: Path, campaign: str, *, lock: bool = False, create: bool = True
     ) -> None:
         self.path = Path(path)
-        self.campaign = campaign_key(campaign)
         if not create and (not self.path.is_file() or self.path.stat().st_size == 0):
             raise DeliveryLogError(f"{self.path}: no delivery log yet; run `mailaction send` first")
         self._lock = _LockFile(self.path) if lock else None
-        self._blobs_written: set[str] = set()
-        self._blob_cache: dict[str, bytes] = {}
         try:
-            self._db = _connect(self.path)
+            self._start(self.path, str(self.path), campaign)
         except DeliveryLogError:
             if self._lock is not None:
                 self._lock.release()
             raise
 
+    def _start(self, location: Path | str, where: str, campaign: str) -> None:
+        """Set up what every backend keeps, then connect."""
+        self.location = location  # what `open_log` opens it by
+        self.where = where  # how messages name it (a URL without its password)
+        self.campaign = campaign_key(campaign)
+        self._blobs_written: set[str] = set()
+        self._blob_cache: dict[str, bytes] = {}
+        self._outcomes: list[tuple[Any, ...]] = []  # written with the next statement
+        self.worker: str | None = None  # set by `join`: the worker this log claims letters for
+        self._db = self._open()
+
     def close(self) -> None:
-        """Commit what is pending, close the database and release the lock."""
+        """Give back unsettled claims, commit what is pending, close, release the lock."""
         try:
+            self.leave()
             self.flush()
         finally:
             self._db.close()
@@ -229,28 +270,106 @@ class DeliveryLog:
 
     def flush(self) -> None:
         """Commit every change written so far."""
-        if self._db.in_transaction:
-            self._run("COMMIT", ())
+        self._write_outcomes()
+        if self._in_transaction():
+            self._commit()
 
     def rollback(self) -> None:
         """Undo every change written since the last commit."""
-        if self._db.in_transaction:
-            self._run("ROLLBACK", ())
+        self._outcomes.clear()
+        if self._in_transaction():
+            self._rollback()
         self._blobs_written.clear()
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Cursor:
         """Run one statement in the open transaction (begun if need be), committed later."""
-        if not self._db.in_transaction:
-            self._run("BEGIN", ())
-        return self._run(sql, params)
+        self._write_outcomes()
+        if not self._in_transaction():
+            self._begin()
+        return self._execute(sql, params)
 
-    def _run(self, sql: str, params: tuple[Any, ...] | list[Any]) -> sqlite3.Cursor:
+    def _run(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Cursor:
+        """Run one statement, after the outcomes noted so far (so it sees them)."""
+        self._write_outcomes()
+        return self._execute(sql, params)
+
+    def _write_outcomes(self) -> None:
+        """Write the outcomes `mark_outcome` noted, in the open transaction (begun if need be).
+
+        They wait in memory rather than in an open transaction, so that workers sharing the log
+        never hold its write lock while they wait for a server.
+        """
+        if not self._outcomes:
+            return
+        outcomes, self._outcomes = self._outcomes, []
+        if not self._in_transaction():
+            self._begin()
+        mine, claim = self._mine()
+        written = self._execute_many(
+            "UPDATE letters SET state = ?, last_code = ?, last_reply = ?, refused = ?,"
+            " sent_at = coalesce(?, sent_at), history = history || ?"
+            f" WHERE campaign = ? AND contact_id = ?{mine}",
+            [(*outcome, *claim) for outcome in outcomes],
+        )
+        if written != len(outcomes):
+            if self.worker is not None:
+                raise self._claim_lost()
+            raise KeyError(f"{self.campaign}: a letter marked is not in the delivery log")
+
+    def _mine(self) -> tuple[str, tuple[str, ...]]:
+        """The condition that a letter is claimed by this log's worker, if it is one."""
+        return ("", ()) if self.worker is None else (" AND claimed_by = ?", (self.worker,))
+
+    def _claim_lost(self) -> DeliveryLogError:
+        return DeliveryLogError(
+            f"{self.where}: this worker's letters were given to others (it was silent longer than"
+            " its lease); it stops"
+        )
+
+    def _open(self) -> Any:
+        return _connect(self.path)
+
+    def _commit(self) -> None:
+        self._execute("COMMIT", ())
+
+    def _rollback(self) -> None:
+        self._execute("ROLLBACK", ())
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file from another connection (PASSIVE: never blocks);
+        safe to call from another thread."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=0.1)) as db:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # the automatic checkpoint will do it, on the loop
+
+    def plan_lock(self) -> None:
+        """Hold off other plans of the campaign until this transaction ends (the file's lock
+        already does for SQLite)."""
+
+    def _in_transaction(self) -> bool:
+        return bool(self._db.in_transaction)
+
+    def _begin(self) -> None:
+        # IMMEDIATE: take the write lock now, so a worker waits for it (busy timeout) instead of
+        # failing when another committed since this transaction began reading.
+        self._execute("BEGIN IMMEDIATE", ())
+
+    def _execute(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Cursor:
         try:
             return self._db.execute(sql, params)
         except sqlite3.OperationalError as exc:
-            raise DeliveryLogError(f"{self.path}: cannot write the delivery log: {exc}") from None
+            raise DeliveryLogError(f"{self.where}: cannot write the delivery log: {exc}") from None
         except sqlite3.DatabaseError as exc:
-            raise DeliveryLogError(f"{self.path}: the delivery log is damaged: {exc}") from None
+            raise DeliveryLogError(f"{self.where}: the delivery log is damaged: {exc}") from None
+
+    def _execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """Run one statement for each of ``rows``; how many rows of the table it changed."""
+        try:
+            return int(self._db.executemany(sql, rows).rowcount)
+        except sqlite3.OperationalError as exc:
+            raise DeliveryLogError(f"{self.where}: cannot write the delivery log: {exc}") from None
 
     def _entries(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Iterator[Entry]:
         for values in self._run(sql, params):
@@ -258,30 +377,186 @@ class DeliveryLog:
                 yield _entry(values)
             except (ValueError, TypeError) as exc:
                 raise DeliveryLogError(
-                    f"{self.path}: the delivery log is damaged: {exc}"
+                    f"{self.where}: the delivery log is damaged: {exc}"
                 ) from None
 
-    def _update(self, contact_id: str, sql: str, params: tuple[Any, ...]) -> None:
-        if self._write(sql, (*params, self.campaign, contact_id)).rowcount != 1:
+    def _update(
+        self, contact_id: str, sql: str, params: tuple[Any, ...], extra: tuple[Any, ...] = ()
+    ) -> None:
+        if self._write(sql, (*params, self.campaign, contact_id, *extra)).rowcount != 1:
             raise KeyError(f"{self.campaign}/{contact_id} is not in the delivery log")
 
     def campaigns(self) -> list[str]:
         """The campaign keys present in the file."""
         return [r[0] for r in self._run("SELECT DISTINCT campaign FROM letters ORDER BY 1", ())]
 
-    def recover_interrupted(self) -> list[Entry]:
-        """Turn letters left `sending` by a crash into `uncertain`, and return them."""
+    def recover_interrupted(self, silent_for: float | None = None) -> list[Entry]:
+        """Turn letters left `sending` by a crash into `uncertain`, and return them.
+
+        Workers silent for ``silent_for`` seconds are dead (every worker when None: the caller
+        holds the lock, so none is running), and their other letters go back to the queue.
+        """
+        self._bury(silent_for)
         cursor = self._write(
-            f"UPDATE letters SET state = ?, last_code = NULL, last_reply = ?,"
-            f" history = history || ? WHERE campaign = ? AND state = ? RETURNING {_COLUMNS}",
+            f"UPDATE letters SET state = ?, last_code = NULL, last_reply = ?, claimed_by = NULL,"
+            f" history = history || ? WHERE campaign = ? AND state = ?"
+            f" AND (claimed_by IS NULL OR {_ORPHANED})"
+            f" RETURNING {_COLUMNS}",
             (
                 State.UNCERTAIN, _INTERRUPTED, _event(State.UNCERTAIN, None, _INTERRUPTED),
-                self.campaign, State.SENDING,
+                self.campaign, State.SENDING, self.campaign,
             ),
         )  # fmt: skip
         recovered = sorted(map(_entry, cursor.fetchall()), key=lambda entry: entry.row)
+        self._release(_ORPHANED, (self.campaign,), State.PENDING)
         self.flush()
         return recovered
+
+    def _bury(self, silent_for: float | None, worker: str | None = None) -> None:
+        """Unregister ``worker``, or the workers silent for ``silent_for`` s (None: every one)."""
+        params: tuple[Any, ...]
+        if worker is not None:
+            where, params = "id = ?", (worker,)
+        elif silent_for is not None:
+            where, params = f"heartbeat < {self._CLOCK} - ?", (silent_for,)
+        else:
+            where, params = "id IS NOT NULL", ()
+        self._write(f"DELETE FROM workers WHERE campaign = ? AND {where}", (self.campaign, *params))
+
+    def _release(self, where: str, params: tuple[Any, ...], deferred: State) -> None:
+        """Unclaim letters: `sending` ones become `uncertain`, `deferred` ones ``deferred``."""
+        self._write(
+            "UPDATE letters SET claimed_by = NULL,"
+            " state = CASE state WHEN ? THEN ? WHEN ? THEN ? ELSE state END,"
+            " last_reply = CASE state WHEN ? THEN ? ELSE last_reply END,"
+            " history = history || CASE state WHEN ? THEN ? ELSE '' END"
+            f" WHERE campaign = ? AND {where}",
+            (
+                State.SENDING, State.UNCERTAIN, State.DEFERRED, deferred,
+                State.SENDING, _INTERRUPTED,
+                State.SENDING, _event(State.UNCERTAIN, None, _INTERRUPTED),
+                self.campaign, *params,
+            ),
+        )  # fmt: skip
+
+    def join(self, worker: str) -> None:
+        """Claim letters from now on as ``worker``, registered with a fresh heartbeat."""
+        self._write(
+            f"INSERT INTO workers (id, campaign, heartbeat) VALUES (?, ?, {self._CLOCK})"
+            " ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat",
+            (worker, self.campaign),
+        )
+        self.flush()
+        self.worker = worker
+
+    def heartbeat(self) -> None:
+        """Tell the other workers this one is alive (committing what was written meanwhile)."""
+        found = self._write(
+            f"UPDATE workers SET heartbeat = {self._CLOCK} WHERE id = ?", (self.worker,)
+        )
+        if found.rowcount != 1:
+            raise self._claim_lost()
+        self.flush()
+
+    def leave(self) -> None:
+        """Stop being a worker: give back the letters not settled, then unregister."""
+        worker, self.worker = self.worker, None
+        if worker is None:
+            return
+        self._release("claimed_by = ?", (worker,), State.DEFERRED)
+        self._bury(None, worker)
+        self.flush()
+
+    def recover_worker(self, worker: str) -> None:
+        """Give back the letters of a worker known dead (`sending` ones as `uncertain`)."""
+        self._bury(None, worker)
+        self._release("claimed_by = ?", (worker,), State.PENDING)
+        self.flush()
+
+    def claim(
+        self,
+        count: int,
+        *,
+        lease: float,
+        after: tuple[int, str] = (-1, ""),
+        upto: tuple[int, str] | None = None,
+    ) -> list[Letter]:
+        """Claim for this worker up to ``count`` pending letters, first in spreadsheet order,
+        after ``after`` and none after ``upto`` (a (row, contact id)); first give back the
+        letters of workers silent for ``lease`` seconds."""
+        assert self.worker is not None, "join() first"
+        self._bury(lease)
+        self._release(_ORPHANED, (self.campaign,), State.PENDING)
+        bound = " AND (row, contact_id) <= (?, ?)" if upto is not None else ""
+        claimed = self._write(
+            "UPDATE letters SET claimed_by = ? WHERE rowid IN (SELECT rowid FROM letters"
+            " WHERE campaign = ? AND state = ? AND (claimed_by IS NULL OR claimed_by = ?)"
+            f" AND (row, contact_id) > (?, ?){bound}"
+            f" ORDER BY row, contact_id LIMIT ?{self._SKIP_LOCKED}) RETURNING rowid",
+            (
+                self.worker, self.campaign, State.PENDING, self.worker, *after, *(upto or ()),
+                count,
+            ),
+        ).fetchall()
+        letters = []
+        if claimed:
+            marks = ", ".join("?" * len(claimed))
+            rows = self._run(
+                f"SELECT {_LETTER_COLUMNS} FROM letters LEFT JOIN messages ON letter = letters.rowid"
+                f" WHERE letters.rowid IN ({marks}) ORDER BY row, contact_id",
+                [found[0] for found in claimed],
+            ).fetchall()
+            letters = [self._letter(values) for values in rows]
+        self.flush()
+        return letters
+
+    def work_left(self, upto: tuple[int, str] | None = None) -> bool:
+        """Whether letters may still come this worker's way: queued and not claimed (none after
+        ``upto``), or held unsettled by other workers (theirs come back if they die)."""
+        bound = " AND (row, contact_id) <= (?, ?)" if upto is not None else ""
+        found = self._run(
+            f"SELECT 1 FROM letters WHERE campaign = ? AND ((state = ? AND claimed_by IS NULL{bound})"
+            " OR (state IN (?, ?, ?) AND claimed_by IS NOT NULL AND claimed_by != ?)) LIMIT 1",
+            (
+                self.campaign, State.PENDING, *(upto or ()),
+                State.PENDING, State.SENDING, State.DEFERRED, self.worker or "",
+            ),
+        )  # fmt: skip
+        return found.fetchone() is not None
+
+    def queue_end(self, count: int) -> tuple[int, str] | None:
+        """The (row, contact id) of the ``count``-th pending letter; None when there are fewer."""
+        found = self._run(
+            "SELECT row, contact_id FROM letters WHERE campaign = ? AND state = ?"
+            " ORDER BY row, contact_id LIMIT 1 OFFSET ?",
+            (self.campaign, State.PENDING, count - 1),
+        ).fetchone()
+        return None if found is None else (found[0], found[1])
+
+    def take_slot(self, limits: list[tuple[str, float]]) -> float:
+        """Reserve the first moment free under every shared rate of ``limits`` ((name, seconds
+        between letters), names sorted); return the seconds from now until that moment."""
+        names = [name for name, _ in limits]
+        for name in names:
+            self._write(
+                "INSERT INTO limits (campaign, name, next_slot) VALUES (?, ?, 0)"
+                " ON CONFLICT DO NOTHING",
+                (self.campaign, name),
+            )
+        marks = ", ".join("?" * len(names))
+        taken = self._run(
+            f"SELECT next_slot FROM limits WHERE campaign = ? AND name IN ({marks})"
+            f" ORDER BY name{self._FOR_UPDATE}",
+            (self.campaign, *names),
+        ).fetchall()
+        now = float(self._run(f"SELECT {self._CLOCK}", ()).fetchone()[0])
+        slot = max(now, *(found[0] for found in taken))
+        self._execute_many(
+            "UPDATE limits SET next_slot = ? WHERE campaign = ? AND name = ?",
+            [(slot + interval, self.campaign, name) for name, interval in limits],
+        )
+        self.flush()
+        return float(slot - now)
 
     def register(self, letter: Letter) -> Entry:
         """Queue a letter as pending unless already logged; return what the log holds."""
@@ -307,10 +582,10 @@ class DeliveryLog:
             cursor = self._write(
                 "INSERT INTO letters (row, recipients, subject, state, message_id, fingerprint,"
                 " sender, smtputf8, identity, campaign, contact_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
                 (*values, self.campaign, letter.contact_id, time.time()),
             )
-            self._store_message(cursor.lastrowid, letter)
+            self._store_message(cursor.fetchone()[0], letter)
             return
         cursor = self._write(
             "UPDATE letters SET row = ?, recipients = ?, subject = ?, state = ?, message_id = ?,"
@@ -363,10 +638,10 @@ class DeliveryLog:
         another key: another contact id or campaign name. Proof runs are not counted."""
         identity = letter_identity(letter.recipients, letter.fingerprint)
         found = self._entries(
-            f"SELECT {_COLUMNS} FROM letters WHERE identity = ? AND state IN (?, ?, ?)"
+            f"SELECT {_COLUMNS} FROM letters WHERE identity = ? AND state IN (?, ?, ?, ?)"
             " AND NOT (campaign = ? AND contact_id = ?) AND campaign NOT LIKE ? LIMIT 1",
             (
-                identity, State.SENT, State.SENDING, State.UNCERTAIN,
+                identity, State.SENT, State.SENDING, State.UNCERTAIN, State.BOUNCED,
                 self.campaign, letter.contact_id, f"%{PROOF_SUFFIX}",
             ),
         )  # fmt: skip
@@ -375,8 +650,8 @@ class DeliveryLog:
     def has_delivered(self) -> bool:
         """Whether any letter in the file (any campaign) was sent or may have been."""
         found = self._run(
-            "SELECT 1 FROM letters WHERE state IN (?, ?, ?) LIMIT 1",
-            (State.SENT, State.SENDING, State.UNCERTAIN),
+            "SELECT 1 FROM letters WHERE state IN (?, ?, ?, ?) LIMIT 1",
+            (State.SENT, State.SENDING, State.UNCERTAIN, State.BOUNCED),
         )
         return found.fetchone() is not None
 
@@ -387,18 +662,18 @@ class DeliveryLog:
 
     def note(self, contact_id: str) -> None:
         """Note that the contact list still holds this contact."""
-        self._run("INSERT OR IGNORE INTO noted (contact_id) VALUES (?)", (contact_id,))
+        self._run("INSERT INTO noted (contact_id) VALUES (?) ON CONFLICT DO NOTHING", (contact_id,))
 
     def withdraw_unnoted(self, *, count_only: bool = False) -> int:
         """Take off the queue the unsent letters of contacts not noted; return how many."""
         where = (
             " FROM letters WHERE campaign = ? AND state IN (?, ?)"
-            " AND contact_id NOT IN (SELECT contact_id FROM temp.noted)"
+            " AND contact_id NOT IN (SELECT contact_id FROM noted)"
         )
         params = (self.campaign, State.PENDING, State.DEFERRED)
         if count_only:
             return int(self._run("SELECT count(*)" + where, params).fetchone()[0])
-        return self._write("DELETE" + where, params).rowcount
+        return int(self._write("DELETE" + where, params).rowcount)
 
     def withdraw(self, contact_id: str) -> None:
         """Take one contact's letter off the queue if it was never sent."""
@@ -406,29 +681,6 @@ class DeliveryLog:
             "DELETE FROM letters WHERE campaign = ? AND contact_id = ? AND state IN (?, ?)",
             (self.campaign, contact_id, State.PENDING, State.DEFERRED),
         )
-
-    def queued(self, limit: int | None = None, batch: int = 256) -> Iterator[Letter]:
-        """The pending letters, in spreadsheet order, rebuilt from what the log stores.
-
-        Read ``batch`` rows at a time by key, so letters marked meanwhile are not read again and
-        memory does not grow with the campaign.
-        """
-        after: tuple[int, str] = (-1, "")
-        left = limit
-        while left is None or left > 0:
-            rows = self._run(
-                f"SELECT {_LETTER_COLUMNS} FROM letters LEFT JOIN messages ON letter = letters.rowid"
-                " WHERE campaign = ? AND state = ? AND (row, contact_id) > (?, ?)"
-                " ORDER BY row, contact_id LIMIT ?",
-                (self.campaign, State.PENDING, *after, batch if left is None else min(batch, left)),
-            ).fetchall()
-            if not rows:
-                return
-            for values in rows:
-                yield self._letter(values)
-            if left is not None:
-                left -= len(rows)
-            after = (rows[-1][0], rows[-1][1])
 
     def message(self, contact_id: str) -> bytes | None:
         """The stored message of a letter (as queued, before its Date was set), or None."""
@@ -456,8 +708,9 @@ class DeliveryLog:
             sql, params = "row = ?", [int(query)]
         else:
             key = contact_key(query)
-            sql = "(contact_id = ? OR instr(lower(recipients), ?) > 0)"
-            params = [key, json.dumps(key)]
+            sql = "(contact_id = ? OR lower(recipients) LIKE ? ESCAPE '\\')"
+            quoted = json.dumps(key).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params = [key, f"%{quoted}%"]
         return list(
             self._entries(
                 f"SELECT {_COLUMNS} FROM letters WHERE campaign = ? AND {sql} ORDER BY row",
@@ -472,28 +725,33 @@ class DeliveryLog:
             " AND state NOT IN (?, ?, ?) AND coalesce(last_attempt_at, created_at) < ?)",
             (self.campaign, State.PENDING, State.DEFERRED, State.SENDING, before),
         )
-        self._write(
-            "DELETE FROM blobs WHERE digest NOT IN (SELECT json_extract(part.value, '$[1]')"
-            " FROM messages, json_each(messages.parts) AS part WHERE messages.parts IS NOT NULL)",
-            (),
-        )
+        self._write(f"DELETE FROM blobs WHERE digest NOT IN ({self._PART_DIGESTS})", ())
         self.flush()
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
     def mark_sending(self, contact_id: str, *, commit: bool = True) -> None:
         """Record, committed, that the letter's data is about to be written to the server.
 
         With ``commit=False`` the caller commits it (`flush`) before the data is written, so the
-        marks of letters going out together share one commit.
+        marks of letters going out together share one commit. A worker marks only letters it
+        still holds: raises DeliveryLogError when its claim was lost (it was taken for dead and
+        its letters given to others).
         """
         now = time.time()
-        self._update(
-            contact_id,
-            "UPDATE letters SET state = ?, attempts = attempts + 1,"
-            " first_attempt_at = coalesce(first_attempt_at, ?), last_attempt_at = ?,"
-            " history = history || ? WHERE campaign = ? AND contact_id = ?",
-            (State.SENDING, now, now, _event(State.SENDING, None, "", now)),
-        )
+        mine, claim = self._mine()
+        try:
+            self._update(
+                contact_id,
+                "UPDATE letters SET state = ?, attempts = attempts + 1,"
+                " first_attempt_at = coalesce(first_attempt_at, ?), last_attempt_at = ?,"
+                f" history = history || ? WHERE campaign = ? AND contact_id = ?{mine}",
+                (State.SENDING, now, now, _event(State.SENDING, None, "", now)),
+                claim,
+            )
+        except KeyError:
+            if self.worker is not None:
+                raise self._claim_lost() from None
+            raise
         if commit:
             self.flush()
 
@@ -501,15 +759,11 @@ class DeliveryLog:
         """Record how the last attempt ended (committed with the next `mark_sending` or `flush`)."""
         now = time.time()
         sent_at = now if outcome.state is State.SENT else None
-        self._update(
-            contact_id,
-            "UPDATE letters SET state = ?, last_code = ?, last_reply = ?, refused = ?,"
-            " sent_at = coalesce(?, sent_at), history = history || ?"
-            " WHERE campaign = ? AND contact_id = ?",
+        self._outcomes.append(
             (
                 outcome.state, outcome.code, outcome.reply, json.dumps(outcome.refused), sent_at,
-                _event(outcome.state, outcome.code, outcome.reply, now),
-            ),
+                _event(outcome.state, outcome.code, outcome.reply, now), self.campaign, contact_id,
+            )
         )  # fmt: skip
 
     def entries(self, states: Iterable[State] | None = None) -> Iterator[Entry]:
@@ -532,14 +786,17 @@ class DeliveryLog:
         try:
             counts.update((State(state), n) for state, n in rows)
         except ValueError as exc:
-            raise DeliveryLogError(f"{self.path}: the delivery log is damaged: {exc}") from None
+            raise DeliveryLogError(f"{self.where}: the delivery log is damaged: {exc}") from None
         return counts
 
     def sent_since(self, since: float, account: str | None = None) -> int:
-        """How many of the campaign's letters were sent at or after ``since`` (a unix time);
-        with ``account``, only those that account sent."""
-        sql = "SELECT count(*) FROM letters WHERE campaign = ? AND state = ? AND sent_at >= ?"
-        params: tuple[Any, ...] = (self.campaign, State.SENT, since)
+        """How many of the campaign's letters went out at or after ``since`` (bounced later or
+        not); with ``account``, only those that account sent."""
+        sql = (
+            "SELECT count(*) FROM letters WHERE campaign = ? AND state IN (?, ?)"
+            " AND sent_at >= ?"
+        )
+        params: tuple[Any, ...] = (self.campaign, State.SENT, State.BOUNCED, since)
         if account is not None:
             sql, params = sql + " AND account = ?", (*params, account)
         return int(self._run(sql, params).fetchone()[0])
@@ -579,13 +836,14 @@ class DeliveryLog:
             start = at + len(attachment.part)
             if attachment.digest not in self._blobs_written:
                 self._write(
-                    "INSERT OR IGNORE INTO blobs (digest, data) VALUES (?, ?)",
+                    "INSERT INTO blobs (digest, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     (attachment.digest, attachment.part),
                 )
                 self._blobs_written.add(attachment.digest)
         content = b"".join((*pieces, data[start:])) if pieces else data
         self._write(
-            "INSERT OR REPLACE INTO messages (letter, content, parts) VALUES (?, ?, ?)",
+            "INSERT INTO messages (letter, content, parts) VALUES (?, ?, ?) ON CONFLICT (letter)"
+            " DO UPDATE SET content = excluded.content, parts = excluded.parts",
             (letter_row, content, json.dumps(parts) if parts else None),
         )
 
@@ -597,7 +855,7 @@ class DeliveryLog:
         data, parts = values[8:]
         if data is None:
             raise DeliveryLogError(
-                f"{self.path}: the message of row {row} ({contact_id}) is no longer stored;"
+                f"{self.where}: the message of row {row} ({contact_id}) is no longer stored;"
                 " run `mailaction send` again to queue it anew"
             )
         if parts is not None:
@@ -620,7 +878,7 @@ class DeliveryLog:
         if blob is None:
             found = self._run("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()
             if found is None:
-                raise DeliveryLogError(f"{self.path}: the delivery log is damaged: no part {digest}")
+                raise DeliveryLogError(f"{self.where}: the delivery log is damaged: no part {digest}")
             if len(self._blob_cache) >= BLOB_CACHE:
                 self._blob_cache.pop(next(iter(self._blob_cache)))
             blob = self._blob_cache[digest] = found[0]
@@ -673,12 +931,16 @@ class DeliveryLog:
             ),
         ).rowcount  # fmt: skip
         self.flush()
-        return changed == 1
+        return int(changed) == 1
 
 
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes
 SHARED_PART_SIZE = 2048  # attachment parts this large are stored once, not in every letter
 BLOB_CACHE = 8  # attachment parts kept in memory while reading the queue
+# A letter claimed by a worker no longer registered (dead, or recovered by another).
+_ORPHANED = (
+    "claimed_by IS NOT NULL AND claimed_by NOT IN (SELECT id FROM workers WHERE campaign = ?)"
+)
 _LETTER_COLUMNS = (
     "row, contact_id, sender, recipients, subject, message_id, fingerprint, smtputf8,"
     " content, parts"
@@ -703,6 +965,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     """Open the file in WAL mode, creating the tables on first use and upgrading older ones."""
     try:
         db = sqlite3.connect(path, isolation_level=None)
+        db.create_function("unix_time", 0, time.time)
     except sqlite3.Error as exc:
         raise DeliveryLogError(f"{path}: cannot open the delivery log: {exc}") from None
     try:
@@ -719,9 +982,12 @@ def _connect(path: Path) -> sqlite3.Connection:
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if version is not None and version[0] == "1":
             _upgrade_from_1(db)
-            version = (str(SCHEMA_VERSION),)
-        elif version is not None and version[0] == "2":
+            version = ("2",)
+        if version is not None and version[0] == "2":
             _upgrade_from_2(db)
+            version = ("3",)
+        if version is not None and version[0] == "3":
+            _upgrade_from_3(db)
             version = (str(SCHEMA_VERSION),)
     except sqlite3.Error as exc:
         db.close()
@@ -743,28 +1009,52 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
             json.loads(recipients), fingerprint
         ),
     )  # fmt: skip
-    columns = "".join(
-        f"ALTER TABLE letters ADD COLUMN {column};\n"
-        for column in _V2_COLUMN_LIST + _V3_COLUMN_LIST
-    )
+    columns = "".join(f"ALTER TABLE letters ADD COLUMN {column};\n" for column in _V2_COLUMN_LIST)
     db.executescript(
         f"BEGIN IMMEDIATE;\n{columns}{_V2_TABLES}\n"
         "UPDATE OR IGNORE letters SET contact_id = contact_key(contact_id);\n"
         "UPDATE letters SET identity = identity(recipients, fingerprint);\n"
-        f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\n"
+        "UPDATE meta SET value = '2' WHERE key = 'schema_version';\n"
         "COMMIT;"
     )
 
 
 def _upgrade_from_2(db: sqlite3.Connection) -> None:
-    """Add the account column to a log of version 2."""
-    columns = "".join(f"ALTER TABLE letters ADD COLUMN {column};\n" for column in _V3_COLUMN_LIST)
+    """Add what workers need: the claim column, the workers and the shared rate limits."""
     db.executescript(
-        f"BEGIN IMMEDIATE;\n{columns}"
-        f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\nCOMMIT;"
+        f"BEGIN IMMEDIATE;\nALTER TABLE letters ADD COLUMN claimed_by TEXT;\n{_V3_TABLES}\n"
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version';\n"
+        "COMMIT;"
+    )
+
+
+def _upgrade_from_3(db: sqlite3.Connection) -> None:
+    """Add the account column ([[smtp]] accounts)."""
+    db.executescript(
+        f"BEGIN IMMEDIATE;\nALTER TABLE letters ADD COLUMN {_V4_COLUMN};\n"
+        f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\n"
+        "COMMIT;"
     )
 
 
 def _has_schema(db: sqlite3.Connection) -> bool:
     found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'letters'")
     return found.fetchone() is not None
+
+
+def open_log(
+    location: Path | str, campaign: str, *, lock: bool = False, create: bool = True
+) -> DeliveryLog:
+    """The delivery log at ``location``: a SQLite file, or a PostgreSQL database
+    ("postgresql://..."), whose workers on several machines share its queue. ``lock`` (SQLite
+    only) takes the file's lock for a `send`."""
+    if is_database_url(location):
+        from .pglog import PostgresLog
+
+        return PostgresLog(str(location), campaign, create=create)
+    return DeliveryLog(Path(location), campaign, lock=lock, create=create)
+
+
+def is_database_url(location: Path | str) -> bool:
+    """Whether the log location names a PostgreSQL database rather than a file."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))

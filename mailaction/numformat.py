@@ -195,7 +195,9 @@ def _layout(section: _Section) -> _Layout:
     scaling = len(after) - len(after.lstrip(","))
     point = pattern.find(".", 0, last_digit + 1)
     decimals = sum(pattern.count(c, point) for c in _DIGITS) if point >= 0 else 0
-    return _Layout(chars, pattern, "decimal", percent, scaling, point, decimals, last_digit + 1 + scaling)
+    return _Layout(
+        chars, pattern, "decimal", percent, scaling, point, decimals, last_digit + 1 + scaling
+    )
 
 
 def _format_plain(value: float, section: _Section) -> str:
@@ -250,7 +252,9 @@ def _place_digits(layout: _Layout, whole: str, fraction: str) -> str:
 def _format_scientific(number: Decimal, chars: list[tuple[str, str]], at: int) -> str:
     pattern = "".join(text if kind == "char" else "\0" for kind, text in chars)
     mantissa_part, exponent_part = pattern[:at], pattern[at + 2 :]
-    decimals = mantissa_part.partition(".")[2].count("0") + mantissa_part.partition(".")[2].count("#")
+    decimals = mantissa_part.partition(".")[2].count("0") + mantissa_part.partition(".")[2].count(
+        "#"
+    )
     whole_digits = max(sum(mantissa_part.partition(".")[0].count(c) for c in _DIGITS), 1)
     if number == 0:
         power = 0
@@ -315,7 +319,9 @@ def _format_date(value: float, section: _Section, date1904: bool) -> str:
 
 def _minute_tokens(tokens: tuple[tuple[str, str], ...]) -> set[int]:
     """Indexes of "m"/"mm" tokens that mean minutes: after an hour, or before a second."""
-    units = [(i, text.lower()[0]) for i, (kind, text) in enumerate(tokens) if kind in ("date", "elapsed")]
+    units = [
+        (i, text.lower()[0]) for i, (kind, text) in enumerate(tokens) if kind in ("date", "elapsed")
+    ]
     minutes = set()
     for position, (index, unit) in enumerate(units):
         if unit != "m" or len(tokens[index][1]) > 2:
@@ -346,7 +352,9 @@ def _date_part(token: str, moment: datetime.datetime, minute: bool, twelve_hour:
         return f"{moment.minute:0{width}d}"
     if unit == "m":
         name = _MONTHS[moment.month - 1]
-        return {1: str(moment.month), 2: f"{moment.month:02d}", 3: name[:3], 5: name[0]}.get(width, name)
+        return {1: str(moment.month), 2: f"{moment.month:02d}", 3: name[:3], 5: name[0]}.get(
+            width, name
+        )
     if unit == "d":
         name = _DAYS[moment.weekday()]
         return {1: str(moment.day), 2: f"{moment.day:02d}", 3: name[:3]}.get(width, name)

@@ -21,13 +21,17 @@ MAX_WORKERS = 4
 AHEAD = 2  # chunks in flight per worker: enough to keep each busy, few enough to keep memory flat
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def pool_size() -> int:
     """Worker processes worth starting here: one per usable core, at most four; 0 on one core."""
-    if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:
-        cores = os.cpu_count() or 1
-    return min(cores, MAX_WORKERS) if cores > 1 else 0
+    usable = cores()
+    return min(usable, MAX_WORKERS) if usable > 1 else 0
 
 
 def ordered_map(

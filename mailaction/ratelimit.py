@@ -11,6 +11,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 from .config import Rate
 
@@ -22,6 +23,12 @@ Sleep = Callable[[float], Awaitable[None]]
 # would crowd letters together after an event-loop stall. 5 ms is a third of the 1.5 % margin
 # the sender leaves in every second; the rest covers the way from slot to server.
 LATE = 0.005
+
+
+class Limiter(Protocol):
+    """What the sender waits on before each letter."""
+
+    async def acquire(self, domains: Iterable[str]) -> None: ...
 
 
 class RateLimiter:
@@ -51,10 +58,12 @@ class CampaignLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         server: ServerLimits | None = None,
+        shared: Limiter | None = None,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._server = server
+        self._shared = shared  # rates shared with other processes, waited for after these
         self._global = [RateLimiter(rate, clock=clock, sleep=sleep)] if rate else []
         self._per_domain_rate = per_domain_rate
         self._domains: dict[str, RateLimiter] = {}
@@ -76,6 +85,20 @@ class CampaignLimiter:
         server = self._server.limiter if self._server is not None else None
         return local, self._global if server is None else [*self._global, server]
 
+    def domain_key(self, domains: Iterable[str]) -> tuple[str, ...]:
+        """The domains whose limits apply to a letter to ``domains`` (none without a per-domain
+        rate): letters with the same key wait for the same slots."""
+        if self._per_domain_rate is None:
+            return ()
+        return tuple(sorted({d.lower() for d in domains}))
+
+    def domain_delay(self, key: tuple[str, ...]) -> float:
+        """Seconds before every domain of ``key`` has a free slot; 0 when they have now."""
+        if not key:
+            return 0.0
+        now = self._clock()
+        return max(0.0, max(self._domain(domain).next_slot for domain in key) - now)
+
     def delay(self, domains: Iterable[str]) -> float:
         """Seconds before a letter to ``domains`` could go; 0 when it may go now."""
         local, shared = self._limiters(domains)
@@ -89,6 +112,8 @@ class CampaignLimiter:
         # Holding a global slot while a busy domain makes us wait would leave it unused.
         await _until_free(local, self._clock, self._sleep)
         await _take_slot(local + shared, self._clock, self._sleep)
+        if self._shared is not None:
+            await self._shared.acquire(domains)
 
 
 async def _until_free(limiters: list[RateLimiter], clock: Clock, sleep: Sleep) -> None:

@@ -50,7 +50,7 @@ class Report:
     """What the delivery log says about one campaign, ready to print or write."""
 
     campaign: str
-    log_path: Path
+    log_path: Path | str  # a file, or a database URL without its password
     generated_at: float  # unix time
     counts: dict[State, int]  # the whole campaign, every state present
     total: int
@@ -64,6 +64,11 @@ class Report:
     read_entries: EntryReader = field(repr=False, compare=False)  # DeliveryLog.entries
     states: frozenset[State] | None = None  # the letters listed; None for all
     sent_by_account: dict[str, int] = field(default_factory=dict)  # several [[smtp]] accounts
+
+    @property
+    def log_name(self) -> str:
+        """The log file's name, or the database's URL."""
+        return self.log_path.name if isinstance(self.log_path, Path) else self.log_path
 
     @property
     def listed(self) -> int:
@@ -97,7 +102,7 @@ def load_report(
             histogram = replace(histogram, bounced=_binned(histogram, bounced))
     return Report(
         campaign=log.campaign,
-        log_path=Path(log.path),
+        log_path=log.location if isinstance(log.location, Path) else log.where,
         generated_at=time.time() if generated_at is None else generated_at,
         counts=counts,
         total=sum(counts.values()),

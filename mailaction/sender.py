@@ -1,8 +1,11 @@
 """Sends letters over SMTP: a few reused connections, rate limits, retries, and an honest log.
 
-A letter must never go out twice nor be silently lost. The log says ``sending`` (committed) before
-the message data is written; when the connection is lost after the data was written but before
-the server replied, the letter is ``uncertain`` (it may have arrived) and is never retried here.
+This module schedules: which letter goes next (queues per recipient domain), over which of
+the connections the server allows, at what pace, and what its outcome means; `transport`
+speaks SMTP. A letter must never go out twice nor be silently lost. The log says ``sending``
+(committed) before the message data is written; when the connection is lost after the data was
+written but before the server replied, the letter is ``uncertain`` (it may have arrived) and is
+never retried here.
 
 ``on_outcome`` is called once per final outcome (SENT, FAILED, UNCERTAIN) and once for each retry
 scheduled (DEFERRED); a progress bar should advance on the final outcomes only.
@@ -18,19 +21,16 @@ import itertools
 import random
 import re
 import socket
-import sqlite3
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Rate, SendingConfig, SMTPConfig
 from .deliverylog import DeliveryLog, Outcome, State
 from .errors import SMTPSetupError
-from .ratelimit import CampaignLimiter, ServerLimits
+from .ratelimit import CampaignLimiter, Limiter, ServerLimits
 from .smtpauth import Secret
 from .transport import (
     Connection,
@@ -54,9 +54,13 @@ MAX_RETRY_DELAY = 300.0
 # jitter alone can put one letter too many into a one-second window counted at the server.
 # Measured at a sink on a busy 2-core machine, 1 % still let a 201st letter into a second.
 RATE_MARGIN = 1.015
-# Commits of `sending` marks between two checkpoints run in a thread (`_SendingMarks`): about
-# 25 WAL pages each at concurrency 8, so the WAL stays well under SQLite's 1,000-page trigger.
-CHECKPOINT_EVERY = 20
+# Letters marked `sending` between two checkpoints run in a thread (`_SendingMarks`): a letter
+# writes at most 6 WAL pages (its row and two index pages, twice), so the WAL stays under
+# SQLite's 1,000-page trigger for its own checkpoint.
+CHECKPOINT_EVERY = 150
+# Letters read ahead of the connections, in queues per recipient domain (`_DomainQueues`).
+LOOKAHEAD = 2000
+LOOKAHEAD_BYTES = 64 * 2**20  # and at most this much message data (large attachments)
 # A letter sent back untried by the server's limits this many times is charged an attempt.
 MAX_PUT_BACK = 10
 _CONTROL = re.compile(rb"[\r\n\0]")
@@ -94,11 +98,13 @@ class Sender:
         log: DeliveryLog,
         *,
         password: Secret = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.smtp = smtp
         self.sending = sending
         self.log = log
         self._password = password
+        self.limiter = limiter  # None: the rates of ``sending``, kept in this process
 
     async def send(
         self,
@@ -135,8 +141,7 @@ def _with_margin(rate: Rate | None) -> Rate | None:
 
 def retry_delay(base: float, attempt: int) -> float:
     """Seconds to wait after failed attempt ``attempt``: doubling, ±25 % jitter, at most 5 min."""
-    delay: float = base * 2 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25)
-    return min(delay, MAX_RETRY_DELAY)
+    return min(base * 2.0 ** min(attempt - 1, 32) * random.uniform(0.75, 1.25), MAX_RETRY_DELAY)
 
 
 class _Failed(Exception):
@@ -186,6 +191,7 @@ class _Job:
     letter: Letter
     attempt: int = 1
     put_back: int = 0  # times the server's limits sent it back untried
+    key: tuple[str, ...] = ()  # the domains whose per-domain limits apply (`DomainQueues`)
     # For a retry of the recipients a server refused for now (452), the letter having gone to
     # the others: the permanent refusals so far. None for a letter not yet sent to anyone.
     partial: dict[str, str] | None = None
@@ -200,19 +206,20 @@ class _SendingMarks:
     with synchronous=NORMAL it appends to the WAL without fsync, about 0.1-0.2 ms. What can
     stall the loop is SQLite's automatic checkpoint, which a commit runs when the WAL has grown
     past 1,000 pages and which fsyncs the database (measured 3-30 ms). So every
-    `CHECKPOINT_EVERY` commits a second connection, in a thread, checkpoints first: the WAL
+    `CHECKPOINT_EVERY` letters a second connection, in a thread, checkpoints first: the WAL
     then starts again from its beginning and the automatic checkpoint is never due.
     """
 
     def __init__(self, log: DeliveryLog) -> None:
         self.log = log
         self._commit: asyncio.Future[None] | None = None
-        self._commits = 0
+        self._marked = 0
         self._checkpoint: asyncio.Future[None] | None = None
 
     async def mark(self, contact_id: str) -> None:
         """Log the letter as sending; return once that is committed."""
         self.log.mark_sending(contact_id, commit=False)
+        self._marked += 1
         commit = self._commit
         if commit is None:
             loop = asyncio.get_running_loop()
@@ -229,11 +236,11 @@ class _SendingMarks:
             commit.set_exception(exc)
             return
         commit.set_result(None)
-        self._commits += 1
-        if self._commits % CHECKPOINT_EVERY == 0 and (
+        if self._marked >= CHECKPOINT_EVERY and (
             self._checkpoint is None or self._checkpoint.done()
         ):
-            self._checkpoint = asyncio.ensure_future(asyncio.to_thread(_checkpoint, self.log.path))
+            self._marked = 0
+            self._checkpoint = asyncio.ensure_future(asyncio.to_thread(self.log.checkpoint))
 
     async def close(self) -> None:
         """Wait for a checkpoint still running."""
@@ -241,13 +248,63 @@ class _SendingMarks:
             await self._checkpoint
 
 
-def _checkpoint(path: Path) -> None:
-    """Copy the WAL into the database file from another connection (PASSIVE: never blocks)."""
-    try:
-        with closing(sqlite3.connect(path, timeout=0.1)) as db:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    except sqlite3.Error:
-        pass  # the automatic checkpoint will do it, on the loop
+class _DomainQueues:
+    """Letters read ahead, one queue per recipient domain, as an MTA's queue manager keeps them.
+
+    A connection takes the next letter whose domains have a free slot, so each domain goes at
+    its own limit and the run at their sum; domains take turns, so a large one cannot starve a
+    small one. At most `LOOKAHEAD` letters, and `LOOKAHEAD_BYTES` of their data, are held. A domain whose letter was taken is busy
+    until that letter has its slot: another connection takes another domain meanwhile.
+    """
+
+    def __init__(self, limiter: CampaignLimiter) -> None:
+        self._limiter = limiter
+        self._queues: dict[tuple[str, ...], deque[_Job]] = {}
+        self._busy: Counter[str] = Counter()
+        self.size = 0
+        self.bytes = 0
+
+    def full(self) -> bool:
+        return self.size >= LOOKAHEAD or self.bytes >= LOOKAHEAD_BYTES
+
+    def add(self, job: _Job, *, first: bool = False) -> None:
+        queue = self._queues.setdefault(job.key, deque())
+        if first:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
+        self.size += 1
+        self.bytes += len(job.letter.data)
+
+    def ready(self) -> _Job | None:
+        """The first letter of the first domain, in turn, whose slot is free now; taken out."""
+        for key, queue in self._queues.items():
+            if self._free(key) and self._limiter.domain_delay(key) <= 0:
+                job = queue.popleft()
+                del self._queues[key]
+                if queue:
+                    self._queues[key] = queue  # to the back: the others' turn first
+                self.size -= 1
+                self.bytes -= len(job.letter.data)
+                self._busy.update(key)
+                return job
+        return None
+
+    def delay(self) -> float | None:
+        """Seconds before a queued letter's domains could be free; None when none is queued
+        or only busy domains are (their release wakes the waiting connections)."""
+        delays = [self._limiter.domain_delay(key) for key in self._queues if self._free(key)]
+        return min(delays, default=None)
+
+    def release(self, key: tuple[str, ...]) -> None:
+        """The letter taken for these domains has its slot (or will not go now)."""
+        for domain in key:
+            self._busy[domain] -= 1
+            if self._busy[domain] <= 0:
+                del self._busy[domain]
+
+    def _free(self, key: tuple[str, ...]) -> bool:
+        return not any(self._busy[domain] for domain in key)
 
 
 class _PutBack(Exception):
@@ -274,11 +331,15 @@ class _Run:
         self.marks = _SendingMarks(sender.log)
         self.error: Exception | None = None
         self.server = ServerLimits(sending.concurrency)
+        shared = sender.limiter  # the rates are kept there, for every worker, not here
         self._limiter = CampaignLimiter(
-            _with_margin(sending.rate), _with_margin(sending.per_domain_rate), server=self.server
+            None if shared else _with_margin(sending.rate),
+            None if shared else _with_margin(sending.per_domain_rate),
+            server=self.server,
+            shared=shared,
         )
         self._letters: Iterator[Letter] | None = iter(letters)
-        self._returned: deque[_Job] = deque()  # put back by the server's limits, go first
+        self._queues = _DomainQueues(self._limiter)
         self._retries: list[tuple[float, int, _Job]] = []  # (due, order, job)
         self._order = itertools.count()
         self._on_outcome = on_outcome
@@ -286,8 +347,8 @@ class _Run:
         self._halted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._in_flight = 0
         self._failures_in_row = 0
-        self._waiting = 0
-        self._changed = asyncio.Event()
+        self._changed = _Signal()  # a letter may be ready, or the run over
+        self._connections_changed = _Signal()  # a connection may be free, or the run over
         self.connections = 0  # connections held by workers: open or being opened
         self.open_connections = 0
 
@@ -320,6 +381,7 @@ class _Run:
         if not self._halted.done():
             self._halted.set_result(None)
         self._notify()
+        self._connections_changed.notify()
 
     def abort(self, error: Exception) -> None:
         """Stop the run because of ``error``; `execute` raises it once the workers are done."""
@@ -330,7 +392,7 @@ class _Run:
     def _over(self) -> bool:
         return self.stopped() or (
             self._letters is None
-            and not self._returned
+            and not self._queues.size
             and not self._retries
             and not self._in_flight
         )
@@ -343,65 +405,89 @@ class _Run:
             if self.connections < server.connections and delay <= 0:
                 self.connections += 1
                 return True
-            await self._wait(delay if delay > 0 else None)
+            # Woken only when a connection is given back, more are allowed or the run ends,
+            # not at every letter: most workers may wait here all run long.
+            await self._connections_changed.wait(delay if delay > 0 else None)
         return False
 
     def give_back_connection(self) -> None:
         self.connections -= 1
-        self._notify()
+        self._connections_changed.notify()
 
     def too_many_connections(self) -> bool:
         """Whether a connection should close, the server having asked for fewer."""
         return self.connections > self.server.connections
 
     async def next_job(self) -> _Job | None:
-        """The next letter to try; None when the run is over."""
+        """The next letter whose domains have a free slot; None when the run is over."""
+        queues = self._queues
         while not self.stopped():
             now = time.monotonic()
-            if self._returned:
-                self._in_flight += 1
-                return self._returned.popleft()
-            if self._retries and self._retries[0][0] <= now:
-                _, _, job = heapq.heappop(self._retries)
+            while self._retries and self._retries[0][0] <= now:
+                queues.add(heapq.heappop(self._retries)[2], first=True)
+            job = queues.ready()
+            while job is None and self._letters is not None and not queues.full():
+                letter = next(self._letters, None)
+                if letter is None:
+                    self._letters = None
+                else:
+                    queues.add(self._job(letter))
+                    job = queues.ready()
+            if job is not None:
                 self._in_flight += 1
                 return job
-            if self._letters is not None:
-                letter = next(self._letters, None)
-                if letter is not None:
-                    self._in_flight += 1
-                    return _Job(letter)
-                self._letters = None
-            if not self._retries and not self._in_flight:
+            if self._over():
                 return None
-            await self._wait(self._retries[0][0] - now if self._retries else None)
+            waits = [queues.delay()]
+            if self._retries:
+                waits.append(self._retries[0][0] - now)
+            await self._wait(min((w for w in waits if w is not None), default=None))
         return None
 
-    async def slot(self, letter: Letter) -> bool:
-        """Wait until the rate limits let ``letter`` go; False if the run stopped meanwhile."""
-        domains = tuple(_domains(letter))
-        if self._limiter.delay(domains) > 0:
+    def _job(
+        self, letter: Letter, attempt: int = 1, partial: dict[str, str] | None = None
+    ) -> _Job:
+        key = self._limiter.domain_key(_domains(letter))
+        return _Job(letter, attempt, key=key, partial=partial)
+
+    async def slot(self, job: _Job) -> bool:
+        """Wait until the rate limits let the letter go; False if the run stopped meanwhile."""
+        domains = tuple(_domains(job.letter))
+        if self._limiter.delay(domains) <= 0:  # a free slot: taken at once, nothing to watch
+            await self._limiter.acquire(domains)
+            self.release(job)
+        else:
             self.log.flush()  # the outcomes so far are committed before any wait
-        slot = asyncio.ensure_future(self._limiter.acquire(domains))
-        try:
-            await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            slot.cancel()
+            slot = asyncio.ensure_future(self._limiter.acquire(domains))
+            try:
+                await asyncio.wait((slot, self._halted), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                slot.cancel()
+                self.release(job)
         if self.stopped():
             self._in_flight -= 1  # the letter stays as the log has it
-            self._notify()
             return False
         return True
+
+    def release(self, job: _Job) -> None:
+        """The letter's domains are free for other connections to take letters of."""
+        if job.key:
+            self._queues.release(job.key)
+            self._notify()
 
     def put_back(self, job: _Job) -> None:
         """Return a letter the server's limits kept from going; it goes first when they allow."""
         self._in_flight -= 1
         job.put_back += 1
         if not self.stopped():
-            self._returned.appendleft(job)
+            self._queues.add(job, first=True)
         self._notify()
 
-    def finish(self, job: _Job, outcome: Outcome) -> None:
-        """Record how an attempt ended, schedule its retry, and keep the tally."""
+    def finish(self, job: _Job, outcome: Outcome, *, unavailable: bool = False) -> None:
+        """Record how an attempt ended, schedule its retry, and keep the tally.
+
+        ``unavailable``: the server could not be reached or refused every connection.
+        """
         self._in_flight -= 1
         letter, attempt = job.letter, job.attempt
         summary = self.summary
@@ -428,19 +514,24 @@ class _Run:
                 outcome = Outcome(State.DEFERRED, outcome.code, _for_now(later), outcome.refused)
             if not self.stopped():
                 due = time.monotonic() + retry_delay(self.sending.retry_delay, attempt)
-                later_job = _Job(job.letter, attempt + 1, partial=job.partial)
+                later_job = self._job(job.letter, attempt + 1, partial=job.partial)
                 heapq.heappush(self._retries, (due, next(self._order), later_job))
         elif outcome.state is State.SENT:
             summary.sent += 1
+            allowed = self.server.connections
             self.server.accepted()
+            if self.server.connections > allowed:
+                self._connections_changed.notify()
             self._failures_in_row = 0
         elif outcome.state is State.UNCERTAIN:
             summary.uncertain += 1
         else:
             summary.failed += 1
-        if _counts_as_failure(outcome):
+        if unavailable or _counts_as_failure(outcome):
             self._count_failure(outcome)
         self._notify()
+        if self._over():
+            self._connections_changed.notify()
         if self._on_outcome is not None:
             self._on_outcome(letter, outcome)
 
@@ -457,18 +548,33 @@ class _Run:
             self.halt()
 
     def _notify(self) -> None:
-        """Wake the workers waiting for a retry to fall due or for the run to end."""
-        if self._waiting:
-            self._changed.set()
-            self._changed = asyncio.Event()
+        """Wake the workers waiting for a letter to be ready or for the run to end."""
+        self._changed.notify()
 
     async def _wait(self, timeout: float | None) -> None:
-        self.log.flush()
-        changed = self._changed
+        self.log.flush()  # the outcomes so far are committed before any wait
+        await self._changed.wait(timeout)
+
+
+class _Signal:
+    """Wakes every task waiting on it, at once; cheap when none waits."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._waiting = 0
+
+    def notify(self) -> None:
+        if self._waiting:
+            self._event.set()
+            self._event = asyncio.Event()
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until notified, or ``timeout`` seconds (None: no limit)."""
+        event = self._event
         self._waiting += 1
         try:
             async with asyncio.timeout(timeout):
-                await changed.wait()
+                await event.wait()
         except TimeoutError:
             pass
         finally:
@@ -503,8 +609,9 @@ def _for_now(recipients: tuple[str, ...]) -> str:
 def _counts_as_failure(outcome: Outcome) -> bool:
     """Whether an outcome counts toward pause_after_failures.
 
-    Only permanent refusals and an unreachable or vanishing server do: a temporary refusal
-    (4xx) is the server's pace, which retries and `ServerLimits` follow.
+    Only permanent refusals and an unreachable or vanishing server do (and a server refusing
+    every connection, which `finish` is told): a temporary refusal (4xx) is the server's pace,
+    which retries and `ServerLimits` follow.
     """
     if outcome.state is State.FAILED:
         return outcome.code is None or not _temporary(outcome.code)
@@ -531,8 +638,7 @@ class _Worker:
                 job = await run.next_job()
                 if job is None:
                     break
-                if await run.slot(job.letter):
-                    await self._attempt(job)
+                await self._attempt(job)
                 if self.connection is not None and run.too_many_connections():
                     await self._quit()
                 if self.connection is None:
@@ -601,10 +707,21 @@ class _Worker:
         return connection
 
     async def _attempt(self, job: _Job) -> None:
-        """One try at one letter, its outcome handed to the run."""
+        """One try at one letter, its outcome handed to the run.
+
+        The connection is made ready before the letter takes its rate slot, so that the time
+        from the slot to the server is one write, not a connection set-up.
+        """
         run, letter = self.run, job.letter
         try:
-            connection, refused = await self._envelope(letter)
+            try:
+                connection = await self._connection()
+            finally:
+                if self.connection is None:
+                    run.release(job)
+            if not await run.slot(job):
+                return
+            connection, refused = await self._envelope(connection, letter)
         except _PutBack:
             run.put_back(job)
             return
@@ -616,13 +733,15 @@ class _Worker:
             # The log counts every attempt, also those that never reached the data; the outcome
             # is written right after this, with no await in between, and committed later.
             run.log.mark_sending(letter.contact_id, commit=False)
-            run.finish(job, failed.outcome)
+            # No connection could be opened, none other is open: the server is unavailable.
+            run.finish(job, failed.outcome, unavailable=failed.step == "connect")
             return
         run.finish(job, await self._data(connection, letter, refused))
 
-    async def _envelope(self, letter: Letter) -> tuple[Connection, dict[str, str]]:
+    async def _envelope(
+        self, connection: Connection, letter: Letter
+    ) -> tuple[Connection, dict[str, str]]:
         """MAIL FROM, RCPT TO and DATA on a ready connection; the refused recipients."""
-        connection = await self._connection()
         reused = self.used > 1
         try:
             return connection, await self._transaction(connection, letter)

@@ -134,7 +134,14 @@ class _Zipped(Workbook):
             except expat.ExpatError as exc:
                 raise self._unreadable(f"{member}: {exc}") from None
             # A damaged archive, or a number or string index that is no number or too large.
-            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, IndexError) as exc:
+            except (
+                zipfile.BadZipFile,
+                OSError,
+                EOFError,
+                zlib.error,
+                ValueError,
+                IndexError,
+            ) as exc:
                 raise self._unreadable(f"{member}: {exc}") from None
         yield
 
@@ -178,7 +185,9 @@ class _XlsxWorkbook(_Zipped):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self._names: set[str] | None = None
-        self._workbook_part = self._target("", _XLSX_ROOT_RELS, "officeDocument") or "xl/workbook.xml"
+        self._workbook_part = (
+            self._target("", _XLSX_ROOT_RELS, "officeDocument") or "xl/workbook.xml"
+        )
         self._sheets: list[tuple[str, str]] = []  # (name, relationship id)
         self.date1904 = False
 
@@ -241,7 +250,11 @@ class _XlsxWorkbook(_Zipped):
         if not targets:
             return None
         target = targets[0]
-        part = target[1:] if target.startswith("/") else posixpath.normpath(posixpath.join(folder, target))
+        part = (
+            target[1:]
+            if target.startswith("/")
+            else posixpath.normpath(posixpath.join(folder, target))
+        )
         return part if part in self._members() else None
 
     def _shared_strings(self) -> list[str]:
@@ -389,7 +402,9 @@ class _XlsxSheet(_Handlers):
         elif kind == "n":
             code = self.formats[self._style] if self._style < len(self.formats) else "General"
             number = float(raw)
-            text = general(number) if code == "General" else format_number(number, code, self.date1904)
+            text = (
+                general(number) if code == "General" else format_number(number, code, self.date1904)
+            )
         elif kind == "b":
             text = "TRUE" if raw.strip() in ("1", "true") else "FALSE"
         else:  # str (a formula's text), inlineStr, e (an error such as #N/A), d (ISO date)
@@ -435,7 +450,10 @@ class _OdsWorkbook(_Zipped):
                 while block := stream.read(_READ_BYTES):
                     data = carry + block
                     cut = data.rfind(b"<")
-                    names.extend(html.unescape(m.group(1).decode()) for m in _ODS_TABLE.finditer(data, 0, cut))
+                    names.extend(
+                        html.unescape(m.group(1).decode())
+                        for m in _ODS_TABLE.finditer(data, 0, cut)
+                    )
                     carry = data[cut:]
             names.extend(html.unescape(m.group(1).decode()) for m in _ODS_TABLE.finditer(carry))
             self._names = names
@@ -538,12 +556,13 @@ class _XlsWorkbook(Workbook):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         import xlrd
+        from xlrd.biffh import XLRDError
 
         try:
             self._book = xlrd.open_workbook(str(path), formatting_info=True, on_demand=True)
         except OSError as exc:
             raise open_error(path, exc) from None
-        except (xlrd.biffh.XLRDError, AssertionError, IndexError, ValueError) as exc:
+        except (XLRDError, AssertionError, IndexError, ValueError) as exc:
             raise ContactsError(f"{self.source}: not a readable .xls workbook: {exc}") from None
 
     def sheet_names(self) -> list[str]:
@@ -551,11 +570,12 @@ class _XlsWorkbook(Workbook):
 
     def rows(self, index: int) -> Generator[SheetRow, None, None]:
         import xlrd
+        from xlrd.biffh import XLRDError
 
         book = self._book
         try:
             sheet = book.sheet_by_index(index)
-        except (xlrd.biffh.XLRDError, AssertionError, IndexError, ValueError) as exc:
+        except (XLRDError, AssertionError, IndexError, ValueError) as exc:
             raise ContactsError(f"{self.source}: not a readable .xls workbook: {exc}") from None
         date1904 = book.datemode == 1
         for row in range(sheet.nrows):
@@ -565,7 +585,7 @@ class _XlsWorkbook(Workbook):
                 if kind in (xlrd.XL_CELL_NUMBER, xlrd.XL_CELL_DATE):
                     key = book.xf_list[cell.xf_index or 0].format_key
                     code = book.format_map[key].format_str if key in book.format_map else "General"
-                    cells.append(format_number(value, code or "General", date1904))
+                    cells.append(format_number(float(value), code or "General", date1904))
                 elif kind == xlrd.XL_CELL_BOOLEAN:
                     cells.append("TRUE" if value else "FALSE")
                 elif kind == xlrd.XL_CELL_ERROR:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.campaigns import RecordingSink, cli_project
+from tests.postgres import PostgresServer, find_initdb
 
 
 @pytest.fixture
@@ -62,3 +63,19 @@ def dkim_dns(dkim_keys: tuple[Path, bytes]) -> Callable[..., bytes | None]:
         return dkim_keys[1] if name.rstrip(b".") == wanted else None
 
     return txt
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (skipped when PostgreSQL is not installed)."""
+    initdb = find_initdb()
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs it)")
+    with PostgresServer(initdb) as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a fresh database on the session's PostgreSQL server."""
+    return postgres.new_database()

@@ -100,7 +100,7 @@ class ReceivedMessage:
     recipients: tuple[str, ...]
     data: bytes
     connection: int  # 1 for the first connection the server accepted
-    at: float  # time.monotonic() when it was accepted
+    at: float  # time.monotonic() when its MAIL FROM came
 
     @cached_property
     def message(self) -> EmailMessage:
@@ -127,6 +127,7 @@ class FaultSession(SMTP):
         self.number = 0
         self.delivered = 0
         self.counted = False  # among the server's open connections
+        self.mail_at = 0.0  # when the current transaction's MAIL FROM came
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.counted:
@@ -178,6 +179,7 @@ class FaultSession(SMTP):
         await self._command("EHLO", arg, super().smtp_EHLO)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        self.mail_at = time.monotonic()
         # What the client sent after MAIL FROM before hearing its reply (PIPELINING).
         self.server.sent_with_mail.append(bytes(self._reader._buffer))  # type: ignore[attr-defined]
         limit = self.server.max_messages_per_connection
@@ -226,7 +228,7 @@ class FaultSession(SMTP):
                 tuple(envelope.rcpt_tos),
                 envelope.original_content,
                 self.number,
-                time.monotonic(),
+                self.mail_at,
             )
         )
 

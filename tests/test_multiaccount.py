@@ -153,19 +153,19 @@ def test_one_smtp_table_is_still_one_account(tmp_path: Path) -> None:
     assert config.smtp.port == 1025
 
 
-def test_a_version_2_log_gains_the_account_column(tmp_path: Path) -> None:
+def test_a_version_3_log_gains_the_account_column(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     with DeliveryLog(path, "c"):
         pass
-    with sqlite3.connect(path) as db:  # back to version 2, as the previous release wrote it
+    with sqlite3.connect(path) as db:  # back to version 3, as the previous release wrote it
         db.execute("ALTER TABLE letters DROP COLUMN account")
-        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     with DeliveryLog(path, "c") as log:
         assert log.sent_by_account() == {}
     with sqlite3.connect(path) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(letters)")]
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-    assert "account" in columns and version == "3"
+    assert "account" in columns and version == "4"
 
 
 def test_validate_says_which_account_cannot_send_the_templates_from(tmp_path: Path) -> None:

@@ -6,16 +6,19 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from mailaction.campaign import Campaign
+from mailaction.campaign import Campaign, PreparedRow, ValidationResult
 from mailaction.cli import main
 from mailaction.config import load_config
+from mailaction.errors import Problem
 
 HEADERS = "To: {{ email }}\nFrom: Campaign <campaign@example.org>\nSubject: Hello\n"
 
 
 def campaign(folder: Path, template: str, rows: int = 47, extra: str = "") -> Path:
     """A campaign of ``rows`` contacts (columns email, First Name, file); returns its config."""
-    lines = "".join(f"p{n}@example.org,Person {n},{extra if n == 3 else 'note.txt'}\n" for n in range(rows))
+    lines = "".join(
+        f"p{n}@example.org,Person {n},{extra if n == 3 else 'note.txt'}\n" for n in range(rows)
+    )
     (folder / "contacts.csv").write_text("email,First Name,file\n" + lines, encoding="utf-8")
     (folder / "note.txt").write_text("a note\n", encoding="utf-8")
     (folder / "letter.txt").write_text(template, encoding="utf-8")
@@ -38,10 +41,14 @@ def test_a_variable_that_is_no_column_is_one_line_for_all_47_rows(tmp_path: Path
     config = campaign(tmp_path, HEADERS + "\nDear {{ first_name }},\n\nGreetings to {{ town }}.\n")
     assert validate(config) == [
         "contacts.csv, header on row 1",
-        ("letter.txt:7 (body): uses {{ town }}, which is not a column (all 47 rows); "
-        "the columns are: email, First Name, file"),
-        ("Error: 1 problem(s) in 47 row(s) of contacts.csv with letter.txt; 0 letter(s) ready. Fix them "
-        "and run validate again; nothing was sent."),
+        (
+            "letter.txt:7 (body): uses {{ town }}, which is not a column (all 47 rows); "
+            "the columns are: email, First Name, file"
+        ),
+        (
+            "Error: 1 problem(s) in 47 row(s) of contacts.csv with letter.txt; 0 letter(s) ready. Fix them "
+            "and run validate again; nothing was sent."
+        ),
     ]
 
 
@@ -71,8 +78,10 @@ def test_worker_processes_report_the_same_once(tmp_path: Path) -> None:
     alone, pooled = checked.validate(workers=0), checked.validate(workers=2)
     assert alone.problems == pooled.problems
     assert [str(problem) for problem in alone.problems] == [
-        ("letter.txt:5 (body): uses {{ town }}, which is not a column (all 300 rows); "
-        "the columns are: email, First Name, file")
+        (
+            "letter.txt:5 (body): uses {{ town }}, which is not a column (all 300 rows); "
+            "the columns are: email, First Name, file"
+        )
     ]
     assert (alone.problem_count, alone.invalid_rows) == (1, 300)
 
@@ -84,12 +93,37 @@ def test_a_list_20000_columns_wide_is_validated(tmp_path: Path) -> None:
     (tmp_path / "contacts.csv").write_text(
         ",".join(names) + f"\np1@example.org,{values}\np2@example.org,{values}\n", encoding="utf-8"
     )
-    (tmp_path / "letter.txt").write_text(HEADERS + "\n{{ column_19999 }} {{ town }}\n", encoding="utf-8")
+    (tmp_path / "letter.txt").write_text(
+        HEADERS + "\n{{ column_19999 }} {{ town }}\n", encoding="utf-8"
+    )
     config = tmp_path / "mailaction.toml"
-    config.write_text('[campaign]\ntemplate = "letter.txt"\ncontacts = "contacts.csv"\n', encoding="utf-8")
+    config.write_text(
+        '[campaign]\ntemplate = "letter.txt"\ncontacts = "contacts.csv"\n', encoding="utf-8"
+    )
     result = Campaign(load_config(config)).validate(workers=0)
     assert [str(problem) for problem in result.problems] == [
         "letter.txt:5 (body): uses {{ town }}, which is not a column (all 2 rows); the columns are: "
         + ", ".join(names[:100])
         + ", … (20,001 in all)"
     ]
+
+
+def test_validation_result_counts_a_template_problem_once_and_keeps_row_problems() -> None:
+    shared = Problem(
+        "letter.txt:3",
+        None,
+        "body",
+        "uses {{ town }}, which is not a column; the columns are: email",
+    )
+    result = ValidationResult(keep=1)
+    result.add(PreparedRow(2, "a", None, [shared, Problem("contacts.csv", 2, "To", "bad")]))
+    assert result.problems[0].message.endswith(
+        "not a column (the only row); the columns are: email"
+    )
+    result.add(PreparedRow(3, "b", None, [shared, Problem("contacts.csv", 3, "To", "worse")]))
+    result.add(PreparedRow(4, "c", None, []))
+    assert [str(p) for p in result.problems] == [
+        "letter.txt:3 (body): uses {{ town }}, which is not a column (2 of 3 rows); the columns are: email",
+        "contacts.csv:2 (To): bad",
+    ]
+    assert (result.ready, result.invalid_rows, result.problem_count) == (1, 2, 3)

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailaction.config import Rate
-from mailaction.ratelimit import CampaignLimiter, RateLimiter
+from mailaction.ratelimit import CampaignLimiter, RateLimiter, ServerLimits
 from mailaction.sender import RATE_MARGIN
 
 # Grant times are sums of floats; a window may lose an ulp at its edge.
@@ -274,6 +274,117 @@ async def test_real_clock_twenty_per_second() -> None:
     while time.monotonic() - start < 1.2:
         await limiter.acquire()
         grants.append(time.monotonic())
-    assert sum(g < start + 1.0 for g in grants) >= 19
+    # Every slot of the first second is granted, but for those a busy machine woke too late
+    # for (`LATE`): the limiter gives such a slot up and the gap before the next grant shows it.
+    first_second = [g for g in grants if g < start + 1.0]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(first_second)]
+    given_up = sum(max(0, round(gap / limiter.interval) - 1) for gap in gaps)
+    assert len(first_second) + given_up >= 19
     # A timer may fire a little late and the next one on time; that jitter is the event loop's.
     assert most_in_window(grants, 1.0 - 0.01) <= 20
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_refused_connections_halve_once_per_wave_and_never_below_those_working() -> None:
+    clock = FakeClock()
+    limits = ServerLimits(8, clock=clock)
+    for _ in range(6):  # six refusals at once: one decrease
+        limits.connection_refused(working=2)
+    assert limits.connections == 4
+    assert limits.connect_after > clock.now
+    clock.now = limits.connect_after
+    limits.connection_refused(working=2)
+    assert limits.connections == 2
+    clock.now = limits.connect_after
+    limits.connection_refused(working=2)
+    assert limits.connections == 2  # the two working connections prove the server takes two
+    assert limits.refused_connections == 8
+
+
+def test_the_wait_after_a_refused_connection_doubles_and_starts_again_after_a_success() -> None:
+    clock = FakeClock()
+    limits = ServerLimits(2, clock=clock)
+    waits = []
+    for _ in range(8):
+        limits.connection_refused(working=0)
+        waits.append(limits.connect_after - clock.now)
+        clock.now = limits.connect_after
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    limits.connected()
+    limits.connection_refused(working=0)
+    assert limits.connect_after - clock.now == 1.0
+
+
+def test_connections_grow_back_one_at_a_time_when_quiet() -> None:
+    clock = FakeClock()
+    limits = ServerLimits(4, probe_after=15.0, clock=clock)
+    limits.connection_refused(working=1)
+    assert limits.connections == 2
+    clock.now += 10
+    limits.accepted()
+    assert limits.connections == 2
+    clock.now += 5
+    limits.accepted()
+    assert limits.connections == 3
+    limits.accepted()
+    assert limits.connections == 3
+    clock.now += 15
+    limits.accepted()
+    clock.now += 15
+    limits.accepted()
+    assert limits.connections == 4  # never more than configured
+
+
+def test_a_slow_down_sets_the_pace_the_server_accepted_and_pauses_for_its_window() -> None:
+    clock = FakeClock()
+    limits = ServerLimits(4, window=60.0, probe_after=1000.0, clock=clock)
+    for _ in range(100):  # 100 letters accepted within a second, then "slow down"
+        limits.accepted()
+        clock.now += 0.01
+    limits.slow_down()
+    assert limits.limiter is not None
+    assert limits.limiter.interval == pytest.approx(60.0 / 100)
+    assert limits.limiter.next_slot == pytest.approx(100.0 + 60.0)  # the window's end
+    assert limits.connections == 2
+    limits.slow_down()  # a letter already on its way when the first came: no second decrease
+    assert limits.connections == 2
+    assert limits.slow_downs == 2
+
+
+def test_the_learnt_pace_rises_a_tenth_after_a_quiet_probe_interval() -> None:
+    clock = FakeClock()
+    limits = ServerLimits(1, window=10.0, probe_after=15.0, clock=clock)
+    limits.accepted()
+    limits.slow_down()
+    assert limits.limiter is not None
+    interval = limits.limiter.interval
+    clock.now += 15
+    limits.accepted()
+    assert limits.limiter.interval == pytest.approx(interval / 1.1)
+
+
+async def test_the_campaign_limiter_follows_the_servers_pace() -> None:
+    clock = FakeClock()
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        clock.now += delay
+
+    limits = ServerLimits(1, window=1.0, clock=clock)
+    limiter = CampaignLimiter(None, None, clock=clock, sleep=sleep, server=limits)
+    assert limiter.delay(["example.org"]) == 0
+    for _ in range(4):
+        limits.accepted()
+    limits.slow_down()  # 4 a second, after a pause to the end of the window
+    assert limiter.delay(["example.org"]) == pytest.approx(1.0)
+    for _ in range(3):
+        await limiter.acquire(["example.org"])
+    assert slept == pytest.approx([1.0, 0.25, 0.25])

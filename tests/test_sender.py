@@ -35,17 +35,21 @@ from tests.smtpserver import (
 )
 
 
-@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])
-def server(request: pytest.FixtureRequest) -> Iterator[FaultServer]:
+def both_servers(request: pytest.FixtureRequest) -> Iterator[FaultServer]:
     """The fault server, once answering commands one by one and once offering PIPELINING."""
     with FaultServer(pipelining=request.param) as running:
         yield running
 
 
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[DeliveryLog]:
+def fresh_log(tmp_path: Path) -> Iterator[DeliveryLog]:
+    """An empty delivery log for the campaign "test"."""
     with DeliveryLog(tmp_path / "log.sqlite", "test") as opened:
         yield opened
+
+
+# The other test_sender_*.py files share these two fixtures the same way.
+server = pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])(both_servers)
+log = pytest.fixture(fresh_log)
 
 
 def smtp_config(server: FaultServer, **settings: object) -> SMTPConfig:

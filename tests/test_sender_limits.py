@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from mailaction import ratelimit
 from mailaction.deliverylog import DeliveryLog, State
 from tests.letters import letters
-from tests.smtpserver import FaultServer, slow
-from tests.test_sender import entry, send, states
+from tests.smtpserver import FaultServer, reply, slow
+from tests.test_sender import entry, fresh_log, send, states
 
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[DeliveryLog]:
-    with DeliveryLog(tmp_path / "log.sqlite", "test") as opened:
-        yield opened
+log = pytest.fixture(fresh_log)
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
@@ -83,3 +77,27 @@ async def test_the_connections_grow_back_when_the_server_allows(
     # Probing up again finds the limit again now and then, but never floods it.
     assert 2 <= server.refused_connections <= 12
 
+
+async def test_a_server_refusing_every_connection_pauses_the_run(log: DeliveryLog) -> None:
+    with FaultServer() as server:
+        server.on("GREETING", reply("421 4.3.2 service not available"))
+        summary = await send(server, log, letters(5), pause_after_failures=2, retry_delay=30.0)
+    assert summary.stopped_reason is not None
+    assert "421 connect refused for now" in summary.stopped_reason
+    assert states(log) == Counter({State.DEFERRED: 2, State.PENDING: 3})
+
+
+async def test_both_limits_at_once_as_postfix_anvil_keeps_them(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "SLOW_DOWN_WINDOW", 2.0)
+    batch = letters(60)
+    with FaultServer(max_connections=2, message_rate=(20, 2.0), pipelining=True) as server:
+        started = time.monotonic()
+        summary = await send(server, log, batch, concurrency=8)
+        elapsed = time.monotonic() - started
+    assert summary.sent == 60 and summary.stopped_reason is None
+    assert server.received_ids() == Counter({item.message_id: 1 for item in batch})
+    assert {entry(log, item).attempts for item in batch} == {1}
+    assert server.refused_connections <= 8 and server.refused_messages <= 12
+    assert elapsed < 10

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from mailaction.delivery import Decision, SendOptions, decide
 from mailaction.deliverylog import DeliveryLog, State
 from tests.letters import letter
-from tests.smtpserver import FaultServer, FaultSession, reject_recipient, reply
-from tests.test_sender import entry, send
+from tests.smtpserver import Action, FaultServer, FaultSession, reject_recipient, reply
+from tests.test_sender import both_servers, entry, fresh_log, send
+
+server = pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])(both_servers)
+log = pytest.fixture(fresh_log)
 
 
-@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])
-def server(request: pytest.FixtureRequest) -> Iterator[FaultServer]:
-    with FaultServer(pipelining=request.param) as running:
-        yield running
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[DeliveryLog]:
-    with DeliveryLog(tmp_path / "log.sqlite", "test") as opened:
-        yield opened
-
-
-def deliver_and_reply(text: str):  # type: ignore[no-untyped-def]
+def deliver_and_reply(text: str) -> Action:
     """At DATA_END: keep the message, then answer ``text`` (which may be several lines)."""
 
     async def answer(session: FaultSession, arg: str | None) -> str | None:
@@ -125,4 +114,3 @@ async def test_a_run_stopped_before_the_452_retry_leaves_the_letter_sent(
     assert found.state is State.SENT
     assert found.refused == {"full@example.org": "452 4.2.2 mailbox full"}
     assert [m.recipients for m in server.messages] == [("ok@example.org",)]
-

@@ -65,7 +65,9 @@ def with_saved_values(path: Path, part: str, values: dict[str, str]) -> Path:
     xml = members[part].decode()
     for cell, value in values.items():
         xml, count = re.subn(
-            rf'<c r="{cell}"([^>]*)><f>(.*?)</f><v\s*/>', rf'<c r="{cell}"\1 t="str"><f>\2</f><v>{value}</v>', xml
+            rf'<c r="{cell}"([^>]*)><f>(.*?)</f><v\s*/>',
+            rf'<c r="{cell}"\1 t="str"><f>\2</f><v>{value}</v>',
+            xml,
         )
         assert count == 1, cell
     members[part] = xml.encode()
@@ -239,7 +241,21 @@ def test_unknown_sheet_lists_the_sheets(tmp_path: Path) -> None:
 
 def test_empty_header_row_is_refused(tmp_path: Path) -> None:
     message = error(two_lists(tmp_path / "lists.xlsx"), sheet="Members", header_row=7)
-    assert message.startswith("lists.xlsx: row 7 of sheet 'Members' is empty; campaign.contacts_header_row")
+    assert message.startswith(
+        "lists.xlsx: row 7 of sheet 'Members' is empty; campaign.contacts_header_row"
+    )
+
+
+def test_csv_title_lines_above_the_header_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "Supporters, March 2024;;\n;;\nname;E-mail\nAna;ana@example.org\n", encoding="utf-8"
+    )
+    contacts = ContactList(path, id_column="e_mail")
+    assert contacts.description == "list.csv, header on row 3"
+    assert [(c.row, c.values) for c in contacts] == [
+        (4, {"name": "Ana", "E-mail": "ana@example.org"})
+    ]
 
 
 def test_csv_header_row_can_be_chosen(tmp_path: Path) -> None:
@@ -247,7 +263,9 @@ def test_csv_header_row_can_be_chosen(tmp_path: Path) -> None:
     path.write_text("Supporters,,\n\nemail,name\nana@example.org,Ana\n", encoding="utf-8")
     contacts = ContactList(path, header_row=3)
     assert contacts.description == "list.csv, header on row 3"
-    assert [(c.row, c.values) for c in contacts] == [(4, {"email": "ana@example.org", "name": "Ana"})]
+    assert [(c.row, c.values) for c in contacts] == [
+        (4, {"email": "ana@example.org", "name": "Ana"})
+    ]
     assert "row 2 is empty" in error(path, header_row=2)
     assert error(path, sheet="Supporters").startswith("list.csv: a text file has no sheets")
 
@@ -258,7 +276,7 @@ def test_csv_header_row_can_be_chosen(tmp_path: Path) -> None:
 def test_formula_without_a_saved_value_is_refused_naming_its_cells(tmp_path: Path) -> None:
     book = openpyxl.Workbook()
     book.active.append(["email", "name", "greeting", "town"])
-    book.active.append(["ana@example.org", "Ana", '="Dear "&B2', "=UPPER(\"Lyon\")"])
+    book.active.append(["ana@example.org", "Ana", '="Dear "&B2', '=UPPER("Lyon")'])
     book.save(tmp_path / "list.xlsx")
     assert error(tmp_path / "list.xlsx") == (
         "list.xlsx:2: C2 (greeting), D2 (town): a formula without a saved value (the file was "
@@ -269,11 +287,17 @@ def test_formula_without_a_saved_value_is_refused_naming_its_cells(tmp_path: Pat
 def test_formula_without_a_saved_value_in_ods_is_refused(tmp_path: Path) -> None:
     document = OpenDocumentSpreadsheet()
     sheet = Table(name="List")
-    sheet.addElement(ods_row(ods_cell("email", valuetype="string"), ods_cell("n", valuetype="string")))
-    sheet.addElement(ods_row(ods_cell("ana@example.org", valuetype="string"), ods_cell(formula="of:=1+1")))
+    sheet.addElement(
+        ods_row(ods_cell("email", valuetype="string"), ods_cell("n", valuetype="string"))
+    )
+    sheet.addElement(
+        ods_row(ods_cell("ana@example.org", valuetype="string"), ods_cell(formula="of:=1+1"))
+    )
     document.spreadsheet.addElement(sheet)
     document.save(str(tmp_path / "list.ods"))
-    assert error(tmp_path / "list.ods").startswith("list.ods:2: B2 (n): a formula without a saved value")
+    assert error(tmp_path / "list.ods").startswith(
+        "list.ods:2: B2 (n): a formula without a saved value"
+    )
 
 
 def test_formula_result_is_read_never_the_formula(tmp_path: Path) -> None:
@@ -319,7 +343,9 @@ def test_password_protected_workbook_is_refused(tmp_path: Path) -> None:
 
 def test_ods_that_is_not_a_workbook_is_refused(tmp_path: Path) -> None:
     (tmp_path / "list.ods").write_text("email\n", encoding="utf-8")
-    assert error(tmp_path / "list.ods") == "list.ods: not a readable .ods workbook: not a zip archive"
+    assert (
+        error(tmp_path / "list.ods") == "list.ods: not a readable .ods workbook: not a zip archive"
+    )
 
 
 def test_xls_that_is_not_a_workbook_is_refused(tmp_path: Path) -> None:
@@ -340,4 +366,120 @@ def test_damaged_sheet_part_is_refused_in_one_line(tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
-    assert error(path).startswith("lists.xlsx: not a readable .xlsx workbook: xl/worksheets/sheet1.xml: ")
+    assert error(path).startswith(
+        "lists.xlsx: not a readable .xlsx workbook: xl/worksheets/sheet1.xml: "
+    )
+
+
+MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+RELATIONSHIPS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+
+
+def excel_style_xlsx(path: Path, main: str = MAIN, relationships: str = RELATIONSHIPS) -> Path:
+    """A workbook laid out as Excel writes one: shared strings (one in rich-text runs, one with a
+    phonetic guide), custom number formats in styles.xml, the 1904 date system."""
+    kinds = f"{relationships}/"
+    parts = {
+        "_rels/.rels": f'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{kinds}officeDocument" Target="xl/workbook.xml"/></Relationships>',
+        "xl/workbook.xml": f'<workbook xmlns="{main}" xmlns:r="{relationships}"><workbookPr date1904="1"/>'
+        '<sheets><sheet name="Supporters" sheetId="1" r:id="rId1"/></sheets></workbook>',
+        "xl/_rels/workbook.xml.rels": '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{kinds}worksheet" Target="worksheets/sheet1.xml"/>'
+        f'<Relationship Id="rId2" Type="{kinds}sharedStrings" Target="/xl/sharedStrings.xml"/>'
+        f'<Relationship Id="rId3" Type="{kinds}styles" Target="styles.xml"/></Relationships>',
+        "xl/sharedStrings.xml": f'<sst xmlns="{main}"><si><t>email</t></si><si><t>name</t></si>'
+        "<si><t>postcode</t></si><si><t>joined</t></si><si><t>ana@example.org</t></si>"
+        '<si><r><rPr><b/></rPr><t>An</t></r><r><t xml:space="preserve">a Lima</t></r></si>'
+        '<si><t>Tokyo</t><rPh sb="0" eb="2"><t>トウキョウ</t></rPh></si></sst>',
+        "xl/styles.xml": f'<styleSheet xmlns="{main}"><numFmts count="1">'
+        '<numFmt numFmtId="164" formatCode="00000"/></numFmts><cellXfs count="3">'
+        '<xf numFmtId="0"/><xf numFmtId="164"/><xf numFmtId="15"/></cellXfs></styleSheet>',
+        "xl/worksheets/sheet1.xml": f'<worksheet xmlns="{main}"><sheetData>'
+        '<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="s"><v>1</v></c><c r="C1" t="s"><v>2</v></c>'
+        '<c r="D1" t="s"><v>3</v></c><c r="E1" t="s"><v>6</v></c></row>'
+        '<row r="2"><c r="A2" t="s"><v>4</v></c><c r="B2" t="s"><v>5</v></c>'
+        '<c r="C2" s="1"><v>2134</v></c><c r="D2" s="2"><v>0</v></c><c r="E2" t="b"><v>1</v></c></row>'
+        "</sheetData></worksheet>",
+    }
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, xml in parts.items():
+            archive.writestr(
+                name, '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n' + xml
+            )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("main", "relationships"),
+    [
+        (MAIN, RELATIONSHIPS),
+        ("http://purl.oclc.org/ooxml/spreadsheetml/main",
+         "http://purl.oclc.org/ooxml/officeDocument/relationships"),
+    ],
+    ids=["transitional", "strict"],
+)  # fmt: skip
+def test_workbook_as_excel_writes_it(tmp_path: Path, main: str, relationships: str) -> None:
+    path = excel_style_xlsx(tmp_path / "list.xlsx", main, relationships)
+    contacts = ContactList(path, id_column="email")
+    assert contacts.columns == ["email", "name", "postcode", "joined", "Tokyo"]
+    assert [c.values for c in contacts] == [
+        {"email": "ana@example.org", "name": "Ana Lima", "postcode": "02134", "joined": "1-Jan-04",
+         "Tokyo": "TRUE"},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("header", "found"), [(20, True), (21, False)])
+def test_the_header_is_looked_for_in_the_first_20_rows(
+    tmp_path: Path, header: int, found: bool
+) -> None:
+    book = openpyxl.Workbook()
+    book.active[f"A{header}"], book.active[f"A{header + 1}"] = "email", "ana@example.org"
+    book.save(tmp_path / "list.xlsx")
+    if found:
+        contacts = ContactList(tmp_path / "list.xlsx", id_column="email")
+        assert contacts.description == f"list.xlsx, sheet 'Sheet', header on row {header}"
+    else:
+        assert "no header row with a column 'email' in the first 20 rows of sheet 'Sheet'" in error(
+            tmp_path / "list.xlsx", id_column="email"
+        )
+
+
+@pytest.mark.parametrize("sheet", [0, 3])
+def test_a_sheet_number_outside_the_workbook_is_refused(tmp_path: Path, sheet: int) -> None:
+    assert error(two_lists(tmp_path / "lists.xlsx"), sheet=sheet).startswith(
+        f"lists.xlsx: no sheet {sheet}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "contacts_sheet = 0",
+            "campaign.contacts_sheet must be a sheet's name or its number from 1, not 0",
+        ),
+        ('contacts_sheet = ""', "campaign.contacts_sheet must not be empty"),
+        ("contacts_sheet = true", "campaign.contacts_sheet must be a string, not True"),
+        ("contacts_header_row = 0", "campaign.contacts_header_row must be greater than 0, not 0"),
+        (
+            'contacts_header_row = "3"',
+            "campaign.contacts_header_row must be a whole number, not '3'",
+        ),
+    ],
+)
+def test_bad_sheet_settings_are_refused_naming_the_key(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    config = tmp_path / "mailaction.toml"
+    config.write_text(f"[campaign]\n{line}\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["validate", "--config", str(config)])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_sheet_settings_are_read(tmp_path: Path) -> None:
+    config = tmp_path / "mailaction.toml"
+    config.write_text("[campaign]\ncontacts_sheet = 2\ncontacts_header_row = 3\n", encoding="utf-8")
+    settings = load_config(config).campaign
+    assert (settings.contacts_sheet, settings.contacts_header_row) == (2, 3)

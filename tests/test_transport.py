@@ -10,8 +10,16 @@ from importlib.metadata import version
 import pytest
 
 from mailaction.config import SMTPConfig
-from mailaction.transport import Reply, _Malformed, _ReplyReader, open_connection
-from tests.smtpserver import FaultServer
+from mailaction.transport import (
+    Connection,
+    Reply,
+    Unavailable,
+    Uncertain,
+    _Malformed,
+    _ReplyReader,
+    open_connection,
+)
+from tests.smtpserver import FaultServer, FaultSession, drop
 
 Connect = Callable[[], Awaitable[tuple[_ReplyReader, socket.socket]]]
 
@@ -120,3 +128,48 @@ async def test_the_connection_is_handed_over_from_aiosmtplib() -> None:
 
 def test_aiosmtplib_is_the_tested_minor_release() -> None:
     assert version("aiosmtplib").startswith("5.1.")
+
+
+async def waiting_for_data(server: FaultServer) -> Connection:
+    """A connection to ``server`` whose envelope was accepted: the server waits for the data."""
+    config = SMTPConfig(host="127.0.0.1", port=server.port, security="none")
+    connection = await open_connection(config, 5.0, None, "client.example.org")
+    replies = await connection.envelope(
+        [b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.org>", b"DATA"]
+    )
+    assert replies[-1].code == 354
+    return connection
+
+
+async def _354_then_close(session: FaultSession, arg: str | None) -> str | None:
+    """At DATA: say "go ahead", then close before any data can come."""
+    await session.push("354 End data with <CR><LF>.<CR><LF>")
+    assert session.transport is not None
+    session.transport.close()
+    never: asyncio.Future[str | None] = session.loop.create_future()
+    return await never  # never done: the lost connection cancels us
+
+
+async def test_a_connection_lost_before_the_data_is_written_is_unavailable_not_uncertain() -> None:
+    with FaultServer() as server:
+        server.on("DATA", _354_then_close)
+        connection = await waiting_for_data(server)
+
+        async def commit_slowly() -> None:  # the server's close arrives meanwhile
+            await asyncio.sleep(0.2)
+
+        with pytest.raises(Unavailable, match="closed the connection at DATA"):
+            await connection.data(b"Subject: hi\r\n\r\nbody\r\n", commit_slowly)
+    assert server.commands["DATA_END"] == 0 and not server.messages
+
+
+async def test_a_connection_lost_after_the_data_is_uncertain() -> None:
+    with FaultServer() as server:
+        server.on("DATA_END", drop)
+        connection = await waiting_for_data(server)
+
+        async def nothing() -> None:
+            pass
+
+        with pytest.raises(Uncertain, match="may have arrived"):
+            await connection.data(b"Subject: hi\r\n\r\nbody\r\n", nothing)

@@ -1,0 +1,424 @@
+"""Delivery from the queue: one or several workers, each claiming letters from the shared log.
+
+A worker is a sender event loop that claims batches of queued letters (`DeliveryLog.claim`),
+sends them, and beats a heartbeat into the log. `send --workers N` runs N worker processes on
+this machine under one parent, which holds the log's lock, shows the progress of the whole run
+from the log's counts, and restarts a worker killed by a signal after giving its letters back
+(`uncertain` for those it was sending). Workers on other machines (a PostgreSQL log) find a
+silent worker's letters after its lease and give them back the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractContextManager, nullcontext, suppress
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import Config
+from .deliverylog import DeliveryLog, Outcome, State, open_log
+from .dkim import letter_signer
+from .errors import DeliveryLogError, MailactionError, SendingStopped
+from .message import Letter, restamped
+from .multiaccount import AccountPool, AccountResult
+from .sender import Sender, SendSummary
+from .sharedlimit import SharedLimiter
+from .smtpauth import Secret
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+LEASE = 30.0  # seconds a worker may stay silent before others take it for dead
+CLAIM_BATCH = 256  # letters claimed at a time
+POLL = 0.25  # seconds between looks at the log: the parent's progress, an idle worker's queue
+MAX_RESTARTS = 100  # workers killed by a signal restarted in one run, at most
+
+OnOutcome = Callable[[Letter, Outcome], None]
+Advance = Callable[[State, int], None]  # ``n`` more letters reached a final state
+Progress = Callable[[int], AbstractContextManager[Advance | None]]
+FINAL = (State.SENT, State.FAILED, State.UNCERTAIN)
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What a worker needs to deliver a campaign's queue; sent to each worker process."""
+
+    config: Config
+    location: Path | str  # the delivery log: a SQLite file or a PostgreSQL URL
+    campaign: str  # the log key
+    password: Secret = None
+    upto: tuple[int, str] | None = None  # the last queued letter this run may send
+    lease: float = LEASE
+    shared_limits: bool = False  # rate limits kept in the log, for every worker
+    worker: str = field(default_factory=lambda: worker_id())
+    clock: float | None = None  # the time daily limits are counted from (None: now)
+
+
+def worker_id() -> str:
+    """A name for a new worker, unique across machines: host, process, random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass
+class RunResult:
+    """How the sending part of a run ended."""
+
+    summary: SendSummary
+    interrupted: bool = False
+    accounts: list[AccountResult] = field(default_factory=list)  # with several [[smtp]]
+
+
+def claimed(
+    log: DeliveryLog,
+    *,
+    lease: float,
+    upto: tuple[int, str] | None,
+    sign: Callable[[Letter], Letter],
+) -> Iterator[Letter]:
+    """The letters this worker claims from the queue, in spreadsheet order, dated and signed
+    as they go (signed after the Date is set: it is signed)."""
+    after = (-1, "")
+    while letters := log.claim(CLAIM_BATCH, lease=lease, after=after, upto=upto):
+        for letter in letters:
+            yield sign(restamped(letter))
+        after = (letters[-1].row, letters[-1].contact_id)
+
+
+def send_letters(
+    sender: Sender,
+    letters: Iterator[Letter],
+    *,
+    on_outcome: OnOutcome | None = None,
+    on_interrupt: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Run the sender; the first Ctrl-C (or SIGTERM) stops taking letters, the second aborts."""
+    return _frozen(_Shift(sender, lambda: letters, on_outcome, on_interrupt).run())
+
+
+def deliver(
+    job: WorkerJob,
+    log: DeliveryLog,
+    *,
+    on_outcome: OnOutcome | None = None,
+    on_interrupt: Callable[[int], None] | None = None,
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    parent: int | None = None,
+) -> RunResult:
+    """Deliver the campaign's queue as one worker until no letter is left for it or to wait for.
+
+    The worker joins the log, claims letters in batches, and beats a heartbeat every sixth of
+    its lease; it waits while other workers hold letters (theirs come back if they die). Each
+    signal in ``signals`` counts as a Ctrl-C. A worker whose ``parent`` process is gone stops
+    at once.
+    """
+    sending = job.config.sending
+    sender: Sender | AccountPool
+    if job.config.accounts:  # one process only (send refuses --workers): no shared limiter
+        sender = AccountPool(job.config, log, now=job.clock or time.time())
+        sender.check()
+    else:
+        limiter = None
+        if job.shared_limits and (sending.rate or sending.per_domain_rate):
+            limiter = SharedLimiter(log, sending.rate, sending.per_domain_rate)
+        sender = Sender(job.config.smtp, sending, log, password=job.password, limiter=limiter)
+    log.join(job.worker)
+    sign = letter_signer(job.config.dkim)
+    shift = _Shift(
+        sender,
+        lambda: claimed(log, lease=job.lease, upto=job.upto, sign=sign),
+        on_outcome,
+        on_interrupt,
+        signals=signals,
+        log=log,
+        job=job,
+        parent=parent,
+    )
+    try:
+        result = _frozen(shift.run())
+    finally:
+        log.leave()
+    if isinstance(sender, AccountPool):
+        result.accounts = sender.results
+    return result
+
+
+def _frozen(run: Coroutine[object, object, RunResult]) -> RunResult:
+    """Run a coroutine with what is alive now left out of garbage collection.
+
+    Collecting the plan's letters took up to 50 ms at a time, long enough to push letters past
+    their rate-limit slots.
+    """
+    gc.freeze()
+    try:
+        return asyncio.run(run)
+    finally:
+        gc.unfreeze()
+
+
+class _Shift:
+    """One worker's event loop: the sender over the claimed letters, signals, heartbeats."""
+
+    def __init__(
+        self,
+        sender: Sender | AccountPool,
+        letters: Callable[[], Iterator[Letter]],
+        on_outcome: OnOutcome | None,
+        on_interrupt: Callable[[int], None] | None,
+        *,
+        signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+        log: DeliveryLog | None = None,
+        job: WorkerJob | None = None,
+        parent: int | None = None,
+    ) -> None:
+        self.sender = sender
+        self.letters = letters
+        self.on_outcome = on_outcome
+        self.on_interrupt = on_interrupt
+        self.signals = signals
+        self.log = log
+        self.job = job
+        self.parent = parent
+        self.presses = 0
+        self.error: Exception | None = None
+
+    async def run(self) -> RunResult:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        stop = asyncio.Event()
+
+        def interrupted() -> None:
+            self.presses += 1
+            if self.on_interrupt is not None:
+                self.on_interrupt(self.presses)
+            if self.presses == 1:
+                stop.set()
+            else:
+                task.cancel()
+
+        for sig in self.signals:
+            loop.add_signal_handler(sig, interrupted)
+        beats = asyncio.ensure_future(self._heartbeats(task))
+        summary = SendSummary(started=time.time())
+        try:
+            while True:
+                part = await self.sender.send(self.letters(), on_outcome=self.on_outcome, stop=stop)
+                _add(summary, part)
+                if stop.is_set() or part.stopped_reason or not self._more():
+                    break
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(POLL):
+                        await stop.wait()
+        except asyncio.CancelledError:
+            if self.error is not None:
+                raise self.error from None
+            summary.stopped_reason = "aborted"
+            return RunResult(summary, interrupted=True)
+        finally:
+            beats.cancel()
+            for sig in self.signals:
+                loop.remove_signal_handler(sig)
+        summary.finished = time.time()
+        return RunResult(summary, interrupted=self.presses > 0)
+
+    def _more(self) -> bool:
+        """Whether letters may still come this worker's way (queued, or held by others)."""
+        return self.log is not None and self.log.work_left(self.job.upto if self.job else None)
+
+    async def _heartbeats(self, task: asyncio.Task[RunResult]) -> None:
+        """Beat every sixth of the lease; stop the worker when the log or the parent is lost."""
+        if self.log is None or self.job is None:
+            return
+        while True:
+            await asyncio.sleep(self.job.lease / 6)
+            try:
+                self.log.heartbeat()
+            except DeliveryLogError as exc:
+                self.error = exc
+                task.cancel()
+                return
+            if self.parent is not None and os.getppid() != self.parent:
+                task.cancel()  # orphaned: the parent was killed; its next run recovers
+                return
+
+
+def _add(total: SendSummary, part: SendSummary) -> None:
+    """Count ``part`` (one pass of the sender) into ``total``."""
+    for name in ("sent", "failed", "deferred", "uncertain"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.stopped_reason = total.stopped_reason or part.stopped_reason
+
+
+def deliver_in_process(
+    job: WorkerJob,
+    log: DeliveryLog,
+    progress: Progress | None,
+    total: int,
+    on_interrupt: Callable[[int], None] | None,
+) -> RunResult:
+    """One worker, in this process, with the progress of each outcome."""
+    with progress(total) if progress is not None else nullcontext(None) as advance:
+        on_outcome = None
+        if advance is not None:
+            step = advance
+
+            def on_outcome(letter: Letter, outcome: Outcome) -> None:
+                if outcome.state in FINAL:
+                    step(outcome.state, 1)
+
+        return deliver(job, log, on_outcome=on_outcome, on_interrupt=on_interrupt)
+
+
+def deliver_in_workers(
+    job: WorkerJob,
+    log: DeliveryLog,
+    count: int,
+    progress: Progress | None,
+    total: int,
+    on_interrupt: Callable[[int], None] | None,
+) -> RunResult:
+    """``count`` worker processes; this one watches them and the log until they are done.
+
+    A Ctrl-C (or SIGTERM) here is passed on to every worker as a SIGTERM: the first stops them
+    taking letters, the second aborts the letters in flight. A worker killed by a signal gets
+    its letters given back and is replaced, while the run goes on.
+    """
+    supervisor = _Supervisor(job, log, on_interrupt)
+    with progress(total) if progress is not None else nullcontext(None) as advance:
+        return supervisor.run(count, advance)
+
+
+class _Supervisor:
+    """The parent of the worker processes of one run."""
+
+    def __init__(
+        self, job: WorkerJob, log: DeliveryLog, on_interrupt: Callable[[int], None] | None
+    ) -> None:
+        self.job = job
+        self.log = log
+        self.on_interrupt = on_interrupt
+        self.context = multiprocessing.get_context("spawn")
+        self.running: dict[str, tuple[BaseProcess, Connection]] = {}
+        self.presses = 0
+        self.restarts = 0
+        self.summary = SendSummary(started=time.time())
+        self.error: MailactionError | None = None
+
+    def run(self, count: int, advance: Advance | None) -> RunResult:
+        before = self.log.counts()
+        seen = dict(before)
+        previous = {sig: signal.signal(sig, self._interrupted) for sig in _STOP_SIGNALS}
+        try:
+            for _ in range(count):
+                self._start()
+            while self.running:
+                time.sleep(POLL)
+                self._reap()
+                seen = self._show(seen, advance)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for process, _ in self.running.values():
+                process.kill()
+        self._show(seen, advance)
+        after = self.log.counts()
+        for state in (State.SENT, State.FAILED, State.UNCERTAIN):
+            setattr(self.summary, state.value, after[state] - before[state])
+        self.summary.finished = time.time()
+        if self.error is not None:
+            raise self.error
+        return RunResult(self.summary, interrupted=self.presses > 0)
+
+    def _start(self) -> None:
+        job = replace(self.job, worker=worker_id())
+        receiver, reporter = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=_work, args=(job, reporter, os.getpid()), name=f"mailaction worker {job.worker}"
+        )
+        process.start()
+        reporter.close()
+        self.running[job.worker] = (process, receiver)
+
+    def _reap(self) -> None:
+        """Collect the workers that ended; replace those killed while the run goes on."""
+        for worker, (process, receiver) in list(self.running.items()):
+            if process.is_alive():
+                continue
+            process.join()
+            del self.running[worker]
+            reported = _report(receiver)
+            if isinstance(reported, SendSummary):
+                self.summary.stopped_reason = self.summary.stopped_reason or reported.stopped_reason
+                continue
+            if isinstance(reported, MailactionError):
+                self.error = self.error or reported
+                self._stop_all()
+                continue
+            self.log.recover_worker(worker)  # killed: its letters go back to the queue
+            if self.presses == 0 and self.error is None and self.restarts < MAX_RESTARTS:
+                self.restarts += 1
+                self._start()
+            elif self.error is None and self.presses == 0:
+                self.error = SendingStopped(
+                    f"workers were killed {MAX_RESTARTS} times; sending stopped: see"
+                    " `mailaction report`"
+                )
+
+    def _show(self, seen: dict[State, int], advance: Advance | None) -> dict[State, int]:
+        """Advance the progress by the letters settled since ``seen``; the counts now."""
+        if advance is None:
+            return seen
+        counts = self.log.counts()
+        for state in FINAL:
+            if counts[state] > seen[state]:
+                advance(state, counts[state] - seen[state])
+        return counts
+
+    def _interrupted(self, signum: int, frame: object) -> None:
+        self.presses += 1
+        if self.on_interrupt is not None:
+            self.on_interrupt(self.presses)
+        self._stop_all()
+
+    def _stop_all(self) -> None:
+        for process, _ in self.running.values():
+            if process.pid is not None and process.is_alive():
+                with suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _report(receiver: Connection) -> SendSummary | MailactionError | None:
+    """What a worker that ended reported; None when it was killed before it could."""
+    try:
+        reported = receiver.recv() if receiver.poll() else None
+    except EOFError:
+        return None
+    finally:
+        receiver.close()
+    return reported if isinstance(reported, SendSummary | MailactionError) else None
+
+
+def _work(job: WorkerJob, reporter: Connection, parent: int) -> None:
+    """A worker process: deliver, then report the summary or the error that stopped it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the parent's to act on
+    reported: SendSummary | MailactionError
+    try:
+        with open_log(job.location, job.campaign, create=False) as log:
+            reported = deliver(job, log, signals=(signal.SIGTERM,), parent=parent).summary
+    except MailactionError as exc:
+        reported = exc
+    reporter.send(reported)
+    reporter.close()

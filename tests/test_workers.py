@@ -1,0 +1,140 @@
+"""send --workers N: worker processes sharing one SQLite queue, killed and restarted mid-run."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mailaction.deliverylog import DeliveryLog, State
+from tests.campaigns import RecordingSink, numbered_campaign
+
+LETTERS = 300
+RATE = 100
+
+
+def start_send(config: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mailaction", "send", "--yes", "--config", str(config), *extra],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The worker processes a `send --workers` started (spawned Python processes)."""
+    try:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        return []
+    pids = []
+    for pid in map(int, children):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def busiest_second(arrivals: list[float]) -> int:
+    """The most arrivals in any window of one second."""
+    times = sorted(arrivals)
+    return max((bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times)), default=0)
+
+
+def check_delivery(states: dict[str, State], sink: RecordingSink, letters: int) -> None:
+    """Every sent letter arrived once, an uncertain one at most once, nothing else arrived; the
+    log's count of sent letters is the sink's count of letters it did not lose track of."""
+    assert len(states) == letters
+    assert set(states.values()) <= {State.SENT, State.UNCERTAIN}, Counter(states.values())
+    received = sink.received
+    assert set(received) <= set(states)
+    for message_id, state in states.items():
+        assert received[message_id] == 1 if state is State.SENT else received[message_id] <= 1
+    uncertain_arrived = sum(received[m] for m, s in states.items() if s is State.UNCERTAIN)
+    sent = sum(state is State.SENT for state in states.values())
+    assert sum(received.values()) == sent + uncertain_arrived
+
+
+def log_states(path: Path, campaign: str) -> dict[str, State]:
+    with DeliveryLog(path, campaign) as log:
+        return {entry.message_id: entry.state for entry in log.entries()}
+
+
+@pytest.fixture
+def campaign(tmp_path: Path, sink: RecordingSink) -> Path:
+    return numbered_campaign(
+        tmp_path, sink.port, LETTERS, "workers", f'rate = "{RATE}/s"\nconcurrency = 3'
+    )
+
+
+def test_killed_workers_are_restarted_and_nothing_arrives_twice(
+    campaign: Path, sink: RecordingSink
+) -> None:
+    randomness = random.Random(20261201)
+    process = start_send(campaign, "--workers", "3")
+    kills = 0
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(randomness.uniform(0.2, 0.5))
+        pids = worker_pids(process.pid)
+        if len(sink.arrivals) > 0 and pids and kills < 6:
+            os.kill(randomness.choice(pids), signal.SIGKILL)
+            kills += 1
+    _, stderr = process.communicate(timeout=60)
+    assert kills >= 3, "the run ended before the workers could be killed"
+    assert process.returncode in (0, 1), stderr.decode()
+    assert b"Traceback" not in stderr
+    check_delivery(log_states(campaign.parent / "workers.sqlite", "workers"), sink, LETTERS)
+    assert busiest_second([at for at, _ in sink.arrivals]) <= RATE
+
+
+def test_workers_share_the_rate_and_all_letters_arrive_once(
+    campaign: Path, sink: RecordingSink
+) -> None:
+    process = start_send(campaign, "--workers", "3")
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    assert b"300 letters sent" in stdout
+    assert Counter(sink.received.values()) == Counter({1: LETTERS})
+    assert busiest_second([at for at, _ in sink.arrivals]) <= RATE
+    with DeliveryLog(campaign.parent / "workers.sqlite", "workers") as log:
+        assert log.counts()[State.SENT] == LETTERS
+        assert {entry.state for entry in log.entries()} == {State.SENT}
+
+
+def test_ctrl_c_stops_every_worker_and_a_rerun_finishes(campaign: Path, sink: RecordingSink) -> None:
+    process = start_send(campaign, "--workers", "2")
+    deadline = time.monotonic() + 60
+    while len(sink.arrivals) < 20:
+        assert process.poll() is None and time.monotonic() < deadline, "the send did not start"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    states = log_states(campaign.parent / "workers.sqlite", "workers")
+    assert State.SENDING not in states.values()
+    assert sum(sink.received.values()) == sum(s is State.SENT for s in states.values()) < LETTERS
+    rerun = subprocess.run(
+        [sys.executable, "-m", "mailaction", "send", "--yes", "--config", str(campaign),
+         "--workers", "2"],
+        check=False, stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    assert Counter(sink.received.values()) == Counter({1: LETTERS})
+
+
+def test_workers_must_be_a_number_or_auto(campaign: Path) -> None:
+    for bad in ("0", "two", "-1"):
+        result = start_send(campaign, "--workers", bad)
+        _, stderr = result.communicate(timeout=60)
+        assert result.returncode == 2
+        assert f"{bad!r} is not a number of workers" in stderr.decode()
