@@ -357,8 +357,8 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     if campaign.log is None:
         campaign = replace(campaign, log=base / f"{_slug(campaign.name)}.sqlite")
     if campaign.suppression is None:
-        assert campaign.log is not None
-        campaign = replace(campaign, suppression=campaign.log.with_name("suppressed.sqlite"))
+        beside = base if isinstance(campaign.log, str) else campaign.log.parent
+        campaign = replace(campaign, suppression=beside / "suppressed.sqlite")
     dkim = sections["dkim"]
     missing = [f"dkim.{key}" for key in _SCHEMA["dkim"][1] if getattr(dkim, key) is None]
     if 0 < len(missing) < 3:

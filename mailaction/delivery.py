@@ -23,7 +23,7 @@ from .deliverylog import PROOF_SUFFIX, DeliveryLog, Entry, State, is_database_ur
 from .dkim import letter_signer
 from .errors import ConfigError, DeliveryLogError, InvalidCampaign, SendingStopped
 from .message import Letter, proof_copy
-from .multiaccount import DAY, AccountResult, daily_room
+from .multiaccount import DAY, AccountPool, AccountResult, daily_room
 from .parallel import cores
 from .sender import SendSummary, check_server
 from .suppression import recipient_filter
@@ -355,23 +355,31 @@ def _silent_for(log: DeliveryLog, options: SendOptions) -> float | None:
 def _send_queued(config: Config, run: Run, hooks: Hooks, result: CampaignResult) -> None:
     options = run.options
     workers = options.workers or cores()
-    password = None
-    if config.accounts:  # each worker's AccountPool checks the accounts and their secrets
+    pool = None
+    if config.accounts:
         if workers != 1:
-            raise ConfigError("several [[smtp]] accounts send from one process: leave out --workers")
+            raise ConfigError(
+                "several [[smtp]] accounts send from one process: leave out --workers"
+            )
+        pool = AccountPool(config, run.log, now=options.now())
+        pool.check()
+        result.accounts = pool.results
+        password = None
     else:
         password = account_secret(config.smtp, hooks.password)
         asyncio.run(check_server(config.smtp, config.sending, password))
     shared = is_database_url(run.log.location)
     job = WorkerJob(
         config, run.log.location, run.log.campaign, password, run.upto(), options.lease,
-        shared_limits=shared or workers > 1, clock=options.now(),
+        shared_limits=shared or workers > 1,
     )  # fmt: skip
     total = min(result.plan.to_send, run.allowed if run.allowed is not None else result.plan.to_send)
     result.sent = True
     try:
         if workers == 1:
-            outcome = deliver_in_process(job, run.log, hooks.progress, total, hooks.interrupt)
+            outcome = deliver_in_process(
+                job, run.log, hooks.progress, total, hooks.interrupt, sender=pool
+            )
         else:
             outcome = deliver_in_workers(
                 job, run.log, workers, hooks.progress, total, hooks.interrupt
@@ -382,7 +390,6 @@ def _send_queued(config: Config, run: Run, hooks: Hooks, result: CampaignResult)
         ) from None
     result.summary = outcome.summary
     result.interrupted = outcome.interrupted
-    result.accounts = outcome.accounts
 
 
 def _checked_plan(run: Run) -> SendPlan:

@@ -41,36 +41,22 @@ if TYPE_CHECKING:
 
 Cursor = Any  # a DB-API cursor: sqlite3's, or psycopg's for a PostgreSQL log
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 2
 
 _V2_COLUMN_LIST = (
     "sender TEXT NOT NULL DEFAULT ''",  # envelope MAIL FROM
     "smtputf8 INTEGER NOT NULL DEFAULT 0",
     "identity TEXT NOT NULL DEFAULT ''",  # recipients + content: finds a letter under another key
     "history TEXT NOT NULL DEFAULT ''",  # one line per state change: "time state code reply"
+    "account TEXT",  # which [[smtp]] account last tried the letter; NULL for one [smtp]
+    "claimed_by TEXT",  # the worker that claimed the letter (`send --workers`, several machines)
 )
 _V2_COLUMNS = ",\n    ".join(_V2_COLUMN_LIST)
-# Version 4: with several [[smtp]] accounts, the one that last tried the letter (NULL with one).
-_V4_COLUMN = "account TEXT"
-_V2_TABLES = """
-CREATE INDEX IF NOT EXISTS letters_identity ON letters (identity);
-CREATE TABLE IF NOT EXISTS messages (
-    letter INTEGER PRIMARY KEY,  -- the letters row's rowid
-    content BLOB NOT NULL,       -- the message without its large attachment parts
-    parts TEXT                   -- JSON [[offset, sha256], ...]: where those parts go back
-);
-CREATE TRIGGER IF NOT EXISTS letters_gone AFTER DELETE ON letters BEGIN
-    DELETE FROM messages WHERE letter = old.rowid;
-END;
-CREATE TABLE IF NOT EXISTS blobs (
-    digest TEXT PRIMARY KEY,
-    data BLOB NOT NULL
-);"""
 # Workers (`send --workers`, or `send` on several machines) claim queued letters: a claimed
 # letter names its worker in `claimed_by`; a worker whose heartbeat is older than the lease is
 # dead, and its letters go back to the queue (`uncertain` when they were `sending`). `limits`
 # holds the next free slot of each rate shared by the workers ("" global, "@domain").
-_V3_TABLES = """
+_WORKER_TABLES = """
 CREATE INDEX IF NOT EXISTS letters_queue ON letters (campaign, state, row, contact_id);
 DROP INDEX IF EXISTS letters_state;
 CREATE TABLE IF NOT EXISTS workers (
@@ -84,7 +70,21 @@ CREATE TABLE IF NOT EXISTS limits (
     next_slot REAL NOT NULL,
     PRIMARY KEY (campaign, name)
 );"""
-
+_V2_TABLES = """
+CREATE INDEX IF NOT EXISTS letters_identity ON letters (identity);
+CREATE TABLE IF NOT EXISTS messages (
+    letter INTEGER PRIMARY KEY,  -- the letters row's rowid
+    content BLOB NOT NULL,       -- the message without its large attachment parts
+    parts TEXT                   -- JSON [[offset, sha256], ...]: where those parts go back
+);
+CREATE TRIGGER IF NOT EXISTS letters_gone AFTER DELETE ON letters BEGIN
+    DELETE FROM messages WHERE letter = old.rowid;
+END;
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
+""" + _WORKER_TABLES
 # Beside each letter's state, `messages` keeps what is needed to send it without the contact
 # list, the template or the attachments: the message bytes with each large attachment part cut
 # out and kept once in `blobs` by its sha256. Messages live in their own table so that the state
@@ -112,13 +112,10 @@ CREATE TABLE IF NOT EXISTS letters (
     last_attempt_at REAL,
     sent_at REAL,
     {_V2_COLUMNS},
-    claimed_by TEXT,
-    {_V4_COLUMN},
     PRIMARY KEY (campaign, contact_id)
 );
 CREATE INDEX IF NOT EXISTS letters_row ON letters (campaign, row);
 {_V2_TABLES}
-{_V3_TABLES}
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
 """
 
@@ -793,8 +790,7 @@ class DeliveryLog:
         """How many of the campaign's letters went out at or after ``since`` (bounced later or
         not); with ``account``, only those that account sent."""
         sql = (
-            "SELECT count(*) FROM letters WHERE campaign = ? AND state IN (?, ?)"
-            " AND sent_at >= ?"
+            "SELECT count(*) FROM letters WHERE campaign = ? AND state IN (?, ?) AND sent_at >= ?"
         )
         params: tuple[Any, ...] = (self.campaign, State.SENT, State.BOUNCED, since)
         if account is not None:
@@ -982,12 +978,6 @@ def _connect(path: Path) -> sqlite3.Connection:
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if version is not None and version[0] == "1":
             _upgrade_from_1(db)
-            version = ("2",)
-        if version is not None and version[0] == "2":
-            _upgrade_from_2(db)
-            version = ("3",)
-        if version is not None and version[0] == "3":
-            _upgrade_from_3(db)
             version = (str(SCHEMA_VERSION),)
     except sqlite3.Error as exc:
         db.close()
@@ -1014,24 +1004,6 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
         f"BEGIN IMMEDIATE;\n{columns}{_V2_TABLES}\n"
         "UPDATE OR IGNORE letters SET contact_id = contact_key(contact_id);\n"
         "UPDATE letters SET identity = identity(recipients, fingerprint);\n"
-        "UPDATE meta SET value = '2' WHERE key = 'schema_version';\n"
-        "COMMIT;"
-    )
-
-
-def _upgrade_from_2(db: sqlite3.Connection) -> None:
-    """Add what workers need: the claim column, the workers and the shared rate limits."""
-    db.executescript(
-        f"BEGIN IMMEDIATE;\nALTER TABLE letters ADD COLUMN claimed_by TEXT;\n{_V3_TABLES}\n"
-        "UPDATE meta SET value = '3' WHERE key = 'schema_version';\n"
-        "COMMIT;"
-    )
-
-
-def _upgrade_from_3(db: sqlite3.Connection) -> None:
-    """Add the account column ([[smtp]] accounts)."""
-    db.executescript(
-        f"BEGIN IMMEDIATE;\nALTER TABLE letters ADD COLUMN {_V4_COLUMN};\n"
         f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\n"
         "COMMIT;"
     )

@@ -46,8 +46,8 @@ CREATE TABLE IF NOT EXISTS letters (
     smtputf8 INTEGER NOT NULL DEFAULT 0,
     identity TEXT NOT NULL DEFAULT '',
     history TEXT NOT NULL DEFAULT '',
-    claimed_by TEXT,
     account TEXT,
+    claimed_by TEXT,
     PRIMARY KEY (campaign, contact_id)
 );
 CREATE INDEX IF NOT EXISTS letters_queue ON letters (campaign, state, row, contact_id);
@@ -109,11 +109,6 @@ class PostgresLog(DeliveryLog):
                 db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 db.execute(_SCHEMA)
             version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if version is not None and version[0] == "3":  # version 4 adds the account column
-                db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                db.execute("ALTER TABLE letters ADD COLUMN IF NOT EXISTS account TEXT")
-                db.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-                version = (str(SCHEMA_VERSION),)
             db.commit()
         except psycopg.Error as exc:
             db.close()

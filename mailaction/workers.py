@@ -30,13 +30,14 @@ from .deliverylog import DeliveryLog, Outcome, State, open_log
 from .dkim import letter_signer
 from .errors import DeliveryLogError, MailactionError, SendingStopped
 from .message import Letter, restamped
-from .multiaccount import AccountPool, AccountResult
 from .sender import Sender, SendSummary
 from .sharedlimit import SharedLimiter
 from .smtpauth import Secret
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
+
+    from .multiaccount import AccountPool
 
 LEASE = 30.0  # seconds a worker may stay silent before others take it for dead
 CLAIM_BATCH = 256  # letters claimed at a time
@@ -61,7 +62,6 @@ class WorkerJob:
     lease: float = LEASE
     shared_limits: bool = False  # rate limits kept in the log, for every worker
     worker: str = field(default_factory=lambda: worker_id())
-    clock: float | None = None  # the time daily limits are counted from (None: now)
 
 
 def worker_id() -> str:
@@ -75,7 +75,6 @@ class RunResult:
 
     summary: SendSummary
     interrupted: bool = False
-    accounts: list[AccountResult] = field(default_factory=list)  # with several [[smtp]]
 
 
 def claimed(
@@ -113,6 +112,7 @@ def deliver(
     on_interrupt: Callable[[int], None] | None = None,
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
     parent: int | None = None,
+    sender: AccountPool | None = None,
 ) -> RunResult:
     """Deliver the campaign's queue as one worker until no letter is left for it or to wait for.
 
@@ -121,20 +121,17 @@ def deliver(
     signal in ``signals`` counts as a Ctrl-C. A worker whose ``parent`` process is gone stops
     at once.
     """
-    sending = job.config.sending
-    sender: Sender | AccountPool
-    if job.config.accounts:  # one process only (send refuses --workers): no shared limiter
-        sender = AccountPool(job.config, log, now=job.clock or time.time())
-        sender.check()
-    else:
-        limiter = None
-        if job.shared_limits and (sending.rate or sending.per_domain_rate):
-            limiter = SharedLimiter(log, sending.rate, sending.per_domain_rate)
-        sender = Sender(job.config.smtp, sending, log, password=job.password, limiter=limiter)
     log.join(job.worker)
+    sending = job.config.sending
+    limiter = None
+    if job.shared_limits and (sending.rate or sending.per_domain_rate):
+        limiter = SharedLimiter(log, sending.rate, sending.per_domain_rate)
+    sending_by: Sender | AccountPool = sender or Sender(
+        job.config.smtp, sending, log, password=job.password, limiter=limiter
+    )
     sign = letter_signer(job.config.dkim)
     shift = _Shift(
-        sender,
+        sending_by,
         lambda: claimed(log, lease=job.lease, upto=job.upto, sign=sign),
         on_outcome,
         on_interrupt,
@@ -144,12 +141,9 @@ def deliver(
         parent=parent,
     )
     try:
-        result = _frozen(shift.run())
+        return _frozen(shift.run())
     finally:
         log.leave()
-    if isinstance(sender, AccountPool):
-        result.accounts = sender.results
-    return result
 
 
 def _frozen(run: Coroutine[object, object, RunResult]) -> RunResult:
@@ -265,8 +259,11 @@ def deliver_in_process(
     progress: Progress | None,
     total: int,
     on_interrupt: Callable[[int], None] | None,
+    *,
+    sender: AccountPool | None = None,
 ) -> RunResult:
-    """One worker, in this process, with the progress of each outcome."""
+    """One worker, in this process, with the progress of each outcome; ``sender`` (several
+    accounts) sends instead of the job's one account."""
     with progress(total) if progress is not None else nullcontext(None) as advance:
         on_outcome = None
         if advance is not None:
@@ -276,7 +273,7 @@ def deliver_in_process(
                 if outcome.state in FINAL:
                     step(outcome.state, 1)
 
-        return deliver(job, log, on_outcome=on_outcome, on_interrupt=on_interrupt)
+        return deliver(job, log, on_outcome=on_outcome, on_interrupt=on_interrupt, sender=sender)
 
 
 def deliver_in_workers(

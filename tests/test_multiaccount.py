@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -151,21 +150,6 @@ def test_one_smtp_table_is_still_one_account(tmp_path: Path) -> None:
     config = load_config(config_path)
     assert config.accounts == () and config.sending_accounts == (config.smtp,)
     assert config.smtp.port == 1025
-
-
-def test_a_version_3_log_gains_the_account_column(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite"
-    with DeliveryLog(path, "c"):
-        pass
-    with sqlite3.connect(path) as db:  # back to version 3, as the previous release wrote it
-        db.execute("ALTER TABLE letters DROP COLUMN account")
-        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    with DeliveryLog(path, "c") as log:
-        assert log.sent_by_account() == {}
-    with sqlite3.connect(path) as db:
-        columns = [row[1] for row in db.execute("PRAGMA table_info(letters)")]
-        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-    assert "account" in columns and version == "4"
 
 
 def test_validate_says_which_account_cannot_send_the_templates_from(tmp_path: Path) -> None:
