@@ -14,7 +14,7 @@ from collections.abc import Callable
 import keyring
 import keyring.errors
 
-from .config import SMTPConfig
+from .config import Config, SMTPConfig
 from .errors import ConfigError
 from .oauth import TokenCommand
 from .smtpauth import Secret
@@ -23,6 +23,7 @@ __all__ = [
     "KEYRING_SERVICE",
     "account_secret",
     "keyring_password",
+    "login_account",
     "password_required",
     "store_password",
 ]
@@ -47,6 +48,28 @@ def keyring_password(smtp: SMTPConfig) -> str:
             " run `mailaction login` to store it"
         )
     return password
+
+
+def login_account(config: Config, name: str | None = None) -> SMTPConfig:
+    """The account `mailaction login` keeps a password for: the one ``name``d, or the only one.
+
+    ConfigError when there is no such account, or it has no password to keep.
+    """
+    accounts = config.sending_accounts
+    names = ", ".join(account.label for account in accounts)
+    if name is None and len(accounts) > 1:
+        raise ConfigError(f"several [[smtp]] accounts: pass --account with one of: {names}")
+    found = [account for account in accounts if name is None or account.label == name]
+    if not found:
+        raise ConfigError(f"no [[smtp]] account named {name!r} (the accounts: {names})")
+    smtp = found[0]
+    if smtp.auth == "xoauth2":
+        raise ConfigError(
+            f'{smtp.address}: smtp.auth = "xoauth2" logs in with tokens; there is no password to keep'
+        )
+    if not smtp.username:
+        raise ConfigError(f"{smtp.address}: smtp.username is not set; there is nobody to log in as")
+    return smtp
 
 
 def store_password(smtp: SMTPConfig, password: str) -> None:

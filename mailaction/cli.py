@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .accounts import store_password
+from .accounts import login_account, store_password
 from .bounces import IMAPMailbox, LocalMailbox, Mailbox, read_bounces
 from .campaign import Campaign, PreparedRow
 from .config import Config, find_config, load_config
@@ -673,8 +673,9 @@ def init(folder: Path | None, mailmerge_dir: Path | None) -> None:
     "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
     help="Config file. Default: ./mailaction.toml, else ./config.example.toml.",
 )  # fmt: skip
+@click.option("--account", "account_name", metavar="NAME", help="With several [[smtp]] accounts: the one to keep the password of.")
 @handle_errors
-def login(config_path: Path | None) -> None:
+def login(config_path: Path | None, account_name: str | None) -> None:
     """Ask for the SMTP password once and keep it in the system keyring.
 
     With smtp.password = "keyring" in the config, send then reads it from there and
@@ -683,13 +684,10 @@ def login(config_path: Path | None) -> None:
     \b
     Example:
       mailaction login --config mailaction.toml
+      mailaction login --account ana        one of several [[smtp]] accounts
     """
     config = read_config(config_path, None, None, None)
-    smtp = config.smtp
-    if smtp.auth == "xoauth2":
-        raise ConfigError(f"{smtp.address}: smtp.auth = \"xoauth2\" logs in with tokens; there is no password to keep")
-    if not smtp.username:
-        raise ConfigError(f"{smtp.address}: smtp.username is not set; there is nobody to log in as")
+    smtp = login_account(config, account_name)
     password = click.prompt(f"SMTP password for {smtp.username} at {smtp.host}", hide_input=True)
     store_password(smtp, str(password))
     console.print(f"Kept the password for {smtp.username} at {smtp.address} in the system keyring.", markup=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
@@ -38,6 +39,7 @@ class AccountResult:
     sent: int = 0
     failed: int = 0
     uncertain: int = 0
+    taken: int = 0  # letters it took from the queue this run
     stopped: str | None = None  # why it stopped before the queue was empty
     at_limit: bool = False  # it stopped because its daily limit was reached
 
@@ -144,13 +146,14 @@ class AccountPool:
         runs = [
             self._send_one(self._senders[result.account], result, shared, on_outcome, stop)
             for result in self.results
-            if result.account in self._senders
+            if result.account in self._senders and not result.stopped
         ]
+        started = time.time()
+        if not runs:
+            reason = "no account can take more letters in this run"
+            return SendSummary(started=started, finished=started, stopped_reason=reason)
         summaries = await asyncio.gather(*runs)
-        total = SendSummary(
-            started=min(summary.started for summary in summaries),
-            finished=max(summary.finished for summary in summaries),
-        )
+        total = SendSummary(started=started, finished=time.time())
         for summary in summaries:
             total.sent += summary.sent
             total.failed += summary.failed
@@ -175,7 +178,9 @@ class AccountPool:
         stop: asyncio.Event,
     ) -> SendSummary:
         """One account's run: its letters taken from ``shared``, up to its daily room."""
-        taken = shared if result.room is None else itertools.islice(shared, result.room)
+        taken = _counted(shared, result)
+        if result.room is not None:
+            taken = itertools.islice(taken, result.room - result.taken)
         tally = _tally(self.log, result, on_outcome)
         try:
             summary = await sender.send(taken, on_outcome=tally, stop=stop)
@@ -184,9 +189,16 @@ class AccountPool:
             return SendSummary(sent=result.sent, failed=result.failed, uncertain=result.uncertain)
         if summary.stopped_reason:
             result.stopped = summary.stopped_reason
-        elif result.room is not None and result.sent >= result.room:
+        elif result.room is not None and result.taken >= result.room:
             result.reached_limit()
         return summary
+
+
+def _counted(letters: Iterator[Letter], result: AccountResult) -> Iterator[Letter]:
+    """The letters, counted in ``result.taken`` as the account takes them."""
+    for letter in letters:
+        result.taken += 1
+        yield letter
 
 
 def _tally(

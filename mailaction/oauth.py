@@ -40,11 +40,22 @@ class TokenCommand:
     def __init__(self, command: str, *, where: str = "smtp.oauth2_token_command") -> None:
         self.command = command
         self.where = where
+        self._reset()
+
+    def _reset(self) -> None:
         self.runs = 0  # how many times the command ran
         self._token: str | None = None
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
+
+    def __getstate__(self) -> dict[str, str]:
+        """What a worker process receives: the command, never the token."""
+        return {"command": self.command, "where": self.where}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.command, self.where = state["command"], state["where"]
+        self._reset()
 
     async def token(self) -> str:
         """The current token, running the command the first time."""

@@ -118,3 +118,20 @@ def test_a_subprocess_reads_the_keyring_backend_it_is_given(tmp_path: Path) -> N
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert len(server.messages) == 2 and server.logins
     assert PASSWORD not in sent.stdout + sent.stderr
+
+
+def test_login_picks_one_of_several_accounts(tmp_path: Path, test_keyring: FileKeyring) -> None:
+    from tests.test_multiaccount import account, accounts_project
+
+    config = accounts_project(
+        tmp_path, [account("ana", 1025, 'username = "ana"'), account("bo", 1026, 'username = "bo"')], 1
+    )
+    unnamed = CliRunner().invoke(main, ["login", "--config", str(config)], input="pw\n")
+    assert unnamed.exit_code == 2
+    assert "several [[smtp]] accounts: pass --account with one of: ana, bo" in unnamed.output
+    unknown = CliRunner().invoke(main, ["login", "--account", "cy", "--config", str(config)], input="pw\n")
+    assert unknown.exit_code == 2 and "no [[smtp]] account named 'cy'" in unknown.output
+    stored = CliRunner().invoke(main, ["login", "--account", "bo", "--config", str(config)], input="pw-bo\n")
+    assert stored.exit_code == 0, stored.output
+    assert test_keyring.get_password(KEYRING_SERVICE, "bo@127.0.0.1:1026") == "pw-bo"
+    assert test_keyring.get_password(KEYRING_SERVICE, "ana@127.0.0.1:1025") is None

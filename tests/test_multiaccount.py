@@ -186,3 +186,12 @@ def test_validate_server_checks_every_account_against_the_smallest_size(tmp_path
     assert "contacts.csv:3" in result.output and "contacts.csv:2" not in result.output
     assert small.connections == large.connections == 1
     assert not small.messages and not large.messages
+
+
+def test_several_accounts_refuse_worker_processes(tmp_path: Path) -> None:
+    with FaultServer() as first, FaultServer() as second:
+        config_path = accounts_project(tmp_path, [account("first", first.port), account("second", second.port)], 2)
+        result = CliRunner().invoke(main, ["send", "--yes", "--workers", "2", "--config", str(config_path)])
+    assert result.exit_code == 2
+    assert "several [[smtp]] accounts send from one process" in result.output
+    assert not first.messages and not second.messages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -139,3 +140,16 @@ def test_oauth_settings_that_do_not_fit_are_refused(tmp_path: Path, smtp: str, m
     result = invoke(config, "validate")
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_a_worker_process_gets_the_command_never_the_token() -> None:
+    import pickle
+
+    from mailaction.oauth import TokenCommand
+
+    command = TokenCommand("printf '%s-%s' tok 42")
+    assert asyncio.run(command.token()) == "tok-42"
+    sent = pickle.dumps(command)
+    assert b"tok-42" not in sent
+    copy = pickle.loads(sent)
+    assert copy.command == command.command and copy.runs == 0
