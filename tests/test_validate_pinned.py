@@ -1,0 +1,83 @@
+"""Letter checks that mutation testing found unpinned: encoded words and the fast address path."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailaction.validate import _address_problem, _is_plain_address
+from tests.test_validate import HEADERS, accepted_by_email_validator, problems
+
+SUBJECT_HEADERS = HEADERS.replace("Free Maryia", "{{ subject }}")
+SMUGGLED = b"Hi\nBcc: x@example.org"  # 22 bytes: its base64 ends in "=="
+
+
+def encoded(charset: str, encoding: str, data: bytes) -> str:
+    return f"=?{charset}?{encoding}?{base64.b64encode(data).decode()}?="
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        pytest.param(encoded("UTF-8", "B", b"Hi\r\nBcc: x@example.org"), id="upper-case-B"),
+        pytest.param(encoded("utf-8", "b", SMUGGLED).replace("==?=", "?="), id="unpadded"),
+        pytest.param(encoded("utf-8", "B", b"\xff\xfe" + SMUGGLED), id="undecodable-bytes-B"),
+        pytest.param("=?utf-8?q?=FF=0ABcc:_x@example.org?=", id="undecodable-bytes-Q"),
+        pytest.param("=?utf-8?q?Hi=0aBcc:_x@example.org?=", id="lower-case-hex"),
+        pytest.param("=??Q?Hi=0ABcc:_x@example.org?=", id="no-charset"),
+        pytest.param("Re: =?utf-8?q?ok?= =?utf-8?q?=0D?=", id="second-word"),
+    ],
+)
+def test_a_line_break_in_any_encoded_word_is_injection(subject: str) -> None:
+    found = problems(subject=subject, headers=SUBJECT_HEADERS)
+    reason = f"header injection: {subject!r} hides a line break in an encoded word"
+    assert found == [f"contacts.csv:12 (Subject): {reason}"]
+
+
+@pytest.mark.parametrize(
+    "subject", ["=?UTF-8?B?SGkgQW5u?=", "=?utf-8?q?Hi_Ann=2C_welcome?=", "a =? b ?= c"]
+)
+def test_encoded_words_without_a_line_break_pass(subject: str) -> None:
+    assert problems(subject=subject, headers=SUBJECT_HEADERS) == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ann@ab--cd.example.org",  # two letters, two dashes: reserved for IDNA
+        "ann@ab--cd.org",
+        "ann@example.local",  # special-use name
+        "ann@mail.invalid",
+        "ann@-ab.example.org",
+        "a..b@example.org",
+        "a" * 65 + "@example.org",
+        "ann@" + "a" * 64 + ".example.org",
+    ],
+)
+def test_the_fast_path_leaves_what_email_validator_rejects_to_it(address: str) -> None:
+    assert not accepted_by_email_validator(address)
+    assert not _is_plain_address(address)
+    assert _address_problem(address) is not None
+
+
+@pytest.mark.parametrize("address", ["ann@example.org", "a.b-c+d_e@mail-1.example.net"])
+def test_the_fast_path_takes_common_addresses(address: str) -> None:
+    assert _is_plain_address(address) and _address_problem(address) is None
+
+
+LABELS = st.text("ab0-", min_size=1, max_size=6) | st.sampled_from(["xn--ls8h", "a" * 64, "-"])
+TOP = st.sampled_from(["org", "example", "local", "invalid", "test", "onion", "c0m", "x-y", "o"])
+LOCAL = st.lists(st.text("ab0_+-", min_size=1, max_size=8), min_size=1, max_size=3).map(".".join)
+
+
+@given(LOCAL | st.just("a" * 65), st.lists(LABELS, min_size=1, max_size=3), TOP)
+def test_the_fast_path_accepts_only_what_email_validator_accepts(
+    local: str, labels: list[str], top: str
+) -> None:
+    address = f"{local}@{'.'.join([*labels, top])}"
+    if _is_plain_address(address):
+        assert accepted_by_email_validator(address), address
+    assert (_address_problem(address) is None) == accepted_by_email_validator(address)
