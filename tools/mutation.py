@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Module -> the test files that pin it.
 MODULES: dict[str, tuple[str, ...]] = {
     "ratelimit": ("tests/test_ratelimit.py",),
-    "keys": ("tests/test_contacts.py", "tests/test_queue.py", "tests/test_deliverylog.py"),
+    "keys": (
+        "tests/test_keys.py", "tests/test_contacts.py", "tests/test_queue.py",
+        "tests/test_deliverylog.py",
+    ),
     "deliverylog": ("tests/test_deliverylog.py",),
     "validate": ("tests/test_validate.py", "tests/test_validate_pinned.py"),
     "contacts": ("tests/test_contacts.py", "tests/test_sheets.py"),
