@@ -44,6 +44,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "transport": ("tests/test_transport.py", "tests/test_sender.py", "tests/test_sender_pinned.py"),
 }
 KILLED = {"killed", "timeout"}
+# Speed and real-clock tests measure the machine, and mutmut's trampolines slow every call.
+DESELECT = "not is_fast and not real_clock"
 _RESULT = re.compile(r"^\s+(\S+__mutmut_\d+): (.+)$")
 
 
@@ -68,7 +70,7 @@ def mutmut_settings(module: str, tests: tuple[str, ...]) -> str:
         'source_paths = ["mailaction"]\n'
         f'only_mutate = ["mailaction/{module}.py"]\n'
         f"pytest_add_cli_args_test_selection = [{listed}]\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+        f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-k", "{DESELECT}"]\n'
         'also_copy = ["tests", "templates", "contacts", "config.example.toml"]\n'
     )
 
