@@ -26,7 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Module -> the test files that pin it.
 MODULES: dict[str, tuple[str, ...]] = {
-    "ratelimit": ("tests/test_ratelimit.py",),
+    "ratelimit": (
+        "tests/test_ratelimit.py", "tests/test_sender_limits.py", "tests/test_sender_pinned.py",
+    ),
     "keys": (
         "tests/test_keys.py", "tests/test_contacts.py", "tests/test_queue.py",
         "tests/test_deliverylog.py",
