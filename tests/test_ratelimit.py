@@ -274,6 +274,9 @@ async def test_real_clock_twenty_per_second() -> None:
     while time.monotonic() - start < 1.2:
         await limiter.acquire()
         grants.append(time.monotonic())
-    assert sum(g < start + 1.0 for g in grants) >= 19
+    # The exact pace is checked on a virtual clock (test_long_run_reaches_the_configured_rate);
+    # here a busy machine wakes the loop late and the limiter gives such slots up, so only
+    # more than half the rate is required on the slow side.
+    assert sum(g < start + 1.0 for g in grants) >= 11
     # A timer may fire a little late and the next one on time; that jitter is the event loop's.
     assert most_in_window(grants, 1.0 - 0.01) <= 20
