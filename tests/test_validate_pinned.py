@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailaction.validate import _address_problem, _is_plain_address
-from tests.test_validate import HEADERS, accepted_by_email_validator, problems
+from mailaction.validate import LetterRules, _address_problem, _is_plain_address, check_built
+from tests.test_validate import HEADERS, accepted_by_email_validator, contact, problems
 
 SUBJECT_HEADERS = HEADERS.replace("Free Maryia", "{{ subject }}")
 SMUGGLED = b"Hi\nBcc: x@example.org"  # 22 bytes: its base64 ends in "=="
@@ -81,3 +81,33 @@ def test_the_fast_path_accepts_only_what_email_validator_accepts(
     if _is_plain_address(address):
         assert accepted_by_email_validator(address), address
     assert (_address_problem(address) is None) == accepted_by_email_validator(address)
+
+
+def test_an_item_that_is_no_mailbox_says_so_when_its_address_is_valid() -> None:
+    # The address inside the brackets is valid: the reason is the reading, not the address.
+    found = problems(email="Ann (x) <ann@example.org>")
+    assert len(found) == 1
+    assert found[0].startswith(
+        "contacts.csv:12 (To): 'Ann (x) <ann@example.org>' is not a valid address: it cannot be"
+        " read as one mailbox like 'Name <name@example.org>' (a name holding a comma"
+    )
+
+
+def test_a_literal_attachment_is_never_blamed_on_a_column() -> None:
+    # A column holding the same text as the template's own path did not put it there.
+    found = problems(headers=HEADERS + "Attachment: brochure.pdf\n", town="brochure.pdf")
+    assert found == [
+        "contacts.csv:12 (Attachment): attachment 'brochure.pdf' not found (looked for brochure.pdf)"
+    ]
+
+
+def test_a_multipart_body_without_its_parts_is_a_problem() -> None:
+    headers = HEADERS + 'Content-Type: multipart/alternative; boundary="b"\n'
+    assert problems(headers=headers, body="no parts here\n") == [
+        "contacts.csv:12 (body): no part starts with the boundary line '--b'"
+    ]
+
+
+def test_problems_with_the_whole_message_name_no_field() -> None:
+    found = check_built(b"x\r\n" * 700, contact(), LetterRules(max_message_size=1000))
+    assert [problem.field for problem in found] == [""]
