@@ -73,8 +73,9 @@ def mutmut_settings(module: str, tests: tuple[str, ...]) -> str:
         'source_paths = ["mailaction"]\n'
         f'only_mutate = ["mailaction/{module}.py"]\n'
         f"pytest_add_cli_args_test_selection = [{listed}]\n"
-        f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-k", "{DESELECT}"]\n'
-        'also_copy = ["tests", "templates", "contacts", "config.example.toml"]\n'
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "tools.mutation_caches", "-q",'
+        f' "-k", "{DESELECT}"]\n'
+        'also_copy = ["tests", "tools", "templates", "contacts", "config.example.toml"]\n'
     )
 
 
