@@ -13,7 +13,7 @@ from mailaction.config import SMTPConfig, parse_rate
 from mailaction.deliverylog import DeliveryLog, State
 from mailaction.transport import Unavailable, open_connection
 from tests.letters import letter, letters
-from tests.smtpserver import FaultServer, FaultSession, drop, reply
+from tests.smtpserver import FaultServer, FaultSession, deliver_then_drop, drop, reply
 from tests.test_sender import entry, send, states
 
 
@@ -178,3 +178,60 @@ async def test_the_transport_writes_nothing_to_a_connection_lost_after_the_354()
             await connection.data(b"Subject: hi\r\n\r\nhello\r\n", until_closed)
         assert lost.value.code is None and lost.value.step == "DATA"
     assert server.messages == []
+
+
+# --- replies after the data, and what MAIL FROM declares ---
+
+
+async def test_any_2xx_after_the_data_is_sent(log: DeliveryLog) -> None:
+    item = letter(0)
+    with FaultServer() as server:
+        server.on("DATA_END", reply("200 2.0.0 accepted"))
+        summary = await send(server, log, [item])
+    assert (summary.sent, summary.failed, summary.uncertain) == (1, 0, 0)
+    assert (entry(log, item).state, entry(log, item).last_code) == (State.SENT, 200)
+
+
+@pytest.mark.parametrize(("body", "declared"), [("plain text\r\n", False), ("Grüße\r\n", True)])
+async def test_8bitmime_is_declared_only_for_a_letter_that_is_not_ascii(
+    log: DeliveryLog, body: str, declared: bool
+) -> None:
+    item = letter(0, body=body)
+    mail_arguments: list[str] = []
+
+    async def record(session: FaultSession, arg: str | None) -> str | None:
+        mail_arguments.append(arg or "")
+        return None
+
+    with FaultServer() as server:
+        server.on("MAIL", record)
+        summary = await send(server, log, [item])
+    assert summary.sent == 1
+    assert ("BODY=8BITMIME" in mail_arguments[0].split()) is declared
+
+
+async def test_a_retry_ending_uncertain_keeps_the_refusals_of_the_first_attempt(
+    log: DeliveryLog,
+) -> None:
+    # ok@ gets the letter, full@ is refused for now (452), gone@ for good (550); the retry for
+    # full@ loses the reply after the data: uncertain, and gone@'s refusal is still recorded.
+    seen: list[str | None] = []
+
+    async def full_once_gone_always(session: FaultSession, arg: str | None) -> str | None:
+        seen.append(arg)
+        if arg is not None and "<gone@" in arg:
+            return "550 5.1.1 no such user"
+        return "452 4.2.2 mailbox full" if "<full@" in (arg or "") and seen.count(arg) == 1 else None
+
+    async def normally(session: FaultSession, arg: str | None) -> str | None:
+        return None
+
+    item = letter(1, recipients=("ok@example.org", "full@example.org", "gone@example.org"))
+    with FaultServer() as server:
+        server.on("RCPT", full_once_gone_always)
+        server.on("DATA_END", normally, times=1)
+        server.on("DATA_END", deliver_then_drop)
+        await send(server, log, [item])
+    found = entry(log, item)
+    assert (found.state, found.attempts) == (State.UNCERTAIN, 2)
+    assert found.refused == {"gone@example.org": "550 5.1.1 no such user"}
