@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from mailaction.config import SMTPConfig, parse_rate
-from mailaction.deliverylog import DeliveryLog, State
+from mailaction.deliverylog import DeliveryLog, Outcome, State
+from mailaction.sender import Sender
 from mailaction.transport import Unavailable, open_connection
 from tests.letters import letter, letters
 from tests.smtpserver import FaultServer, FaultSession, deliver_then_drop, drop, reply
-from tests.test_sender import entry, send, states
+from tests.test_sender import entry, send, sending_config, smtp_config, states
 
 
 @pytest.fixture
@@ -231,7 +232,13 @@ async def test_a_retry_ending_uncertain_keeps_the_refusals_of_the_first_attempt(
         server.on("RCPT", full_once_gone_always)
         server.on("DATA_END", normally, times=1)
         server.on("DATA_END", deliver_then_drop)
-        await send(server, log, [item])
+        log.register(item)
+        told: list[Outcome] = []
+        sender = Sender(smtp_config(server), sending_config(), log)
+        await sender.send([item], on_outcome=lambda _, outcome: told.append(outcome))
     found = entry(log, item)
     assert (found.state, found.attempts) == (State.UNCERTAIN, 2)
     assert found.refused == {"gone@example.org": "550 5.1.1 no such user"}
+    # What the progress callback heard: the retry scheduled, with both refusals, then the end.
+    assert [outcome.state for outcome in told] == [State.DEFERRED, State.UNCERTAIN]
+    assert set(told[0].refused) == {"full@example.org", "gone@example.org"}
