@@ -1,0 +1,244 @@
+"""Sender behaviour that mutation testing found unpinned, each against a server behaving that way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailaction.config import SMTPConfig, parse_rate
+from mailaction.deliverylog import DeliveryLog, Outcome, State
+from mailaction.sender import Sender
+from mailaction.transport import Unavailable, open_connection
+from tests.letters import letter, letters
+from tests.smtpserver import FaultServer, FaultSession, deliver_then_drop, drop, reply
+from tests.test_sender import entry, send, sending_config, smtp_config, states
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[DeliveryLog]:
+    with DeliveryLog(tmp_path / "log.sqlite", "test") as opened:
+        yield opened
+
+
+async def reply_354_then_close(session: FaultSession, arg: str | None) -> str | None:
+    """At DATA: invite the data, then close the connection before any of it comes."""
+    await session.push("354 End data with <CR><LF>.<CR><LF>")
+    assert session.transport is not None
+    session.transport.write_eof()  # the close follows the 354 at once, in the same stream
+    return await drop(session, arg)
+
+
+# --- the wiring of the limits ---
+
+
+async def test_the_per_domain_rate_spaces_the_letters_to_one_domain(log: DeliveryLog) -> None:
+    # 9 letters to example.org at 4 a second: 8 intervals of a quarter second, at least 2 s.
+    # Without the per-domain limit, 4 connections send them in a fraction of a second.
+    with FaultServer() as server:
+        await send(server, log, letters(9), concurrency=4, per_domain_rate=parse_rate("4/s"))
+    arrivals = sorted(message.at for message in server.messages)
+    assert len(arrivals) == 9
+    assert arrivals[-1] - arrivals[0] >= 1.9
+
+
+# --- replies before the data ---
+
+
+@pytest.mark.parametrize(
+    ("refusal", "state", "received"),
+    [("554 5.5.1 Error: no valid recipients", State.FAILED, 0), ("451 4.3.0 try later", State.SENT, 1)],
+)
+async def test_a_server_refusing_data_without_pipelining(
+    log: DeliveryLog, refusal: str, state: State, received: int
+) -> None:
+    first, second = letter(0), letter(1)
+    with FaultServer(pipelining=False) as server:
+        server.on("DATA", reply(refusal), times=1)
+        summary = await send(server, log, [first, second])
+    assert entry(log, first).state is state
+    assert entry(log, second).state is State.SENT
+    assert server.received_ids()[first.message_id] == received
+    assert server.received_ids()[second.message_id] == 1
+    assert server.commands["RSET"] == 1 and server.connections == 1  # reset, then reused
+    if state is State.FAILED:
+        assert (entry(log, first).last_code, entry(log, first).last_reply) == (
+            554, "5.5.1 Error: no valid recipients"
+        )  # fmt: skip
+        assert (summary.sent, summary.failed) == (1, 1)
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+async def test_421_at_rcpt_closes_and_retries_on_a_new_connection(
+    log: DeliveryLog, pipelining: bool
+) -> None:
+    item = letter(0)
+    with FaultServer(pipelining=pipelining) as server:
+        server.on("RCPT", reply("421 4.3.2 shutting down"), times=1)
+        summary = await send(server, log, [item])
+    assert (summary.sent, summary.failed, summary.uncertain) == (1, 0, 0)
+    assert server.received_ids() == Counter({item.message_id: 1})
+    assert server.connections == 2 and server.commands["RSET"] == 0
+    assert entry(log, item).attempts == 2
+
+
+async def test_421_at_rcpt_keeps_the_server_reply_when_retries_run_out(log: DeliveryLog) -> None:
+    item = letter(0)
+    with FaultServer() as server:
+        server.on("RCPT", reply("421 4.3.2 shutting down"))
+        await send(server, log, [item], max_retries=0)
+    found = entry(log, item)
+    assert (found.state, found.last_code, found.last_reply) == (
+        State.FAILED, 421, "4.3.2 shutting down"
+    )  # fmt: skip
+    assert server.messages == []
+
+
+@pytest.mark.parametrize(("size_limit", "offered"), [(None, False), (10_000, True)])
+async def test_size_is_declared_only_to_a_server_that_offers_it(
+    log: DeliveryLog, size_limit: int | None, offered: bool
+) -> None:
+    item = letter(0, body=("x" * 70 + "\r\n") * 70)
+    mail_arguments: list[str] = []
+
+    async def record(session: FaultSession, arg: str | None) -> str | None:
+        mail_arguments.append(arg or "")
+        return None
+
+    with FaultServer(size_limit=size_limit) as server:
+        server.on("MAIL", record)
+        summary = await send(server, log, [item])
+    assert summary.sent == 1 and server.received_ids() == Counter({item.message_id: 1})
+    declared = [part for part in mail_arguments[0].split() if part.startswith("SIZE=")]
+    assert declared == ([f"SIZE={len(item.data)}"] if offered else [])
+
+
+# --- pause_after_failures ---
+
+
+def refuse_recipients(numbers: set[int]) -> object:
+    """At RCPT: 550 for the letters numbered ``numbers`` (to p<n>@example.org)."""
+    refused = {f"<p{n}@example.org>" for n in numbers}
+
+    async def refuse(session: FaultSession, arg: str | None) -> str | None:
+        address = (arg or "").partition(":")[2].strip().lower()
+        return "550 5.1.1 no such user" if address in refused else None
+
+    return refuse
+
+
+async def test_the_failure_streak_restarts_after_each_letter_sent(log: DeliveryLog) -> None:
+    # Letters 0..10: two failures, sent, two failures, sent, three failures: the pause comes
+    # exactly at the third failure in a row (letter 8), never one early, and 9, 10 wait.
+    batch = letters(11)
+    with FaultServer() as server:
+        server.on("RCPT", refuse_recipients({0, 1, 3, 4, 6, 7, 8}))  # type: ignore[arg-type]
+        summary = await send(server, log, batch, pause_after_failures=3)
+    assert (summary.sent, summary.failed, summary.deferred, summary.uncertain) == (2, 7, 0, 0)
+    assert summary.stopped_reason is not None
+    assert summary.stopped_reason.startswith("paused after 3 failures in a row")
+    assert server.received_ids() == Counter({batch[2].message_id: 1, batch[5].message_id: 1})
+    assert states(log) == Counter({State.FAILED: 7, State.SENT: 2, State.PENDING: 2})
+    assert entry(log, batch[9]).state is State.PENDING
+
+
+async def test_failures_one_short_of_the_limit_never_pause(log: DeliveryLog) -> None:
+    batch = letters(6)
+    with FaultServer() as server:
+        server.on("RCPT", refuse_recipients({0, 1, 3, 4}))  # type: ignore[arg-type]
+        summary = await send(server, log, batch, pause_after_failures=3)
+    assert summary.stopped_reason is None
+    assert (summary.sent, summary.failed) == (2, 4)
+    assert states(log) == Counter({State.FAILED: 4, State.SENT: 2})
+
+
+# --- a connection lost between the 354 and the data ---
+# Through the sender the close races the data (the client may write before it sees the close);
+# the transport is given the moment it writes by its ``before_write``, which waits for it here.
+
+
+async def test_the_transport_writes_nothing_to_a_connection_lost_after_the_354() -> None:
+    with FaultServer() as server:
+        server.on("DATA", reply_354_then_close, times=1)
+        config = SMTPConfig(host="127.0.0.1", port=server.port, security="none")
+        connection = await open_connection(config, 5.0, None, "client.example.org")
+        replies = await connection.envelope(
+            [b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.org>", b"DATA"]
+        )
+        assert [reply.code for reply in replies] == [250, 250, 354]
+
+        async def until_closed() -> None:
+            async with asyncio.timeout(10):
+                while connection.is_open:
+                    await asyncio.sleep(0.01)
+
+        with pytest.raises(Unavailable) as lost:
+            await connection.data(b"Subject: hi\r\n\r\nhello\r\n", until_closed)
+        assert lost.value.code is None and lost.value.step == "DATA"
+    assert server.messages == []
+
+
+# --- replies after the data, and what MAIL FROM declares ---
+
+
+async def test_any_2xx_after_the_data_is_sent(log: DeliveryLog) -> None:
+    item = letter(0)
+    with FaultServer() as server:
+        server.on("DATA_END", reply("200 2.0.0 accepted"))
+        summary = await send(server, log, [item])
+    assert (summary.sent, summary.failed, summary.uncertain) == (1, 0, 0)
+    assert (entry(log, item).state, entry(log, item).last_code) == (State.SENT, 200)
+
+
+@pytest.mark.parametrize(("body", "declared"), [("plain text\r\n", False), ("Grüße\r\n", True)])
+async def test_8bitmime_is_declared_only_for_a_letter_that_is_not_ascii(
+    log: DeliveryLog, body: str, declared: bool
+) -> None:
+    item = letter(0, body=body)
+    mail_arguments: list[str] = []
+
+    async def record(session: FaultSession, arg: str | None) -> str | None:
+        mail_arguments.append(arg or "")
+        return None
+
+    with FaultServer() as server:
+        server.on("MAIL", record)
+        summary = await send(server, log, [item])
+    assert summary.sent == 1
+    assert ("BODY=8BITMIME" in mail_arguments[0].split()) is declared
+
+
+async def test_a_retry_ending_uncertain_keeps_the_refusals_of_the_first_attempt(
+    log: DeliveryLog,
+) -> None:
+    # ok@ gets the letter, full@ is refused for now (452), gone@ for good (550); the retry for
+    # full@ loses the reply after the data: uncertain, and gone@'s refusal is still recorded.
+    seen: list[str | None] = []
+
+    async def full_once_gone_always(session: FaultSession, arg: str | None) -> str | None:
+        seen.append(arg)
+        if arg is not None and "<gone@" in arg:
+            return "550 5.1.1 no such user"
+        return "452 4.2.2 mailbox full" if "<full@" in (arg or "") and seen.count(arg) == 1 else None
+
+    async def normally(session: FaultSession, arg: str | None) -> str | None:
+        return None
+
+    item = letter(1, recipients=("ok@example.org", "full@example.org", "gone@example.org"))
+    with FaultServer() as server:
+        server.on("RCPT", full_once_gone_always)
+        server.on("DATA_END", normally, times=1)
+        server.on("DATA_END", deliver_then_drop)
+        log.register(item)
+        told: list[Outcome] = []
+        sender = Sender(smtp_config(server), sending_config(), log)
+        await sender.send([item], on_outcome=lambda _, outcome: told.append(outcome))
+    found = entry(log, item)
+    assert (found.state, found.attempts) == (State.UNCERTAIN, 2)
+    assert found.refused == {"gone@example.org": "550 5.1.1 no such user"}
+    # What the progress callback heard: the retry scheduled, with both refusals, then the end.
+    assert [outcome.state for outcome in told] == [State.DEFERRED, State.UNCERTAIN]
+    assert set(told[0].refused) == {"full@example.org", "gone@example.org"}
