@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Module -> the test files that pin it.
 MODULES: dict[str, tuple[str, ...]] = {
     "ratelimit": (
-        "tests/test_ratelimit.py", "tests/test_sender_limits.py", "tests/test_sender_pinned.py",
+        "tests/test_ratelimit.py", "tests/test_server_limits.py", "tests/test_sender_limits.py",
+        "tests/test_sender_pinned.py",
     ),
     "keys": (
         "tests/test_keys.py", "tests/test_contacts.py", "tests/test_queue.py",
