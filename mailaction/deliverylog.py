@@ -593,10 +593,6 @@ class DeliveryLog:
             raise KeyError(f"{self.campaign}/{letter.contact_id} is not in the delivery log")
         self._store_message(found[0], letter)
 
-    def update_letter(self, letter: Letter) -> None:
-        """Store a letter again (its row, recipients, message) and queue it as pending."""
-        self.enqueue(letter, self.get(letter.contact_id))
-
     def requeue(self, contact_id: str, row: int) -> None:
         """Queue a logged letter again as it is stored, at its current spreadsheet row."""
         self._update(

@@ -106,7 +106,7 @@ def test_register_returns_an_existing_entry_unchanged(log: DeliveryLog) -> None:
     assert (again.fingerprint, again.row, again.state) == ("f1", 2, State.FAILED)
 
 
-def test_update_letter_refreshes_the_letter_but_keeps_its_history(log: DeliveryLog) -> None:
+def test_enqueue_over_an_entry_refreshes_the_letter_but_keeps_its_history(log: DeliveryLog) -> None:
     log.register(letter(2, "ana"))
     log.mark_sending("ana@example.org")
     log.mark_outcome("ana@example.org", Outcome(State.DEFERRED, 421, "4.7.0 try later"))
@@ -114,7 +114,7 @@ def test_update_letter_refreshes_the_letter_but_keeps_its_history(log: DeliveryL
         9, "ana@example.org", "c@example.org", ("ana@example.org", "cc@example.net"), "New",
         "<x@example.org>", "f2", b"Subject: New\r\n\r\nChanged\r\n",
     )  # fmt: skip
-    log.update_letter(changed)
+    log.enqueue(changed, log.get("ana@example.org"))
     entry = log.get("ana@example.org")
     assert (entry.row, entry.recipients, entry.subject) == (9, changed.recipients, "New")
     assert (entry.message_id, entry.fingerprint) == ("<x@example.org>", "f2")
