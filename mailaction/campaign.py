@@ -82,9 +82,10 @@ def _with_rows(problem: Problem, count: int, rows: int) -> Problem:
 
 _Identified = tuple[Contact, str, list[Problem]]  # a contact, its id, problems of the id
 
-# Contact files this large (some 10,000 rows of 100 bytes) are checked in worker processes. The
-# size is known before the first row is read, so the workers start at once, while rows are read.
-PARALLEL_FROM = 1 << 20  # bytes
+# Contact files this large (some 6,000 rows of 80 bytes) are checked and built in worker
+# processes: below it, starting them (~0.3 s) costs more than they save. The size is known
+# before the first row is read, so the workers start at once, while rows are read.
+PARALLEL_FROM = 1 << 19  # bytes
 CHUNK_ROWS = 2_000  # contacts sent to a worker at a time
 
 
@@ -139,8 +140,16 @@ class Campaign:
         )  # fmt: skip
         self.id_column = _id_column(settings.id_column, self.contacts)
 
-    def rows(self) -> Iterator[PreparedRow]:
-        """Every contact in spreadsheet order, rendered, checked and (when valid) built."""
+    def rows(self, workers: int | None = None) -> Iterator[PreparedRow]:
+        """Every contact in spreadsheet order, rendered, checked and (when valid) built.
+
+        ``workers`` as in `validate`. Letters that carry attachments are always built here:
+        each would cross from a worker whole, attachment and all.
+        """
+        count = 0 if self.template.attaches else self._workers(workers)
+        if count >= 2:
+            yield from self._in_workers(count, build=True)
+            return
         for contact, contact_id, problems in self._identified():
             yield self._prepared(contact, contact_id, problems)
 
@@ -153,16 +162,18 @@ class Campaign:
         a script that calls this needs an ``if __name__ == "__main__":`` guard, since the
         workers import the main module.
         """
-        if workers is None:
-            large = self.contacts.path.stat().st_size >= PARALLEL_FROM
-            workers = pool_size() if large else 0
         result = ValidationResult(keep=keep)
-        if workers >= 2:
-            self._validate_in_workers(result, workers)
-        else:
-            for contact, contact_id, problems in self._identified():
-                result.add(self._prepared(contact, contact_id, problems))
+        count = self._workers(workers)
+        for prepared in self._in_workers(count, build=False) if count >= 2 else self.rows(0):
+            result.add(prepared)
         return result
+
+    def _workers(self, workers: int | None) -> int:
+        """The worker processes to use: ``workers``, or by the contact file's size when None."""
+        if workers is not None:
+            return workers
+        large = self.contacts.path.stat().st_size >= PARALLEL_FROM
+        return pool_size() if large else 0
 
     def letters(self) -> Iterator[Letter]:
         """The valid letters only, in order."""
@@ -196,38 +207,40 @@ class Campaign:
         problems.extend(letter_problems)
         return PreparedRow(contact.row, contact_id, None if problems else letter, problems)
 
-    def _validate_in_workers(self, result: ValidationResult, workers: int) -> None:
-        """Add every row to ``result``, their letters checked by worker processes."""
+    def _in_workers(self, workers: int, *, build: bool) -> Iterator[PreparedRow]:
+        """Every row, its letter checked (and with ``build``, kept) by worker processes."""
         initargs = (self.config.campaign, self.key, self.id_column, self.contacts.source)
         done = ordered_map(
-            _letter_problems, _chunks(self._identified()), workers=workers,
+            _prepare_chunk, _chunks(self._identified(), build), workers=workers,
             initializer=_start_worker, initargs=initargs,
         )  # fmt: skip
         with closing(done):
-            for identities, letter_problems in done:
-                found = dict(letter_problems)
+            for identities, prepared in done:
+                found = {index: (letter, problems) for index, letter, problems in prepared}
                 for index, (row, contact_id, problems) in enumerate(identities):
-                    problems.extend(found.get(index, ()))
-                    result.add(PreparedRow(row, contact_id, None, problems))
+                    letter, letter_problems = found.get(index, (None, []))
+                    problems.extend(letter_problems)
+                    yield PreparedRow(row, contact_id, None if problems else letter, problems)
 
 
 _Kept = tuple[int, str, list[Problem]]  # row, contact id, problems of the id: kept in this process
-_Sent = tuple[int, dict[str, str]]  # row, the contact's values: what a worker needs
+# The contacts (row, values) a worker checks, and whether it hands back the letters it builds.
+_Sent = tuple[list[tuple[int, dict[str, str]]], bool]
+# What a worker hands back for a contact: its position in the chunk, its letter, its problems.
+_Done = tuple[int, Letter | None, list[Problem]]
 
 
-def _chunks(
-    identified: Iterator[_Identified],
-) -> Iterator[tuple[list[_Kept], list[_Sent]]]:
+def _chunks(identified: Iterator[_Identified], build: bool) -> Iterator[tuple[list[_Kept], _Sent]]:
     """CHUNK_ROWS contacts at a time: what the main process keeps, and what a worker checks."""
     while True:
         kept: list[_Kept] = []
-        sent: list[_Sent] = []
+        sent: list[tuple[int, dict[str, str]]] = []
         for contact, contact_id, problems in islice(identified, CHUNK_ROWS):
             kept.append((contact.row, contact_id, problems))
             sent.append((contact.row, contact.values))
         if not kept:
             return
-        yield kept, sent
+        yield kept, (sent, build)
 
 
 _worker: tuple[LetterChecks, str, str] | None = None  # in a worker: checks, id column, source
@@ -253,14 +266,16 @@ def _start_worker(settings: CampaignConfig, key: str, id_column: str, source: st
     _worker = (LetterChecks(settings, key), id_column, source)
 
 
-def _letter_problems(contacts: list[_Sent]) -> list[tuple[int, list[Problem]]]:
-    """(position in the chunk, problems) for each contact whose letter has problems."""
+def _prepare_chunk(chunk: _Sent) -> list[_Done]:
+    """Each contact's letter (when ``build``) and problems; without ``build``, only the contacts
+    whose letters have problems are handed back, without letters."""
     assert _worker is not None, "_start_worker runs first in every worker"
     checks, id_column, source = _worker
-    found = []
+    contacts, build = chunk
+    done = []
     for index, (row, values) in enumerate(contacts):
         contact = Contact(row, values, source)
-        _, problems = checks.prepare(contact, contact_key(contact.get(id_column)))
-        if problems:
-            found.append((index, problems))
-    return found
+        letter, problems = checks.prepare(contact, contact_key(contact.get(id_column)))
+        if build or problems:
+            done.append((index, letter if build else None, problems))
+    return done

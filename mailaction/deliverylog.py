@@ -247,6 +247,9 @@ class DeliveryLog:
         self._blobs_written: set[str] = set()
         self._blob_cache: dict[str, bytes] = {}
         self._pending: list[tuple[str, tuple[Any, ...]]] = []  # written with the next statement
+        # Letters queued and not yet written: their letters row and messages row, written
+        # together, a batch at a time, with the next statement.
+        self._queued: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
         self.worker: str | None = None  # set by `join`: the worker this log claims letters for
         self._db = self._open()
 
@@ -276,6 +279,7 @@ class DeliveryLog:
     def rollback(self) -> None:
         """Undo every change written since the last commit."""
         self._pending.clear()
+        self._queued.clear()
         if self._in_transaction():
             self._rollback()
         self._blobs_written.clear()
@@ -293,17 +297,20 @@ class DeliveryLog:
         return self._execute(sql, params)
 
     def _write_pending(self) -> None:
-        """Write the marks and outcomes noted so far, in order, in the open transaction (begun
+        """Write the letters queued, then the marks and outcomes noted so far, in order, in the open transaction (begun
         if need be).
 
         They wait in memory rather than in an open transaction, so that workers sharing the log
         never hold its write lock while they wait for a server, nor across a loop turn.
         """
-        if not self._pending:
+        if not self._pending and not self._queued:
             return
-        pending, self._pending = self._pending, []
+        (pending, self._pending), (queued, self._queued) = (self._pending, []), (self._queued, [])
         if not self._in_transaction():
             self._begin()
+        if queued:
+            self._execute_many(_QUEUE_LETTER, [letter for letter, _ in queued])
+            self._execute_many(_STORE_MESSAGE, [message for _, message in queued])
         for sql, group in itertools.groupby(pending, key=lambda write: write[0]):
             rows = [params for _, params in group]
             if self._execute_many(sql, rows) != len(rows):
@@ -566,32 +573,30 @@ class DeliveryLog:
     def enqueue(self, letter: Letter, entry: Entry | None) -> None:
         """Queue ``letter`` as pending: a new row when ``entry`` is None, else the row replaced.
 
-        The letter's message is stored with it, so sending needs no other file.
+        The letter's message is stored with it, so sending needs no other file. New letters are
+        written a batch at a time, with the next statement (a read included) or `flush`.
         """
         identity = letter_identity(letter.recipients, letter.fingerprint)
         values = (
             letter.row, json.dumps(letter.recipients), letter.subject, State.PENDING,
             letter.message_id, letter.fingerprint, letter.sender, int(letter.smtputf8), identity,
+            self.campaign, letter.contact_id,
         )  # fmt: skip
+        message = (self.campaign, letter.contact_id, *self._message(letter))
         if entry is None:
-            cursor = self._write(
-                "INSERT INTO letters (row, recipients, subject, state, message_id, fingerprint,"
-                " sender, smtputf8, identity, campaign, contact_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
-                (*values, self.campaign, letter.contact_id, time.time()),
-            )
-            self._store_message(cursor.fetchone()[0], letter)
+            self._queued.append(((*values, time.time()), message))
+            if len(self._queued) >= QUEUE_BATCH:
+                self._write_pending()
             return
-        cursor = self._write(
+        found = self._write(
             "UPDATE letters SET row = ?, recipients = ?, subject = ?, state = ?, message_id = ?,"
             " fingerprint = ?, sender = ?, smtputf8 = ?, identity = ?"
             " WHERE campaign = ? AND contact_id = ? RETURNING rowid",
-            (*values, self.campaign, letter.contact_id),
-        )
-        found = cursor.fetchone()
+            values,
+        ).fetchone()
         if found is None:
             raise KeyError(f"{self.campaign}/{letter.contact_id} is not in the delivery log")
-        self._store_message(found[0], letter)
+        self._write(_STORE_MESSAGE, message)
 
     def requeue(self, contact_id: str, row: int) -> None:
         """Queue a logged letter again as it is stored, at its current spreadsheet row."""
@@ -809,8 +814,9 @@ class DeliveryLog:
         )
         return {str(account): int(count) for account, count in found}
 
-    def _store_message(self, letter_row: int | None, letter: Letter) -> None:
-        """Store the message without its large attachment parts, and where they go back."""
+    def _message(self, letter: Letter) -> tuple[bytes, str | None]:
+        """The message without its large attachment parts (stored once each, by hash), and
+        where they go back (JSON), for the messages table."""
         data = letter.data
         pieces: list[bytes] = []
         parts: list[tuple[int, str]] = []
@@ -832,11 +838,7 @@ class DeliveryLog:
                 )
                 self._blobs_written.add(attachment.digest)
         content = b"".join((*pieces, data[start:])) if pieces else data
-        self._write(
-            "INSERT INTO messages (letter, content, parts) VALUES (?, ?, ?) ON CONFLICT (letter)"
-            " DO UPDATE SET content = excluded.content, parts = excluded.parts",
-            (letter_row, content, json.dumps(parts) if parts else None),
-        )
+        return content, json.dumps(parts) if parts else None
 
     def _letter(self, values: tuple[Any, ...]) -> Letter:
         """A Letter from a row of `_LETTER_COLUMNS`."""
@@ -928,6 +930,17 @@ class DeliveryLog:
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes
 SHARED_PART_SIZE = 2048  # attachment parts this large are stored once, not in every letter
 BLOB_CACHE = 8  # attachment parts kept in memory while reading the queue
+QUEUE_BATCH = 500  # letters queued in memory before they are written, as one statement each
+_QUEUE_LETTER = (
+    "INSERT INTO letters (row, recipients, subject, state, message_id, fingerprint, sender,"
+    " smtputf8, identity, campaign, contact_id, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STORE_MESSAGE = (
+    "INSERT INTO messages (letter, content, parts)"
+    " VALUES ((SELECT rowid FROM letters WHERE campaign = ? AND contact_id = ?), ?, ?)"
+    " ON CONFLICT (letter) DO UPDATE SET content = excluded.content, parts = excluded.parts"
+)
 _MARK_SENDING = (
     "UPDATE letters SET state = ?, attempts = attempts + 1,"
     " first_attempt_at = coalesce(first_attempt_at, ?), last_attempt_at = ?,"

@@ -14,7 +14,10 @@ def contact_key(value: str) -> str:
     ``Ann@Example.org`` re-saved in upper case or in NFD form by another program is the same
     contact.
     """
-    value = unicodedata.normalize("NFC", value.strip())
+    value = value.strip()
+    if value.isascii():  # already NFC, and case-folding ASCII is lower-casing it
+        return value.lower() if "@" in value else value
+    value = unicodedata.normalize("NFC", value)
     return value.casefold() if "@" in value else value
 
 

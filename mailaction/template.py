@@ -173,6 +173,11 @@ class LetterTemplate:
         self.escaped_bodies = escaped_bodies or {}
         self.warnings = warnings or []  # what mailmerge accepts and the author may not mean
 
+    @property
+    def attaches(self) -> bool:
+        """Whether the template has an Attachment header."""
+        return any(part.name.lower() == "attachment" for part in self.headers)
+
     @classmethod
     def from_file(cls, path: Path) -> LetterTemplate:
         """Read and compile a template file; TemplateError when missing, unreadable or invalid."""

@@ -1,4 +1,4 @@
-"""Validation in worker processes gives exactly what validation in one process gives."""
+"""Validation and letters built in worker processes give exactly what one process gives."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from mailaction import campaign as campaign_module
 from mailaction import parallel
 from mailaction.campaign import Campaign
 from mailaction.config import load_config
+from mailaction.delivery import send_campaign
+from mailaction.deliverylog import DeliveryLog, State
 from mailaction.parallel import ordered_map
+from tests.campaigns import RecordingSink, numbered_campaign
 
 MAILACTION = Path(sys.executable).with_name("mailaction")
 
@@ -195,3 +199,59 @@ def test_cli_counts_bad_rows_checked_by_workers_like_one_process(tmp_path: Path)
         f"{alone.problem_count} problem(s) in {alone.invalid_rows} row(s) of contacts.csv "
         f"with letter.txt; {alone.ready} letter(s) ready."
     ) in " ".join(printed.split())
+
+
+def test_letters_built_by_workers_are_the_letters_built_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(write_campaign(tmp_path, 600))
+    monkeypatch.setattr(campaign_module, "CHUNK_ROWS", 50)
+
+    alone = list(Campaign(config).rows(workers=0))
+    shared = list(Campaign(config).rows(workers=2))
+
+    assert shared == alone
+    built = [prepared.letter for prepared in alone if prepared.letter is not None]
+    assert len(built) > 550 and all(letter.data for letter in built)
+    assert any(prepared.problems and prepared.letter is None for prepared in alone)
+
+
+def test_letters_with_attachments_are_built_in_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_path = write_campaign(tmp_path, 20)
+    (tmp_path / "leaflet.pdf").write_bytes(b"%PDF-1.4 leaflet\n" * 500)
+    letter = tmp_path / "letter.txt"
+    letter.write_text(letter.read_text().replace("Subject:", "Attachment: leaflet.pdf\nSubject:"))
+    pools: list[int] = []
+    monkeypatch.setattr(campaign_module, "ordered_map", lambda *a, **k: pools.append(1) or iter(()))
+
+    prepared = list(Campaign(load_config(config_path)).rows(workers=2))
+
+    assert pools == []
+    assert all(b"leaflet.pdf" in row.letter.data for row in prepared if row.letter is not None)
+
+
+def test_a_large_campaign_is_built_by_workers_and_sent_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sink: RecordingSink
+) -> None:
+    config_path = numbered_campaign(tmp_path, sink.port, 400, "built", "concurrency = 4")
+    monkeypatch.setattr(campaign_module, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(campaign_module, "CHUNK_ROWS", 64)
+    monkeypatch.setattr(campaign_module, "pool_size", lambda: 2)
+    pools: list[int] = []
+
+    def counted_ordered_map(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        pools.append(kwargs["workers"])
+        return ordered_map(*args, **kwargs)
+
+    monkeypatch.setattr(campaign_module, "ordered_map", counted_ordered_map)
+
+    result = send_campaign(load_config(config_path))
+
+    assert pools == [2]
+    assert result.summary.sent == 400
+    assert Counter(sink.received.values()) == Counter({1: 400})
+    with DeliveryLog(tmp_path / "built.sqlite", "built") as log:
+        assert log.counts()[State.SENT] == 400
+        assert all(f"p{entry.row - 2}@example.org" == entry.contact_id for entry in log.entries())
