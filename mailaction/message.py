@@ -98,10 +98,17 @@ class Envelope:
 
 def restamped(letter: Letter) -> Letter:
     """The letter with its Date header set to now, for a letter built a while before sending."""
-    head, blank, rest = letter.data.partition(b"\r\n\r\n")
-    date = _date_header(int(time.time())).encode("ascii")
-    head = _DATE_FIELD.sub(lambda _: b"Date: " + date, head, count=1)
-    return replace(letter, data=head + blank + rest)
+    data = letter.data
+    found = _DATE_FIELD.search(data, 0, data.find(b"\r\n\r\n"))
+    if found is None:
+        return letter
+    date = b"Date: " + _date_header(int(time.time())).encode("ascii")
+    # One copy of the message, and no dataclasses.replace: this runs for every letter sent.
+    return Letter(
+        letter.row, letter.contact_id, letter.sender, letter.recipients, letter.subject,
+        letter.message_id, letter.fingerprint, data[: found.start()] + date + data[found.end() :],
+        letter.smtputf8, letter.attachments,
+    )  # fmt: skip
 
 
 @lru_cache(maxsize=2)
