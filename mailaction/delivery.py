@@ -332,7 +332,7 @@ def send_campaign(
         except BaseException:
             log.rollback()
             raise
-        log.flush()  # the run is confirmed: the queue is committed as a whole
+        log.commit_queue()  # the run is confirmed: the queue is committed as a whole
         _send_queued(config, run, hooks, result)
         result.counts = log.counts()
     return result

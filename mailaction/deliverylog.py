@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing
@@ -336,6 +337,20 @@ class DeliveryLog:
 
     def _rollback(self) -> None:
         self._execute("ROLLBACK", ())
+
+    def commit_queue(self) -> None:
+        """Commit the run just queued, and copy it from the WAL into the database file in a
+        thread (`checkpoint`) while sending begins.
+
+        The commit would otherwise run SQLite's automatic checkpoint here: for a campaign of
+        300,000 letters, seconds spent copying some 900 MB before the first letter goes out.
+        """
+        self._execute("PRAGMA wal_autocheckpoint = 0", ())
+        try:
+            self.flush()
+        finally:
+            self._execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}", ())
+        threading.Thread(target=self.checkpoint, name="checkpoint", daemon=True).start()
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file from another connection (PASSIVE: never blocks);
@@ -928,6 +943,8 @@ class DeliveryLog:
 
 
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes
+WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default
+CACHE_KIB = 32 * 1024  # SQLite's page cache per connection
 SHARED_PART_SIZE = 2048  # attachment parts this large are stored once, not in every letter
 BLOB_CACHE = 8  # attachment parts kept in memory while reading the queue
 QUEUE_BATCH = 500  # letters queued in memory before they are written, as one statement each
@@ -987,6 +1004,10 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA page_size = 2048")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
+        # Queueing a campaign inserts its ids in no order into two indexes (the key and the
+        # identity); pages of 32 MiB hold them for some 300,000 letters, where SQLite's 2 MiB
+        # would read them back from the WAL, at a cost per letter growing with the campaign.
+        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         # Queueing a large campaign is one transaction, which grows the WAL to its size; once it
         # is checkpointed, the WAL file is cut back to this.
         db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")

@@ -155,6 +155,10 @@ class PostgresLog(DeliveryLog):
         except psycopg.Error as exc:
             raise DeliveryLogError(f"{self.where}: cannot write the delivery log: {exc}") from None
 
+    def commit_queue(self) -> None:
+        """Commit the run just queued (PostgreSQL checkpoints by itself)."""
+        self.flush()
+
     def checkpoint(self) -> None:
         """PostgreSQL checkpoints by itself."""
 
