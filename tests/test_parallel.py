@@ -266,3 +266,25 @@ def test_a_large_campaign_is_built_by_workers_and_sent_once(
     with DeliveryLog(tmp_path / "built.sqlite", "built") as log:
         assert log.counts()[State.SENT] == 400
         assert all(f"p{entry.row - 2}@example.org" == entry.contact_id for entry in log.entries())
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_ctrl_c_while_workers_build_the_plan_queues_and_sends_nothing(
+    tmp_path: Path, sink: RecordingSink
+) -> None:
+    config = numbered_campaign(tmp_path, sink.port, 150_000, "stopped", "concurrency = 2")
+    process = subprocess.Popen(
+        [str(MAILACTION), "send", "--yes", "--config", str(config)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while _session_size(process.pid) < 4 and time.monotonic() < deadline:  # main, server, workers
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 130, stderr.decode()
+    assert "Interrupted." in stderr.decode() and "Traceback" not in stderr.decode()
+    assert sink.count == 0
+    with DeliveryLog(tmp_path / "stopped.sqlite", "stopped") as log:
+        assert sum(log.counts().values()) == 0
