@@ -127,6 +127,11 @@ def test_a_nul_is_named_before_a_later_byte_that_is_not_utf8(tmp_path: Path) -> 
     assert error(write(tmp_path, content)) == refusal(content, b"\x00")
 
 
+def test_a_byte_that_is_not_utf8_is_named_before_a_later_nul(tmp_path: Path) -> None:
+    content = "email,name\nzoe@example.org,Zoë\nbo@example.org,B".encode() + b"\xe9o\nA\x00l\n"
+    assert error(write(tmp_path, content)) == refusal(content, b"\xe9")
+
+
 def test_the_first_of_two_nuls_is_named(tmp_path: Path) -> None:
     content = b"email,name\nbo@example.org,B\x00o\nal@example.org,A\x00l\n"
     assert error(write(tmp_path, content)) == refusal(content, b"\x00")
@@ -153,8 +158,13 @@ def test_bad_byte_in_the_third_block_is_placed(tmp_path: Path) -> None:
 
 def test_utf8_character_starting_the_second_block_is_not_cut_in_two(tmp_path: Path) -> None:
     content, cut = past_one_block()
-    content = content[:cut] + "Élodie@example.org,É\n".encode() + content[cut:]
-    assert ContactList(write(tmp_path, content)).columns == ["email", "name"]
+    content = content[:cut] + "Élodie@example.org,Élodie\n".encode() + content[cut:]
+    assert content.index("É".encode()) == cut and content.find(b"\n", cut) > _BLOCK_BYTES
+    contacts = ContactList(write(tmp_path, content))
+    row = content[:cut].count(b"\n") + 1
+    assert [c.values for c in contacts if c.row == row] == [
+        {"email": "Élodie@example.org", "name": "Élodie"}
+    ]
 
 
 def test_cp1252_byte_past_the_first_block_of_ascii_is_windows_1252(tmp_path: Path) -> None:
@@ -203,6 +213,16 @@ def test_old_mac_line_ends_with_title_and_blank_lines_above_the_header(tmp_path:
     )  # fmt: skip
     path = write(tmp_path, b"\r\remail,name\rana@example.org,Ana\r")
     assert described(path) == ("contacts.csv, header on row 3", ["email", "name"], [(4, ANA)])
+
+
+def test_old_mac_line_ends_in_utf16(tmp_path: Path) -> None:
+    # Ċ (U+010A) is the bytes 0A 01 in UTF-16: a line feed byte that is no line feed.
+    text = "\remail\tname\rcensu@example.org\tĊensu\r"
+    path = write(tmp_path, b"\xff\xfe" + text.encode("utf-16-le"))
+    assert described(path) == (
+        "contacts.csv, header on row 2", ["email", "name"],
+        [(3, {"email": "censu@example.org", "name": "Ċensu"})],
+    )  # fmt: skip
 
 
 def test_old_mac_line_ends_when_the_header_is_looked_for_on_the_first_line(
@@ -400,12 +420,12 @@ def test_first_rows_in_a_table_full_of_collisions() -> None:
 
 def test_first_rows_keep_their_rows_through_growing() -> None:
     table = _FirstRows(capacity=8)
-    keys = [1 << 40 | n << 3 for n in range(1, 40)]  # all in slot 0 of a table of 8
+    keys = [1 << 40 | n << 3 for n in range(1, 65)]  # all in slot 0 of a table of 8
     assert [table.setdefault(key, row) for row, key in enumerate(keys, start=2)] == list(
-        range(2, 41)
+        range(2, 66)
     )
-    assert len(table._keys) == len(table._rows) == 128  # at most half full
-    assert [table.setdefault(key, 0) for key in keys] == list(range(2, 41))
+    assert len(table._keys) == len(table._rows) == 128  # 64 keys: half full, not grown further
+    assert [table.setdefault(key, 0) for key in keys] == list(range(2, 66))
     # Keys use all 64 bits, rows all 32: a row number above 2**31 is kept as it is.
     assert table.setdefault(1 << 63, 4_000_000_000) == 4_000_000_000
     assert _FirstRows().setdefault((1 << 64) - 1, 4_000_000_000) == 4_000_000_000
