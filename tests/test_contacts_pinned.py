@@ -239,22 +239,18 @@ def test_header_without_a_line_break_after_blank_lines(tmp_path: Path) -> None:
     assert described(path) == ("contacts.csv, header on row 3", ["email", "name"], [])
 
 
-WIDE_HEADER = b"email," + b",".join(b"c%05d" % i for i in range(12_000))  # 84 KB
+WIDE_HEADER = b"email," + b",".join(b"c%04d " % i + b"x" * 50 for i in range(1_300))  # 73 KB
 
 
 def test_header_longer_than_the_sample_is_read(tmp_path: Path) -> None:
     path = write(tmp_path, WIDE_HEADER + b"\nana@example.org\n")
     contacts = ContactList(path)
-    assert (contacts.description, len(contacts.columns)) == (
-        "contacts.csv, header on row 1",
-        12_001,
-    )
+    assert contacts.description == "contacts.csv, header on row 1"
+    assert len(contacts.columns) == 1_301
     path = write(tmp_path, b"\n,\n" + WIDE_HEADER + b"\nana@example.org\n")
     contacts = ContactList(path)
-    assert (contacts.description, contacts.columns[-1]) == (
-        "contacts.csv, header on row 3",
-        "c11999",
-    )
+    assert contacts.description == "contacts.csv, header on row 3"
+    assert contacts.columns[-1] == "c1299 " + "x" * 50
 
 
 def test_header_above_a_row_longer_than_the_sample_is_read(tmp_path: Path) -> None:
