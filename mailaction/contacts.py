@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 _TEXT_SUFFIXES = {".csv": None, ".txt": None, ".tsv": "\t"}  # suffix -> fixed delimiter
 _DELIMITERS = ",;\t|"
+_BLANK = " \t" + _DELIMITERS  # what a line that holds nothing is made of
 _SAMPLE_BYTES = 64 * 1024
 _BLOCK_BYTES = 1024 * 1024
 # Bytes no sensible text file holds: C0 controls other than tab/LF/CR, and the five byte values
@@ -210,16 +211,17 @@ class _TextTable:
             self.encoding = _detect_encoding(path)
             with path.open("rb") as file:
                 raw = file.read(_SAMPLE_BYTES)
+                complete = not file.read(1)  # a file of exactly _SAMPLE_BYTES is whole
         except OSError as exc:
             raise open_error(path, exc) from None
-        lines = _sample_lines(raw, self.encoding, complete=len(raw) < _SAMPLE_BYTES)
+        lines = _sample_lines(raw, self.encoding, complete)
         if header_row is not None:
             skipped = header_row - 1
         elif id_column is not None:
             skipped = _line_naming(lines, id_column, delimiter)
         else:
             skipped = 0
-        content = [line for line in lines[skipped:] if line.strip(" \t" + _DELIMITERS)]
+        content = [line for line in lines[skipped:] if line.strip(_BLANK)]
         if not content:
             raise ContactsError(
                 f"{self.source}: the file is empty; the first row must name the columns"
@@ -228,6 +230,7 @@ class _TextTable:
                 "must name the row that holds the column names"
             )
         self.delimiter = delimiter or _sniff_delimiter(content)
+        self.line_end = _line_end(raw, self.encoding)
         self.leading_blank = next(
             number
             for number, line in enumerate(lines)
@@ -267,7 +270,7 @@ class _TextTable:
                 self.path, sep=self.delimiter, encoding=self.encoding, header=None, dtype=str,
                 na_filter=False, keep_default_na=False, skip_blank_lines=False, engine="c",
                 skiprows=self.leading_blank, quotechar='"', doublequote=True, skipinitialspace=True,
-                chunksize=size,
+                lineterminator=self.line_end, chunksize=size,
             )  # fmt: skip
             with reader:
                 yield from reader
@@ -353,10 +356,14 @@ def _first_utf8_failure(path: Path) -> tuple[int, bool] | None:
         try:
             block.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return offset + exc.start, saw_utf8 or not block[: exc.start].isascii()
-        nul = block.find(b"\x00")
+            end = exc.start
+        else:
+            end = len(block)
+        nul = block.find(b"\x00", 0, end)  # a NUL before the byte UTF-8 stopped at comes first
         if nul >= 0:
             return offset + nul, True
+        if end < len(block):
+            return offset + end, saw_utf8 or not block[:end].isascii()
         saw_utf8 = saw_utf8 or not block.isascii()
     return None
 
@@ -385,10 +392,20 @@ def _bad_byte_message(path: Path, offset: int) -> str:
 
 
 def _sample_lines(raw: bytes, encoding: str, complete: bool) -> list[str]:
-    """The lines of the file's first bytes; a line cut off by the sample's end is dropped."""
+    """The lines of the file's first bytes; a line cut off by the sample's end is dropped, unless
+    no line before it holds anything (it is the header, longer than the sample)."""
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(raw, final=complete)
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return lines if complete or len(lines) == 1 else lines[:-1]
+    if complete or not any(line.strip(_BLANK) for line in lines[:-1]):
+        return lines
+    return lines[:-1]
+
+
+def _line_end(raw: bytes, encoding: str) -> str | None:
+    """A carriage return when the file's lines end with one alone (Excel's CSV for the old Mac),
+    whose blank lines pandas miscounts when it finds the line ends itself; else None."""
+    text = raw.decode(encoding, errors="replace")
+    return "\r" if "\r" in text and "\n" not in text else None
 
 
 def _sniff_delimiter(lines: list[str]) -> str:

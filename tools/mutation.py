@@ -36,7 +36,9 @@ MODULES: dict[str, tuple[str, ...]] = {
     ),
     "deliverylog": ("tests/test_deliverylog.py", "tests/test_queue.py", "tests/test_delivery.py"),
     "validate": ("tests/test_validate.py", "tests/test_validate_pinned.py"),
-    "contacts": ("tests/test_contacts.py", "tests/test_sheets.py"),
+    "contacts": (
+        "tests/test_contacts.py", "tests/test_sheets.py", "tests/test_contacts_pinned.py",
+    ),
     "sender": (
         "tests/test_sender.py",
         "tests/test_sender_limits.py",
