@@ -5,10 +5,13 @@ message's arrival time and Message-ID) with a rate set:
 
 - SQLite, `send --workers 3`: a random worker process (a child of the `send`) is killed every
   0.5-1 s; the `send` gives its letters back and starts another.
-- PostgreSQL, three `send` processes on one queue, as on three machines (`--lease 2`): every
-  1-3 s one of those delivering (registered in the queue's `workers` table) is killed and
-  started again. A `send` started again plans against the whole queue before it delivers,
-  which takes seconds, so a process still planning is not a worker yet and is not chosen.
+- PostgreSQL, three `send` processes on one queue, as on three machines (`--lease 2`): one of
+  those delivering (registered in the queue's `workers` table) is killed and started again,
+  at least 1-2 s after the last kill and once another 1/21 of the letters were sent, so the
+  20 kills are spread over the run. A `send` started again plans against the whole queue
+  before it delivers, which takes seconds, so a process still planning is not a worker yet
+  and is not chosen; killed every 1-3 s regardless, the three were all planning most of the
+  time, and 20 kills came before a tenth of the letters was sent.
 
 Then: every `sent` letter arrived once, an `uncertain` one at most once, no other letter
 arrived, the log's counts equal the sink's, and no 1-s window at the sink held more than the
@@ -17,6 +20,7 @@ rate. A run that breaks one of these is reported as a FAIL, with the figure that
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -40,7 +44,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 MAILACTION = Path(sys.executable).with_name("mailaction")
 SQLITE_EVERY = (0.5, 1.0)  # seconds between kills
-POSTGRES_EVERY = (1.0, 3.0)
+POSTGRES_EVERY = (1.0, 2.0)  # at least; and once another 1/(kills + 1) of the letters went
 SQLITE_RATE = 250  # letters per second
 POSTGRES_RATE = 100  # lower: kills wait for a restarted `send` to plan before it is a worker
 TIMEOUT = 900.0  # seconds for one run, kills and all
@@ -80,7 +84,8 @@ def kills(bench: Bench) -> list[Figure]:
     )
     figures += _figures(
         f"Kills: three send on one PostgreSQL queue, {sizes.kill_letters:,} letters at "
-        f"{POSTGRES_RATE}/s, a worker killed every {POSTGRES_EVERY[0]:g}-{POSTGRES_EVERY[1]:g} s",
+        f"{POSTGRES_RATE}/s, a delivering worker killed every {sizes.kill_letters // (sizes.kills + 1):,}"
+        " letters",
         lambda: _postgres_run(bench, sizes.kill_letters, sizes.kills),
         sizes.kills,
     )
@@ -112,7 +117,8 @@ def _figures(section: str, run: Callable[[], KillRun], wanted_kills: int) -> lis
         figure("letters in the log", "letters", len(result.states),
                Target(">=", result.letters)),
         figure("kills (SIGKILL, then a worker started again)", "kills", len(result.kills),
-               Target(">=", wanted_kills)),
+               Target(">=", wanted_kills), "seconds into the run (letters sent then): " + ", ".join(
+                   f"{kill.at:.1f} ({kill.sent:,})" for kill in result.kills)),
         figure("letters the log called sent when the last kill came", "letters",
                last.sent if last else 0, Target("<", result.letters),
                "the worker started after it had letters left to send"),
@@ -131,6 +137,10 @@ def _figures(section: str, run: Callable[[], KillRun], wanted_kills: int) -> lis
                Target("<=", result.rate, every=True)),
         figure("whole run, first process started to last ended", "s", result.seconds),
     ]  # fmt: skip
+    gaps = sorted(b.at - a.at for a, b in itertools.pairwise(result.kills))
+    if gaps:
+        found.append(figure("seconds between kills, median (min-max)", "s", gaps[len(gaps) // 2],
+                            note=f"{gaps[0]:.1f}-{gaps[-1]:.1f} s"))  # fmt: skip
     held = [k.held for k in result.kills if k.held is not None]
     if held:
         found.append(figure("letters held by the killed worker, summed over the kills", "letters",
@@ -161,6 +171,7 @@ def _sqlite_run(bench: Bench, letters: int, wanted: int) -> KillRun:
                 if pids and sent:
                     _kill(randomness.choice(pids))
                     result.kills.append(Kill(time.monotonic() - started, sent))
+                    _say_kill(bench, result)
             if not _replaced(process.pid, seen):
                 result.problems.append("no worker was started after the last kill")
             _wait(process, started)
@@ -201,8 +212,11 @@ def _postgres_run(bench: Bench, letters: int, wanted: int) -> KillRun:
                 while len(result.kills) < wanted and any(s.poll() is None for s in senders):
                     _within(started)
                     time.sleep(randomness.uniform(*POSTGRES_EVERY))
+                    due = (len(result.kills) + 1) * letters // (wanted + 1)
                     workers = _postgres_workers(db, senders)
-                    while not workers and any(s.poll() is None for s in senders):
+                    while (not workers or _sent_in_postgres(db) < due) and any(
+                        s.poll() is None for s in senders
+                    ):
                         _within(started)
                         time.sleep(0.1)
                         workers = _postgres_workers(db, senders)
@@ -212,6 +226,7 @@ def _postgres_run(bench: Bench, letters: int, wanted: int) -> KillRun:
                     _kill(senders[victim].pid)
                     senders[victim].wait()
                     result.kills.append(_postgres_kill(db, worker, started))
+                    _say_kill(bench, result)
                     _check_output(result, f"send {victim + 1}", senders[victim], outputs[victim])
                     senders[victim] = _start(command, outputs[victim])
             for n, sender in enumerate(senders):
@@ -228,6 +243,26 @@ def _postgres_run(bench: Bench, letters: int, wanted: int) -> KillRun:
     return result
 
 
+def _say_kill(bench: Bench, result: KillRun) -> None:
+    kill = result.kills[-1]
+    held = "" if kill.held is None else f"; it held {kill.held} letters, {kill.sending} sending"
+    bench.say(f"kill {len(result.kills)} at {kill.at:.1f} s, {kill.sent:,} letters sent{held}")
+
+
+def _sent_in_postgres(db: Any) -> int:
+    return int(_rows(db, "SELECT count(*) FROM letters WHERE state = 'sent'", [(0,)])[0][0])
+
+
+def _rows(db: Any, sql: str, before: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows of a query on the queue; ``before`` while the first `send` has not made it."""
+    import psycopg
+
+    try:
+        return list(db.execute(sql).fetchall())
+    except psycopg.errors.UndefinedTable:
+        return before
+
+
 def _with_log(config: str, url: str) -> str:
     """The config's `log = "..."` line pointing at ``url`` instead."""
     lines = [f'log = "{url}"' if line.startswith("log = ") else line for line in config.split("\n")]
@@ -238,7 +273,7 @@ def _postgres_workers(db: Any, senders: list[subprocess.Popen[bytes]]) -> dict[i
     """The senders (by index) registered as workers in the queue now: those delivering."""
     pids = {sender.pid: n for n, sender in enumerate(senders) if sender.poll() is None}
     found = {}
-    for (worker,) in db.execute("SELECT id FROM workers").fetchall():
+    for (worker,) in _rows(db, "SELECT id FROM workers", []):
         pid = int(worker.rsplit(":", 2)[1])  # host:pid:random (workers.worker_id)
         if pid in pids:
             found[pids[pid]] = worker
