@@ -1,6 +1,6 @@
 """Runs every mailaction benchmark side by side and writes the results.
 
-    .venv/bin/python benchmarks/run.py             the full run (about 10 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py             the full run (about 12 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --quick     small sizes, one repetition (under a minute)
     .venv/bin/python benchmarks/run.py --only ratelimit --only validate
     .venv/bin/python benchmarks/run.py --only kills   issue 17's kill tests at full size (~3 min)
