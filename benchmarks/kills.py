@@ -17,7 +17,9 @@ message's arrival time and Message-ID) with a rate set:
 Then: every `sent` letter arrived once, an `uncertain` one at most once, no other letter
 arrived, the log's counts equal the sink's, and no 1-s window at the sink held more than the
 rate. A run that breaks one of these is reported as a FAIL, with the figure that shows it, and
-`run.py` exits with 1.
+`run.py` exits with 1. How the run went (20 kills, letters left at the last one, letters the
+restarted processes sent) has targets too, reported but not an error: a quick run is too short
+for them.
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def _figures(section: str, run: Callable[[], KillRun], wanted_kills: int) -> lis
     lost = sum(received[m] == 0 for m in sent)
     busiest = max_in_window([at for at, _ in result.arrivals])
     last = result.kills[-1] if result.kills else None
-    zero = Target("<=", 0)
+    zero = Target("<=", 0)  # the promises: nothing twice, nothing lost, counts equal, the rate
+    rate = Target("<=", result.rate, every=True)
 
     def figure(name: str, unit: str, value: float, target: Target | None = None,
                note: str = "") -> Figure:  # fmt: skip
@@ -138,8 +141,7 @@ def _figures(section: str, run: Callable[[], KillRun], wanted_kills: int) -> lis
         figure("sink's arrivals - (log's sent + uncertain that arrived)", "letters",
                abs(len(result.arrivals) - len(sent) - uncertain_arrived), zero,
                "0: the log's counts equal the sink's"),
-        figure("most letters in any 1-second window at the sink", "letters", busiest,
-               Target("<=", result.rate, every=True)),
+        figure("most letters in any 1-second window at the sink", "letters", busiest, rate),
         figure("whole run, first process started to last ended", "s", result.seconds),
     ]  # fmt: skip
     gaps = sorted(b.at - a.at for a, b in itertools.pairwise(result.kills))
@@ -155,7 +157,8 @@ def _figures(section: str, run: Callable[[], KillRun], wanted_kills: int) -> lis
                             sum(held), note="claimed, not settled: given back after the lease"))  # fmt: skip
     for problem in result.problems:
         found.append(Figure(section, "a process", "", error=problem))
-    failed = [f.name for f in found if f.verdict == "FAIL"]
+    promises = [f for f in found if f.target in (zero, rate)]
+    failed = [f.name for f in promises if f.verdict == "FAIL"]
     if failed:  # not a missed target: a promise broken; the run exits with 1
         found.append(Figure(section, "the checks", "", error="FAIL: " + "; ".join(failed)))
     return found
