@@ -95,7 +95,7 @@ def write_mailaction_config(
     port: int,
     template: Path,
     contacts: Path,
-    log: Path,
+    log: Path | str,
     concurrency: int,
     rate: str | None = None,
 ) -> Path:

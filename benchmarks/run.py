@@ -1,10 +1,12 @@
 """Runs every mailaction benchmark side by side and writes the results.
 
-    .venv/bin/python benchmarks/run.py             the full run (about 10 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py             the full run (about 12 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --quick     small sizes, one repetition (under a minute)
     .venv/bin/python benchmarks/run.py --only ratelimit --only validate
+    .venv/bin/python benchmarks/run.py --only kills   issue 17's kill tests at full size (~3 min)
 
-Results go to benchmarks/results/<date>-<host>.md and .json. Run benchmarks/setup.sh first
+Results go to benchmarks/results/<date>-<host>.md and .json (<date>-<host>-<sections>.md with
+--only). Run benchmarks/setup.sh first
 (`make bench` does) for smtp-sink, smtp-source and the mailmerge environment. Only loopback is used.
 The exit status is 1 when a benchmark could not run; a missed target is reported, not an error.
 """
@@ -34,6 +36,7 @@ from data import (
     write_template,
 )
 from dkim_cost import DOMAIN, SELECTOR, build_letters, make_key, per_letter, signers
+from kills import kills
 from servers import (
     SMTP_SINK,
     SMTP_SOURCE,
@@ -79,16 +82,19 @@ class Sizes:
     validate_budget: float  # seconds for the repetitions of the largest validate run
     scale_letters: tuple[int, ...]  # whole campaigns sent once each: cost per letter, memory
     worker_letters: int  # send --workers 1 and 2, side by side
+    kill_letters: int  # the kill runs: workers killed and restarted, on SQLite and PostgreSQL
+    kills: int
 
 
 FULL = Sizes(
     3, 10_000, (1, 4, 8, 16), 1_000, 2_000, 100, 20.0, (100_000, 1_000_000), 400.0,
-    (10_000, 100_000, 300_000), 20_000,
+    (10_000, 100_000, 300_000), 20_000, 5_000, 20,
 )  # fmt: skip
 QUICK = Sizes(
-    1, 1_000, (1, 8), 100, 200, 10, 2.0, (10_000, 50_000), 30.0, (2_000, 5_000, 10_000), 2_000
+    1, 1_000, (1, 8), 100, 200, 10, 2.0, (10_000, 50_000), 30.0, (2_000, 5_000, 10_000), 2_000,
+    1_000, 3,
 )  # fmt: skip
-NAMES = ("throughput", "latency", "ratelimit", "validate", "scale", "dkim", "workers")
+NAMES = ("throughput", "latency", "ratelimit", "validate", "scale", "dkim", "workers", "kills")
 DELAY = 0.020  # the latency-bound sink's wait before each reply
 RATES = (200, 50)  # letters per second for the rate-limit benchmark
 
@@ -571,6 +577,7 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Figure]]] = {
     "scale": scale,
     "dkim": dkim_signing,
     "workers": workers,
+    "kills": kills,
 }  # fmt: skip
 
 
@@ -606,7 +613,7 @@ def main() -> int:
         "load": (load_before, os.getloadavg()[0]),
         "cpu_reference": (reference_before, cpu_reference()),
     }
-    md, js = write_results(figures, info, args.results, quick=args.quick)
+    md, js = write_results(figures, info, args.results, quick=args.quick, only=args.only)
     if not args.quick and args.only is None and args.results == RESULTS:
         update_document(PERFORMANCE_DOC, markdown(figures, info, quick=False, level=3))
         print(f"Updated {PERFORMANCE_DOC}")

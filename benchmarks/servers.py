@@ -157,11 +157,11 @@ class PostfixSink(_ServerProcess):
 class SlowSink(_ServerProcess):
     """benchmarks/slow_sink.py in its own process: replies after ``delay``, records arrivals."""
 
-    def __init__(self, delay: float, *, record: bool = False) -> None:
+    def __init__(self, delay: float, *, record: bool = False, ids: bool = False) -> None:
         self._file = Path(tempfile.mkstemp(prefix="arrivals-", suffix=".txt")[1])
         command = [sys.executable, str(SLOW_SINK), "--delay", str(delay)]
-        if record:
-            command += ["--times", str(self._file)]
+        if record or ids:
+            command += ["--times", str(self._file)] + (["--ids"] if ids else [])
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE)
         self.port = 0
 
@@ -175,4 +175,10 @@ class SlowSink(_ServerProcess):
     def arrivals(self) -> list[float]:
         """Stop the sink and return when each message's data ended (monotonic seconds)."""
         stop(self._process)
-        return sorted(float(line) for line in self._file.read_text().split())
+        return sorted(float(line.split()[0]) for line in self._file.read_text().splitlines())
+
+    def identified(self) -> list[tuple[float, str]]:
+        """Stop the sink (made with ``ids``); each message's arrival time and Message-ID."""
+        stop(self._process)
+        lines = (line.split(" ", 1) for line in self._file.read_text().splitlines())
+        return sorted((float(at), message_id) for at, message_id in lines)

@@ -2,16 +2,19 @@
 
 Run as its own process: it prints ``port <N>`` once it listens, accepts every message without
 storing it, and on SIGTERM or SIGINT writes one ``time.monotonic()`` per message (taken when the
-end of its data arrived) to ``--times`` and exits.
+end of its data arrived) to ``--times`` and exits; with ``--ids``, each line is the time, a space
+and the message's Message-ID (a counting sink: what arrived, how often, when).
 
     python benchmarks/slow_sink.py --delay 0.02
     python benchmarks/slow_sink.py --delay 0 --times arrivals.txt
+    python benchmarks/slow_sink.py --delay 0 --times arrivals.txt --ids
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import signal
 import time
 from pathlib import Path
@@ -19,12 +22,16 @@ from typing import AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
+
 
 class Recorder:
-    """aiosmtpd handler: accepts every message, notes when its data ended, offers PIPELINING."""
+    """aiosmtpd handler: accepts every message, notes when its data ended (and its Message-ID),
+    offers PIPELINING."""
 
     def __init__(self) -> None:
         self.arrivals: list[float] = []
+        self.message_ids: list[str] = []
 
     async def handle_EHLO(
         self,
@@ -41,6 +48,9 @@ class Recorder:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Note the arrival and accept the message."""
         self.arrivals.append(time.monotonic())
+        content = envelope.original_content or b""
+        found = _MESSAGE_ID.search(content.partition(b"\r\n\r\n")[0])
+        self.message_ids.append(found.group(1).decode("ascii", "replace") if found else "-")
         return "250 2.0.0 OK"
 
 
@@ -75,7 +85,7 @@ class DelayedSMTP(SMTP):
         await super().push(status)
 
 
-async def serve(host: str, port: int, delay: float, times: Path | None) -> None:
+async def serve(host: str, port: int, delay: float, times: Path | None, ids: bool = False) -> None:
     """Listen until SIGTERM or SIGINT, then write the arrival times."""
     loop = asyncio.get_running_loop()
     recorder = Recorder()
@@ -88,7 +98,10 @@ async def serve(host: str, port: int, delay: float, times: Path | None) -> None:
     print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
     await stop.wait()
     server.close()
-    if times is not None:
+    if times is not None and ids:
+        lines = zip(recorder.arrivals, recorder.message_ids, strict=True)
+        times.write_text("".join(f"{t!r} {message_id}\n" for t, message_id in lines))
+    elif times is not None:
         times.write_text("".join(f"{t!r}\n" for t in recorder.arrivals))
 
 
@@ -99,8 +112,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.02, help="seconds before each reply")
     parser.add_argument("--times", type=Path, help="write arrival times here on exit")
+    parser.add_argument("--ids", action="store_true", help="and each message's Message-ID")
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, args.delay, args.times))
+    asyncio.run(serve(args.host, args.port, args.delay, args.times, args.ids))
 
 
 if __name__ == "__main__":

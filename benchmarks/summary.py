@@ -246,11 +246,18 @@ def _row(figure: Figure) -> str:
 
 
 def write_results(
-    figures: list[Figure], info: dict[str, Any], directory: Path, *, quick: bool
+    figures: list[Figure],
+    info: dict[str, Any],
+    directory: Path,
+    *,
+    quick: bool,
+    only: Sequence[str] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``<date>-<host>[-quick].md`` and ``.json`` into ``directory``; their paths."""
+    """Write ``<date>-<host>[-<only>...][-quick].md`` and ``.json`` into ``directory`` (a run of
+    some sections does not overwrite the day's full run); their paths."""
     host = re.sub(r"[^A-Za-z0-9_.-]+", "-", info["host"]).strip("-") or "machine"
-    stem = f"{info['date'][:10]}-{host}" + ("-quick" if quick else "")
+    sections = "".join(f"-{name}" for name in dict.fromkeys(only or ()))
+    stem = f"{info['date'][:10]}-{host}{sections}" + ("-quick" if quick else "")
     directory.mkdir(parents=True, exist_ok=True)
     md, js = directory / f"{stem}.md", directory / f"{stem}.json"
     md.write_text(markdown(figures, info, quick=quick), encoding="utf-8")

@@ -27,6 +27,7 @@ from summary import (
     max_in_window,
     ratio,
     update_document,
+    write_results,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -101,6 +102,29 @@ def test_slow_sink_delays_each_reply_and_records_arrivals() -> None:
     assert len(times) == 3
     # Each letter waits for MAIL, RCPT and DATA replies before its data goes out.
     assert all(later - earlier >= 0.15 for earlier, later in itertools.pairwise(times))
+
+
+def test_slow_sink_with_ids_counts_each_message_id_when_it_arrives() -> None:
+    with SlowSink(0, ids=True) as sink:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            for n in (1, 2, 1):
+                body = f"Subject: {n}\r\nMessage-ID: <m{n}@example.org>\r\n\r\nMessage-ID: no\r\n"
+                client.sendmail("a@example.org", ["b@example.org"], body)
+            client.sendmail("a@example.org", ["b@example.org"], "Subject: none\r\n\r\nhi\r\n")
+        arrivals = sink.identified()
+    assert [message_id for _, message_id in arrivals] == [
+        "<m1@example.org>", "<m2@example.org>", "<m1@example.org>", "-"
+    ]
+    assert [at for at, _ in arrivals] == sorted(at for at, _ in arrivals)
+
+
+def test_results_of_some_sections_do_not_overwrite_the_full_run(tmp_path: Path) -> None:
+    info = {"date": "2025-01-02 03:04:05", "host": "h", "cpu_count": 2, "cpu_model": "cpu",
+            "python": "3.11", "os": "os", "kernel": "k", "commit": "c"}  # fmt: skip
+    figures = [Figure("s", "x", "s", [1.0])]
+    assert write_results(figures, info, tmp_path, quick=False)[0].name == "2025-01-02-h.md"
+    some = write_results(figures, info, tmp_path, quick=False, only=["kills", "workers"])
+    assert some[0].name == "2025-01-02-h-kills-workers.md"
 
 
 @pytest.mark.skipif(not SMTP_SINK.exists(), reason="smtp-sink is not installed")
