@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import islice
 from pathlib import Path
 
 from .accounts import account_secret
@@ -43,6 +44,7 @@ __all__ = ["RunResult", "send_letters"]  # also here, beside the workflow that r
 
 EXAMPLES = 10  # rows named in a plan's notes ("rows 4, 9, ...")
 SAMPLE = 5  # letters a plan keeps to show before sending
+LOOKUP_BATCH = 500  # rows whose log entries the plan looks up in one statement
 
 class Decision(Enum):
     """What a run does with one valid letter."""
@@ -178,30 +180,37 @@ class Run:
         if tally:
             self.log.start_tally()
         check_twins = not proof and self.log.has_delivered()
-        for prepared in self.campaign.rows():
-            plan.validation.add(prepared)
-            if prepared.letter is None:
-                continue
-            letter = prepared.letter
-            if proof_to is not None:
-                letter = proof_copy(letter, proof_to)
-            entry = self.log.get(letter.contact_id) if plan.had_letters else None
+        rows = self.campaign.rows()
+        # A batch of rows at a time: one statement looks up what the log holds for them all.
+        while chunk := list(islice(rows, LOOKUP_BATCH)):
+            letters: list[Letter] = []
+            for prepared in chunk:
+                plan.validation.add(prepared)
+                if prepared.letter is not None:
+                    letters.append(
+                        prepared.letter if proof_to is None else proof_copy(prepared.letter, proof_to)
+                    )
+            ids = [letter.contact_id for letter in letters]
+            logged = self.log.look_up(ids) if plan.had_letters and ids else {}
             if tally:
-                self.log.note(letter.contact_id)
-            if entry is None and check_twins:
-                twin = self.log.twin(letter)
-                if twin is not None:
-                    plan.twin_count += 1
-                    if len(plan.twins) < EXAMPLES:
-                        plan.twins.append((letter.row, twin))
-                    continue
-            self._decide(plan, letter, entry)
+                self.log.note(ids)
+            for letter in letters:
+                entry, stored = logged.get(letter.contact_id, (None, False))
+                if entry is None and check_twins:
+                    twin = self.log.twin(letter)
+                    if twin is not None:
+                        plan.twin_count += 1
+                        if len(plan.twins) < EXAMPLES:
+                            plan.twins.append((letter.row, twin))
+                        continue
+                self._decide(plan, letter, entry, stored)
         if tally:
             plan.withdrawn = self.log.withdraw_unnoted(count_only=not self.write)
         return plan
 
-    def _decide(self, plan: SendPlan, letter: Letter, entry: Entry | None) -> None:
-        """Count one valid letter in the plan and queue it when it is to go."""
+    def _decide(self, plan: SendPlan, letter: Letter, entry: Entry | None, stored: bool) -> None:
+        """Count one valid letter in the plan and queue it when it is to go; ``stored``: the log
+        holds the message of ``entry``."""
         decision = decide(entry, letter, self.options)
         changed = entry is not None and entry.fingerprint != letter.fingerprint
         if decision is not Decision.SEND:
@@ -235,11 +244,12 @@ class Run:
         elif changed:
             plan.rebuilt += 1
         if self.write:
-            self._queue(letter, entry, changed)
+            self._queue(letter, entry, changed or not stored)
 
-    def _queue(self, letter: Letter, entry: Entry | None, changed: bool) -> None:
-        stale = changed or bool(self.options.test_to)
-        if entry is None or stale or not self.log.has_message(letter.contact_id):
+    def _queue(self, letter: Letter, entry: Entry | None, stale: bool) -> None:
+        """Queue the letter: anew when the log holds no entry, or a stale one (changed, or
+        without its message); else the entry as it is stored."""
+        if entry is None or stale or self.options.test_to:
             self.log.enqueue(letter, entry)
         elif entry.state is not State.PENDING or entry.row != letter.row:
             self.log.requeue(letter.contact_id, letter.row)

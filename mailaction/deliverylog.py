@@ -390,12 +390,13 @@ class DeliveryLog:
 
     def _entries(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Iterator[Entry]:
         for values in self._run(sql, params):
-            try:
-                yield _entry(values)
-            except (ValueError, TypeError) as exc:
-                raise DeliveryLogError(
-                    f"{self.where}: the delivery log is damaged: {exc}"
-                ) from None
+            yield self._entry(values)
+
+    def _entry(self, values: tuple[Any, ...]) -> Entry:
+        try:
+            return _entry(values)
+        except (ValueError, TypeError) as exc:
+            raise DeliveryLogError(f"{self.where}: the delivery log is damaged: {exc}") from None
 
     def _update(
         self, contact_id: str, sql: str, params: tuple[Any, ...], extra: tuple[Any, ...] = ()
@@ -627,14 +628,19 @@ class DeliveryLog:
             contact_id, "UPDATE letters SET row = ? WHERE campaign = ? AND contact_id = ?", (row,)
         )
 
-    def has_message(self, contact_id: str) -> bool:
-        """Whether the letter's message is stored (not expired, not from an older log)."""
-        found = self._run(
-            "SELECT 1 FROM letters JOIN messages ON letter = letters.rowid"
-            " WHERE campaign = ? AND contact_id = ?",
-            (self.campaign, contact_id),
-        ).fetchone()
-        return found is not None
+    def look_up(self, contact_ids: list[str]) -> dict[str, tuple[Entry, bool]]:
+        """The entries the log holds for these contacts (one statement), each with whether its
+        message is stored (not expired, not from an older log)."""
+        marks = ", ".join("?" * len(contact_ids))
+        found: dict[str, tuple[Entry, bool]] = {}
+        for values in self._run(
+            f"SELECT {_COLUMNS}, EXISTS (SELECT 1 FROM messages WHERE letter = letters.rowid)"
+            f" FROM letters WHERE campaign = ? AND contact_id IN ({marks})",
+            (self.campaign, *contact_ids),
+        ):
+            entry = self._entry(values[:-1])
+            found[entry.contact_id] = (entry, bool(values[-1]))
+        return found
 
     def get(self, contact_id: str) -> Entry | None:
         """The entry for one contact, or None when the log has never seen it."""
@@ -671,9 +677,13 @@ class DeliveryLog:
         self._run("CREATE TEMP TABLE IF NOT EXISTS noted (contact_id TEXT PRIMARY KEY)", ())
         self._run("DELETE FROM noted", ())
 
-    def note(self, contact_id: str) -> None:
-        """Note that the contact list still holds this contact."""
-        self._run("INSERT INTO noted (contact_id) VALUES (?) ON CONFLICT DO NOTHING", (contact_id,))
+    def note(self, contact_ids: Iterable[str]) -> None:
+        """Note that the contact list still holds these contacts."""
+        self._write_pending()
+        self._execute_many(
+            "INSERT INTO noted (contact_id) VALUES (?) ON CONFLICT DO NOTHING",
+            [(contact_id,) for contact_id in contact_ids],
+        )
 
     def withdraw_unnoted(self, *, count_only: bool = False) -> int:
         """Take off the queue the unsent letters of contacts not noted; return how many."""

@@ -365,7 +365,7 @@ def test_withdraw_takes_off_only_unsent_letters_of_contacts_not_noted(path: Path
         log.mark_sending(c.contact_id)
         log.mark_outcome(c.contact_id, Outcome(State.DEFERRED, 451, "later"))
         log.start_tally()
-        log.note(d.contact_id)
+        log.note([d.contact_id])
         assert log.withdraw_unnoted(count_only=True) == 2  # a (pending) and c (deferred)
         assert len(list(log.entries())) == 4
         assert log.withdraw_unnoted() == 2
