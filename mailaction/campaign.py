@@ -82,10 +82,11 @@ def _with_rows(problem: Problem, count: int, rows: int) -> Problem:
 
 _Identified = tuple[Contact, str, list[Problem]]  # a contact, its id, problems of the id
 
-# Contact files this large (some 6,000 rows of 80 bytes) are checked and built in worker
-# processes: below it, starting them (~0.3 s) costs more than they save. The size is known
-# before the first row is read, so the workers start at once, while rows are read.
-PARALLEL_FROM = 1 << 19  # bytes
+# Contact files this large (some 13,000 rows of 80 bytes) are checked and built in worker
+# processes: below it, starting them (about 0.8 s to the first letter built, on 2 cores) costs
+# more than they save. The size is known before the first row is read, so the workers start at
+# once, while rows are read.
+PARALLEL_FROM = 1 << 20  # bytes
 CHUNK_ROWS = 2_000  # contacts sent to a worker at a time
 
 

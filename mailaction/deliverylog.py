@@ -252,6 +252,7 @@ class DeliveryLog:
         # together, a batch at a time, with the next statement.
         self._queued: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
         self.worker: str | None = None  # set by `join`: the worker this log claims letters for
+        self._swept = False
         self._db = self._open()
 
     def close(self) -> None:
@@ -430,8 +431,9 @@ class DeliveryLog:
         self.flush()
         return recovered
 
-    def _bury(self, silent_for: float | None, worker: str | None = None) -> None:
-        """Unregister ``worker``, or the workers silent for ``silent_for`` s (None: every one)."""
+    def _bury(self, silent_for: float | None, worker: str | None = None) -> int:
+        """Unregister ``worker``, or the workers silent for ``silent_for`` s (None: every one);
+        how many were."""
         params: tuple[Any, ...]
         if worker is not None:
             where, params = "id = ?", (worker,)
@@ -439,7 +441,10 @@ class DeliveryLog:
             where, params = f"heartbeat < {self._CLOCK} - ?", (silent_for,)
         else:
             where, params = "id IS NOT NULL", ()
-        self._write(f"DELETE FROM workers WHERE campaign = ? AND {where}", (self.campaign, *params))
+        deleted = self._write(
+            f"DELETE FROM workers WHERE campaign = ? AND {where}", (self.campaign, *params)
+        )
+        return int(deleted.rowcount)
 
     def _release(self, where: str, params: tuple[Any, ...], deferred: State) -> None:
         """Unclaim letters: `sending` ones become `uncertain`, `deferred` ones ``deferred``."""
@@ -466,6 +471,7 @@ class DeliveryLog:
         )
         self.flush()
         self.worker = worker
+        self._swept = False  # orphaned letters not yet looked for since joining
 
     def heartbeat(self) -> None:
         """Tell the other workers this one is alive (committing what was written meanwhile)."""
@@ -503,8 +509,12 @@ class DeliveryLog:
         after ``after`` and none after ``upto`` (a (row, contact id)); first give back the
         letters of workers silent for ``lease`` seconds."""
         assert self.worker is not None, "join() first"
-        self._bury(lease)
-        self._release(_ORPHANED, (self.campaign,), State.PENDING)
+        # Letters are orphaned only when their worker is unregistered, and whoever does that
+        # gives them back in the same transaction: look for them (a scan of the campaign) only
+        # then, and at a worker's first claim, not at every claim.
+        if self._bury(lease) or not self._swept:
+            self._release(_ORPHANED, (self.campaign,), State.PENDING)
+            self._swept = True
         bound = " AND (row, contact_id) <= (?, ?)" if upto is not None else ""
         claimed = self._write(
             "UPDATE letters SET claimed_by = ? WHERE rowid IN (SELECT rowid FROM letters"

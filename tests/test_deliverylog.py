@@ -373,3 +373,37 @@ def test_withdraw_takes_off_only_unsent_letters_of_contacts_not_noted(path: Path
         assert [entry.contact_id for entry in log.entries()] == [b.contact_id, d.contact_id]
     with DeliveryLog(path, "spring") as again:
         assert again.get(a.contact_id) is None
+
+
+def test_claims_look_for_orphaned_letters_only_when_a_worker_was_buried(path: Path) -> None:
+    """Looking for letters whose worker is gone scans the campaign: a claim does it at a
+    worker's first claim and after unregistering silent workers, never at every claim (which
+    made delivery cost grow with the campaign)."""
+    with DeliveryLog(path, "spring") as log:
+        for row in range(2, 12):
+            log.register(letter(row))
+        log.flush()
+    statements: list[str] = []
+    stale, fresh = DeliveryLog(path, "spring"), DeliveryLog(path, "spring")
+    try:
+        stale.join("stale")
+        held = stale.claim(2, lease=30)
+        stale._db.execute("UPDATE workers SET heartbeat = 0 WHERE id = 'stale'")  # silent long
+        fresh.join("fresh")
+        fresh._db.set_trace_callback(statements.append)
+        sweeps = lambda: sum("NOT IN (SELECT id FROM workers" in sql for sql in statements)
+        first = fresh.claim(3, lease=30)  # buries "stale" and gives its letters back
+        assert sweeps() == 1
+        more = fresh.claim(3, lease=30, after=(first[-1].row, first[-1].contact_id))
+        assert sweeps() == 1
+        assert [item.row for item in first] == [2, 3, 4]  # the buried worker's 2 and 3 among them
+        assert [item.row for item in held] == [2, 3]
+        stale.join("stale again")
+        again = stale.claim(10, lease=30)  # the rest: 8 to 11
+        stale._db.execute("UPDATE workers SET heartbeat = 0 WHERE id = 'stale again'")
+        assert fresh.claim(3, lease=30, after=(more[-1].row, more[-1].contact_id)) == again[:3]
+        assert sweeps() == 2
+    finally:
+        fresh.close()
+        stale.worker = None  # taken for dead: nothing of its own to give back
+        stale.close()
