@@ -144,11 +144,14 @@ class Campaign:
     def rows(self, workers: int | None = None) -> Iterator[PreparedRow]:
         """Every contact in spreadsheet order, rendered, checked and (when valid) built.
 
-        ``workers`` as in `validate`. Letters that carry attachments are always built here:
-        each would cross from a worker whole, attachment and all.
+        ``workers``: None builds the letters of contact files of PARALLEL_FROM bytes or more in
+        worker processes, one per core but one (this process reads the contacts and, for `send`,
+        writes the queue meanwhile); 0 builds every letter here; 1 or more uses that many
+        workers. Letters that carry attachments are always built here: each would cross from a
+        worker whole, attachment and all.
         """
-        count = 0 if self.template.attaches else self._workers(workers)
-        if count >= 2:
+        count = max(self._workers(None) - 1, 0) if workers is None else workers
+        if count >= 1 and not self.template.attaches:
             yield from self._in_workers(count, build=True)
             return
         for contact, contact_id, problems in self._identified():

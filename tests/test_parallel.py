@@ -260,7 +260,7 @@ def test_a_large_campaign_is_built_by_workers_and_sent_once(
 
     result = send_campaign(load_config(config_path))
 
-    assert pools == [2]
+    assert pools == [1]  # one core of the two is this process's: it reads and queues
     assert result.summary.sent == 400
     assert Counter(sink.received.values()) == Counter({1: 400})
     with DeliveryLog(tmp_path / "built.sqlite", "built") as log:
@@ -278,7 +278,7 @@ def test_ctrl_c_while_workers_build_the_plan_queues_and_sends_nothing(
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 20
-    while _session_size(process.pid) < 4 and time.monotonic() < deadline:  # main, server, workers
+    while _session_size(process.pid) < 3 and time.monotonic() < deadline:  # main, server, worker
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
