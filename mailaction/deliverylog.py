@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -375,19 +375,35 @@ class DeliveryLog:
         self._execute("BEGIN IMMEDIATE", ())
 
     def _execute(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Cursor:
-        try:
-            return self._db.execute(sql, params)
-        except sqlite3.OperationalError as exc:
-            raise DeliveryLogError(f"{self.where}: cannot write the delivery log: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            raise DeliveryLogError(f"{self.where}: the delivery log is damaged: {exc}") from None
+        return self._retried(lambda: self._db.execute(sql, params))
 
     def _execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
         """Run one statement for each of ``rows``; how many rows of the table it changed."""
-        try:
-            return int(self._db.executemany(sql, rows).rowcount)
-        except sqlite3.OperationalError as exc:
-            raise DeliveryLogError(f"{self.where}: cannot write the delivery log: {exc}") from None
+        return int(self._retried(lambda: self._db.executemany(sql, rows)).rowcount)
+
+    def _retried(self, call: Callable[[], Cursor]) -> Cursor:
+        """``call()``, tried again while another process holds the log's write lock, for up to
+        BUSY_TIMEOUT seconds.
+
+        SQLite's own wait sleeps 1, 2, 5, 10 ms... between tries; another worker holding the
+        lock is usually done within a fraction of a millisecond, and every sleep stalls this
+        process's event loop. So the tries come after 0.05 ms, doubling up to 1 ms.
+        """
+        pause, deadline = 0.00005, 0.0
+        while True:
+            try:
+                return call()
+            except sqlite3.OperationalError as exc:
+                now = time.monotonic()
+                deadline = deadline or now + BUSY_TIMEOUT
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or now >= deadline:
+                    raise DeliveryLogError(
+                        f"{self.where}: cannot write the delivery log: {exc}"
+                    ) from None
+            except sqlite3.DatabaseError as exc:
+                raise DeliveryLogError(f"{self.where}: the delivery log is damaged: {exc}") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.001)
 
     def _entries(self, sql: str, params: tuple[Any, ...] | list[Any]) -> Iterator[Entry]:
         for values in self._run(sql, params):
@@ -965,6 +981,7 @@ class DeliveryLog:
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes
 WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default
 CACHE_KIB = 32 * 1024  # SQLite's page cache per connection
+BUSY_TIMEOUT = 5.0  # seconds a statement waits for another process's write lock
 SHARED_PART_SIZE = 2048  # attachment parts this large are stored once, not in every letter
 BLOB_CACHE = 8  # attachment parts kept in memory while reading the queue
 QUEUE_BATCH = 500  # letters queued in memory before they are written, as one statement each
@@ -1043,6 +1060,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     if version is None or not str(version[0]).isdigit() or int(version[0]) > SCHEMA_VERSION:
         db.close()
         raise DeliveryLogError(f"{path}: not a delivery log this version of mailaction can read")
+    db.execute("PRAGMA busy_timeout = 0")  # waits for the write lock are `DeliveryLog._retried`'s
     return db
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -407,3 +408,20 @@ def test_claims_look_for_orphaned_letters_only_when_a_worker_was_buried(path: Pa
         fresh.close()
         stale.worker = None  # taken for dead: nothing of its own to give back
         stale.close()
+
+
+def test_a_write_waits_for_another_process_holding_the_lock(path: Path) -> None:
+    """The log retries a statement refused while another connection holds the write lock (it
+    waits in short steps of its own, not SQLite's), and writes once the lock is free."""
+    with DeliveryLog(path, "spring") as log:
+        log.register(letter(2))
+        log.flush()
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.3, other.execute, ("ROLLBACK",)).start()
+        started = time.monotonic()
+        log.mark_sending(letter(2).contact_id)
+        waited = time.monotonic() - started
+        other.close()
+        assert 0.25 <= waited < 4
+        assert log.get(letter(2).contact_id).state is State.SENDING  # type: ignore[union-attr]
