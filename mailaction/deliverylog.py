@@ -980,7 +980,7 @@ class DeliveryLog:
 
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes
 WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default
-CACHE_KIB = 32 * 1024  # SQLite's page cache per connection
+CACHE_KIB = 16 * 1024  # SQLite's page cache per connection
 BUSY_TIMEOUT = 5.0  # seconds a statement waits for another process's write lock
 SHARED_PART_SIZE = 2048  # attachment parts this large are stored once, not in every letter
 BLOB_CACHE = 8  # attachment parts kept in memory while reading the queue
@@ -1042,7 +1042,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         # Queueing a campaign inserts its ids in no order into two indexes (the key and the
-        # identity); pages of 32 MiB hold them for some 300,000 letters, where SQLite's 2 MiB
+        # identity); 16 MiB of pages hold most of them for some 300,000 letters, where SQLite's 2 MiB
         # would read them back from the WAL, at a cost per letter growing with the campaign.
         db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         # Queueing a large campaign is one transaction, which grows the WAL to its size; once it
