@@ -1,0 +1,359 @@
+"""The delivery log, pinned where mutation testing found it loose: the history lines `show`
+prints, attachment parts stored once and put back byte for byte, lookups by address, bounces,
+accounts, and what workers share (claims given back, rate slots)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailaction.cli import main
+from mailaction.deliverylog import (
+    SHARED_PART_SIZE,
+    DeliveryLog,
+    Outcome,
+    State,
+    is_database_url,
+    open_log,
+)
+from mailaction.errors import DeliveryLogError
+from mailaction.message import Attachment, Letter
+from tests.test_deliverylog import letter
+
+MOMENT = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+SENT = Outcome(State.SENT, 250, "2.0.0 Ok")
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "log.sqlite"
+
+
+@pytest.fixture
+def log(path: Path):
+    with DeliveryLog(path, "spring") as log:
+        yield log
+
+
+def stamped(lines: list[str]) -> list[str]:
+    """History lines with their time replaced by "T" (after checking it is one)."""
+    for line in lines:
+        assert re.match(f"{MOMENT} ", line), line
+    return [re.sub(f"^{MOMENT}", "T", line) for line in lines]
+
+
+# --- history: the text of `mailaction show` -------------------------------------------------
+
+
+def test_show_prints_each_state_change_on_its_own_line(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with DeliveryLog(path, "spring") as log:
+        log.register(letter(2, "ana"))
+        log.mark_sending("ana@example.org")
+        log.mark_outcome("ana@example.org", Outcome(State.DEFERRED, 451, "4.7.1  Try\r\n again\tlater"))
+        log.mark_sending("ana@example.org")
+        log.mark_outcome("ana@example.org", Outcome(State.FAILED, None, "connection refused"))
+    monkeypatch.chdir(tmp_path)  # no mailaction.toml here: the log's only campaign is shown
+    shown = CliRunner().invoke(main, ["show", "--log", str(path), "ana@example.org"])
+    assert shown.exit_code == 0, shown.output
+    head = shown.output.splitlines()[:5]
+    assert head[0] == "Row 2 · ana@example.org · failed"
+    assert stamped([line.removeprefix("  ") for line in head[1:]]) == [
+        "T sending",
+        "T deferred 451 4.7.1 Try again later",  # the reply on one line, spaces squeezed
+        "T sending",
+        "T failed connection refused",  # no code: the reply follows the state
+    ]
+    assert all(line.startswith("  ") for line in head[1:])
+
+
+def test_a_long_reply_is_cut_to_200_characters_in_the_history(log: DeliveryLog) -> None:
+    log.register(letter(2, "ana"))
+    log.mark_sending("ana@example.org")
+    log.mark_outcome("ana@example.org", Outcome(State.DEFERRED, 452, "x" * 150 + " " + "y" * 150))
+    assert stamped(log.history("ana@example.org")) == [
+        "T sending",
+        "T deferred 452 " + "x" * 150 + " " + "y" * 49,
+    ]
+    assert log.get("ana@example.org").last_reply == "x" * 150 + " " + "y" * 150
+
+
+def test_a_bounce_is_noted_once_in_state_reply_and_history(log: DeliveryLog) -> None:
+    for row in (2, 3):
+        log.register(letter(row))
+        log.mark_sending(f"person{row}@example.org")
+        log.mark_outcome(f"person{row}@example.org", SENT)
+    log.flush()
+    assert log.record_bounce("person2@example.org", 550, "5.1.1 user unknown", permanent=True)
+    assert not log.record_bounce("person2@example.org", 550, "5.1.1 user unknown", permanent=True)
+    assert log.record_bounce("person3@example.org", 450, "4.2.2 mailbox full", permanent=False)
+    assert not log.record_bounce("nobody@example.org", 550, "5.1.1", permanent=True)
+    bounced, noted = log.get("person2@example.org"), log.get("person3@example.org")
+    assert (bounced.state, bounced.last_code, bounced.last_reply) == (
+        State.BOUNCED, 550, "5.1.1 user unknown",
+    )  # fmt: skip
+    assert (noted.state, noted.last_code, noted.last_reply) == (
+        State.SENT, 450, "4.2.2 mailbox full",
+    )  # fmt: skip
+    assert stamped(log.history("person2@example.org")) == [
+        "T sending", "T sent 250 2.0.0 Ok", "T bounced 550 5.1.1 user unknown",
+    ]  # fmt: skip
+    assert stamped(log.history("person3@example.org"))[-1] == "T sent 450 4.2.2 mailbox full"
+    assert log.counts()[State.BOUNCED] == 1 and log.sent_span()[0] == 2
+
+
+def test_a_permanent_bounce_settles_an_uncertain_letter_too(path: Path) -> None:
+    with DeliveryLog(path, "spring") as log:
+        log.register(letter(2))
+        log.mark_sending("person2@example.org")
+    with DeliveryLog(path, "spring") as log:
+        assert [entry.row for entry in log.recover_interrupted()] == [2]
+        assert not log.record_bounce("person2@example.org", 450, "4.2.2 full", permanent=False)
+        assert log.record_bounce("person2@example.org", 550, "5.1.1 unknown", permanent=True)
+        assert log.get("person2@example.org").state is State.BOUNCED
+
+
+# --- attachment parts: stored once, put back byte for byte -----------------------------------
+
+
+def attachment(name: str, size: int, fill: bytes = b"A") -> Attachment:
+    """An attachment whose MIME part is exactly ``size`` bytes."""
+    head = f"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename={name}\r\n\r\n"
+    body = (fill * size)[: size - len(head)]
+    part = head.encode("ascii") + body
+    assert len(part) == size
+    digest = hashlib.sha256(body).hexdigest()
+    return Attachment(name, "application/pdf", body, digest, part, Path(name), body)
+
+
+def with_parts(row: int, *attachments: Attachment, order: tuple[int, ...] | None = None) -> Letter:
+    """A letter holding the parts of ``attachments`` (in ``order`` of their index) in its data."""
+    base = letter(row)
+    pieces = [base.data.replace(b"\r\n\r\nHi\r\n", b"\r\nContent-Type: multipart/mixed\r\n\r\n")]
+    for index in order if order is not None else range(len(attachments)):
+        pieces += [b"--b\r\n", attachments[index].part, b"\r\n"]
+    data = b"".join(pieces) + b"--b--\r\n"
+    return Letter(
+        base.row, base.contact_id, base.sender, base.recipients, base.subject, base.message_id,
+        f"f{row}", data, attachments=attachments,
+    )  # fmt: skip
+
+
+def stored_parts(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM blobs").fetchone()[0])
+
+
+def test_letters_with_the_same_attachments_share_their_parts(log: DeliveryLog, path: Path) -> None:
+    report, photo = attachment("report.pdf", 6000, b"R"), attachment("photo.pdf", 5000, b"P")
+    letters = [with_parts(2, report, photo), with_parts(3, report, photo), with_parts(4, photo)]
+    for each in letters:
+        log.register(each)
+    log.flush()
+    assert stored_parts(path) == 2
+    assert path.stat().st_size < 3 * 6000 + 3 * 5000  # each part once, not once per letter
+    for each in letters:
+        assert log.message(each.contact_id) == each.data
+    log.join("here")
+    assert [claimed.data for claimed in log.claim(10, lease=30)] == [each.data for each in letters]
+
+
+def test_the_same_part_twice_in_a_letter_is_put_back_twice(log: DeliveryLog, path: Path) -> None:
+    report = attachment("report.pdf", 4000)
+    twice = with_parts(2, report, report)
+    log.register(twice)
+    log.flush()
+    assert log.message(twice.contact_id) == twice.data
+    assert stored_parts(path) == 1
+
+
+def test_a_part_found_out_of_order_stays_in_the_message(log: DeliveryLog, path: Path) -> None:
+    first, second = attachment("a.pdf", 3000, b"a"), attachment("b.pdf", 3000, b"b")
+    swapped = with_parts(2, first, second, order=(1, 0))  # the data holds b.pdf, then a.pdf
+    log.register(swapped)
+    log.flush()
+    assert log.message(swapped.contact_id) == swapped.data
+    assert stored_parts(path) == 1  # a.pdf, looked for after b.pdf, is kept in the message
+
+
+def test_parts_from_2048_bytes_are_stored_apart(log: DeliveryLog, path: Path) -> None:
+    small, shared = attachment("s.pdf", SHARED_PART_SIZE - 1, b"s"), attachment("l.pdf", SHARED_PART_SIZE)
+    letters = [with_parts(2, small, shared), with_parts(3, small, shared)]
+    for each in letters:
+        log.register(each)
+    log.flush()
+    assert stored_parts(path) == 1
+    assert [log.message(each.contact_id) for each in letters] == [each.data for each in letters]
+
+
+def test_reading_more_distinct_parts_than_the_cache_holds(log: DeliveryLog) -> None:
+    letters = [with_parts(row, attachment(f"{row}.pdf", 3000, bytes([64 + row]))) for row in range(2, 14)]
+    for each in letters:
+        log.register(each)
+    log.flush()
+    for _ in range(2):  # the second pass reads parts the cache let go of
+        assert [log.message(each.contact_id) for each in letters] == [each.data for each in letters]
+
+
+def test_a_replaced_letter_keeps_only_its_new_parts(log: DeliveryLog, path: Path) -> None:
+    old, new = attachment("old.pdf", 3000, b"o"), attachment("new.pdf", 3000, b"n")
+    log.register(with_parts(2, old))
+    log.flush()
+    log.enqueue(with_parts(2, new), log.get("person2@example.org"))
+    log.flush()
+    assert log.message("person2@example.org") == with_parts(2, new).data
+    log.mark_sending("person2@example.org")
+    log.mark_outcome("person2@example.org", SENT)
+    log.flush()
+    assert log.expire_messages(time.time() + 1) == 1
+    assert stored_parts(path) == 0 and log.message("person2@example.org") is None
+
+
+# --- lookups by address ----------------------------------------------------------------------
+
+
+def letter_to(row: int, contact_id: str, *recipients: str) -> Letter:
+    base = letter(row)
+    return Letter(
+        row, contact_id, base.sender, recipients, base.subject, base.message_id, f"f{row}",
+        base.data,
+    )  # fmt: skip
+
+
+def test_find_by_an_address_that_is_not_the_contact_id(log: DeliveryLog) -> None:
+    log.register(letter_to(2, "M1", "anaïs@example.org"))
+    log.register(letter_to(3, "M2", "bo@example.org", "a_b@example.org"))
+    log.register(letter_to(4, "M3", "axb@example.org"))
+    log.register(letter_to(5, "M4", "100%@example.org"))
+    log.register(letter_to(6, "M5", "1000@example.org"))
+    assert [entry.row for entry in log.find("ANAÏS@example.org")] == [2]
+    assert [entry.row for entry in log.find("a_b@example.org")] == [3]
+    assert [entry.row for entry in log.find("100%@example.org")] == [5]
+    assert [entry.row for entry in log.find("M3")] == [4]
+    assert [entry.row for entry in log.find("6")] == [6]
+    assert log.find("nobody@example.org") == []
+
+
+# --- accounts --------------------------------------------------------------------------------
+
+
+def test_sent_letters_are_counted_per_account(log: DeliveryLog) -> None:
+    start = time.time()
+    for row, account in ((2, "b"), (3, "a"), (4, "b"), (5, None)):
+        log.register(letter(row))
+        if account is not None:
+            log.note_account(f"person{row}@example.org", account)
+        log.mark_sending(f"person{row}@example.org")
+        log.mark_outcome(f"person{row}@example.org", SENT)
+    log.register(letter(6))
+    log.note_account("person6@example.org", "a")  # tried, not sent
+    log.flush()
+    assert log.sent_by_account() == {"a": 1, "b": 2}
+    assert list(log.sent_by_account()) == ["a", "b"]
+    assert (log.sent_since(start, "b"), log.sent_since(start, "a"), log.sent_since(start)) == (2, 1, 4)
+    with pytest.raises(KeyError):
+        log.note_account("nobody@example.org", "a")
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+
+def test_a_worker_leaving_gives_back_what_it_has_not_settled(path: Path) -> None:
+    with DeliveryLog(path, "spring") as log:
+        for row in (2, 3, 4, 5):
+            log.register(letter(row))
+        log.join("one")
+        assert [claimed.row for claimed in log.claim(3, lease=30)] == [2, 3, 4]
+        log.mark_sending("person2@example.org")
+        log.mark_outcome("person2@example.org", Outcome(State.DEFERRED, 451, "later"))
+        log.mark_sending("person3@example.org")
+        log.mark_outcome("person3@example.org", SENT)
+        log.leave()
+        states = {entry.row: entry.state for entry in log.entries()}
+        assert states == {2: State.DEFERRED, 3: State.SENT, 4: State.PENDING, 5: State.PENDING}
+        log.join("two")
+        assert [claimed.row for claimed in log.claim(10, lease=30)] == [4, 5]
+
+
+def test_a_dead_workers_letters_go_back_to_the_queue(path: Path) -> None:
+    with DeliveryLog(path, "spring") as dead, DeliveryLog(path, "spring") as alive:
+        for row in (2, 3, 4):
+            dead.register(letter(row))
+        dead.join("dead")
+        assert [claimed.row for claimed in dead.claim(2, lease=30)] == [2, 3]
+        dead.mark_sending("person2@example.org")
+        alive.join("alive")
+        alive.heartbeat()
+        assert [claimed.row for claimed in alive.claim(10, lease=30)] == [4]
+        alive.recover_worker("dead")
+        entries = {entry.row: entry for entry in alive.entries()}
+        assert (entries[2].state, entries[2].last_reply) == (
+            State.UNCERTAIN, "interrupted while sending; it may have been delivered",
+        )  # fmt: skip
+        assert stamped(alive.history("person2@example.org"))[-1] == (
+            "T uncertain interrupted while sending; it may have been delivered"
+        )
+        assert entries[3].state is State.PENDING
+        assert [claimed.row for claimed in alive.claim(10, lease=30)] == [3, 4]  # 4 still its own
+        with pytest.raises(DeliveryLogError, match="given to others"):
+            dead.heartbeat()
+        dead.rollback()  # it stops, holding nothing of its own
+        dead.worker = None
+
+
+def test_workers_share_rate_slots(path: Path) -> None:
+    with DeliveryLog(path, "spring") as one, DeliveryLog(path, "spring") as two:
+        one.register(letter(2))
+        one.flush()
+        limits = [("", 0.5), ("@example.org", 2.0)]
+        assert one.take_slot(limits) == pytest.approx(0, abs=0.1)
+        assert two.take_slot(limits) == pytest.approx(2.0, abs=0.1)  # the domain's interval
+        # The first moment free under every rate taken, each rate's next slot is that + its own.
+        assert one.take_slot([("", 0.5)]) == pytest.approx(2.5, abs=0.1)
+        assert one.take_slot([("@example.org", 2.0)]) == pytest.approx(4.0, abs=0.1)
+        other = DeliveryLog(path, "autumn")
+        try:
+            assert other.take_slot(limits) == pytest.approx(0, abs=0.1)  # its own campaign's
+        finally:
+            other.close()
+
+
+# --- withdrawing -----------------------------------------------------------------------------
+
+
+def test_withdraw_takes_off_only_a_letter_never_sent(log: DeliveryLog) -> None:
+    for row in (2, 3, 4):
+        log.register(letter(row))
+    log.mark_sending("person3@example.org")
+    log.mark_outcome("person3@example.org", SENT)
+    log.mark_sending("person4@example.org")
+    log.mark_outcome("person4@example.org", Outcome(State.DEFERRED, 451, "later"))
+    for row in (2, 3, 4):
+        log.withdraw(f"person{row}@example.org")
+    log.flush()
+    assert [entry.row for entry in log.entries()] == [3]
+
+
+# --- where the log is ------------------------------------------------------------------------
+
+
+def test_database_urls_are_told_from_files() -> None:
+    assert is_database_url("postgresql://u@db/mail") and is_database_url("postgres://u@db/mail")
+    assert not is_database_url("postgres.sqlite") and not is_database_url(Path("postgres://x"))
+
+
+def test_a_postgres_url_opens_that_database_for_the_campaign(pg_url: str) -> None:
+    short = pg_url.replace("postgresql://", "postgres://", 1)
+    with open_log(short, " spring ") as log:
+        assert (log.campaign, log.location) == ("spring", short)
+        log.register(letter(2))
+        log.flush()
+    with open_log(pg_url, "spring", create=False) as log:
+        assert [entry.row for entry in log.entries()] == [2]
