@@ -357,3 +357,28 @@ def test_a_postgres_url_opens_that_database_for_the_campaign(pg_url: str) -> Non
         log.flush()
     with open_log(pg_url, "spring", create=False) as log:
         assert [entry.row for entry in log.entries()] == [2]
+
+
+# --- queue and report figures ----------------------------------------------------------------
+
+
+def test_queue_end_is_the_last_letter_of_a_limited_run(log: DeliveryLog) -> None:
+    for row in (4, 2, 3):
+        log.register(letter(row))
+    log.mark_sending("person2@example.org")
+    assert log.queue_end(1) == (3, "person3@example.org")  # pending ones only, in row order
+    assert log.queue_end(2) == (4, "person4@example.org")
+    assert log.queue_end(3) is None
+
+
+def test_refused_recipients_are_counted_per_state(log: DeliveryLog) -> None:
+    for row in (2, 3, 4):
+        log.register(letter(row))
+        log.mark_sending(f"person{row}@example.org")
+    some = {"person2@example.org": "550 5.1.1 no such user"}
+    log.mark_outcome("person2@example.org", Outcome(State.SENT, 250, "ok", some))
+    log.mark_outcome("person3@example.org", Outcome(State.FAILED, 550, "no", {"x@example.org": "550"}))
+    log.mark_outcome("person4@example.org", SENT)
+    log.flush()
+    assert log.refused_counts() == {**dict.fromkeys(State, 0), State.SENT: 1, State.FAILED: 1}
+
