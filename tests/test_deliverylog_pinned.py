@@ -4,7 +4,9 @@ accounts, and what workers share (claims given back, rate slots)."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import re
 import sqlite3
 import time
@@ -22,9 +24,10 @@ from mailaction.deliverylog import (
     is_database_url,
     open_log,
 )
-from mailaction.errors import DeliveryLogError
+from mailaction.errors import DeliveryLogError, DeliveryLogLocked
 from mailaction.message import Attachment, Letter
 from tests.test_deliverylog import letter
+from tests.test_queue import V1_SCHEMA
 
 MOMENT = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 SENT = Outcome(State.SENT, 250, "2.0.0 Ok")
@@ -172,6 +175,8 @@ def test_the_same_part_twice_in_a_letter_is_put_back_twice(log: DeliveryLog, pat
     log.flush()
     assert log.message(twice.contact_id) == twice.data
     assert stored_parts(path) == 1
+    with sqlite3.connect(path) as db:  # neither copy is left in the message itself
+        assert db.execute("SELECT length(content) FROM messages").fetchone()[0] < 1000
 
 
 def test_a_part_found_out_of_order_stays_in_the_message(log: DeliveryLog, path: Path) -> None:
@@ -181,6 +186,12 @@ def test_a_part_found_out_of_order_stays_in_the_message(log: DeliveryLog, path: 
     log.flush()
     assert log.message(swapped.contact_id) == swapped.data
     assert stored_parts(path) == 1  # a.pdf, looked for after b.pdf, is kept in the message
+    third = attachment("c.pdf", 3000, b"c")
+    skipped = with_parts(3, first, second, third, order=(1, 0, 2))
+    log.register(skipped)
+    log.flush()
+    assert log.message(skipped.contact_id) == skipped.data
+    assert stored_parts(path) == 2  # c.pdf, after the part not found, is still shared
 
 
 def test_parts_from_2048_bytes_are_stored_apart(log: DeliveryLog, path: Path) -> None:
@@ -382,3 +393,201 @@ def test_refused_recipients_are_counted_per_state(log: DeliveryLog) -> None:
     log.flush()
     assert log.refused_counts() == {**dict.fromkeys(State, 0), State.SENT: 1, State.FAILED: 1}
 
+
+
+# --- more worker cases: who is unregistered, what comes back --------------------------------
+
+
+def test_leaving_or_burying_a_worker_leaves_the_others_registered(path: Path) -> None:
+    with DeliveryLog(path, "spring") as one, DeliveryLog(path, "spring") as two:
+        for row in (2, 3):
+            one.register(letter(row))
+        for worker, log in (("one", one), ("two", two), ("three", DeliveryLog(path, "spring"))):
+            log.join(worker)
+            if worker == "three":
+                log.worker = None  # taken for dead: it never comes back
+                log.close()
+        two.recover_worker("three")
+        two.heartbeat()
+        one.heartbeat()
+        one.leave()
+        two.heartbeat()  # still registered: only "one" left
+        assert [claimed.row for claimed in two.claim(10, lease=30)] == [2, 3]
+        assert two.recover_interrupted(silent_for=30) == []  # "two" is alive: its claims stay
+        two.heartbeat()
+        assert not two.work_left()
+
+
+def test_claims_of_a_silent_worker_come_back_deferred_ones_as_pending(path: Path) -> None:
+    with DeliveryLog(path, "spring") as silent, DeliveryLog(path, "spring") as other:
+        for row in (2, 3, 4):
+            silent.register(letter(row))
+        silent.join("silent")
+        assert [claimed.row for claimed in silent.claim(3, lease=30)] == [2, 3, 4]
+        silent.mark_sending("person2@example.org")
+        silent.mark_sending("person3@example.org")
+        silent.mark_outcome("person3@example.org", Outcome(State.DEFERRED, 451, "later"))
+        silent.flush()
+        assert other.work_left()  # a worker's unsettled letters may still come back
+        time.sleep(0.05)
+        recovered = other.recover_interrupted(silent_for=0.01)
+        assert [entry.row for entry in recovered] == [2]
+        assert stamped(other.history("person2@example.org"))[-1] == (
+            "T uncertain interrupted while sending; it may have been delivered"
+        )
+        states = {entry.row: entry.state for entry in other.entries()}
+        assert states == {2: State.UNCERTAIN, 3: State.PENDING, 4: State.PENDING}
+        with pytest.raises(DeliveryLogError) as lost:
+            silent.mark_sending("person4@example.org")
+        assert str(lost.value) == (
+            f"{path}: this worker's letters were given to others (it was silent longer than its"
+            " lease); it stops"
+        )
+        silent.rollback()
+        silent.worker = None
+
+
+def test_a_silent_workers_deferred_letter_is_claimed_again(path: Path) -> None:
+    with DeliveryLog(path, "spring") as silent, DeliveryLog(path, "spring") as other:
+        for row in (2, 3):
+            silent.register(letter(row))
+        silent.join("silent")
+        assert [claimed.row for claimed in silent.claim(1, lease=30)] == [2]
+        silent.mark_sending("person2@example.org")
+        silent.mark_outcome("person2@example.org", Outcome(State.DEFERRED, 451, "later"))
+        silent.flush()
+        other.join("other")
+        assert other.claim(0, lease=30) == []
+        time.sleep(0.05)
+        claimed = other.claim(10, lease=0.01)
+        assert [each.row for each in claimed] == [2, 3]
+        assert claimed == [letter(2), letter(3)]  # the letters as queued, whole
+        silent.worker = None
+
+
+# --- error messages --------------------------------------------------------------------------
+
+
+def test_errors_name_the_log_and_the_letter(log: DeliveryLog, path: Path) -> None:
+    with pytest.raises(KeyError, match="'spring/nobody@example.org is not in the delivery log'"):
+        log.move("nobody@example.org", 3)
+    with pytest.raises(KeyError, match="'spring: a letter marked is not in the delivery log'"):
+        log.mark_sending("nobody@example.org")
+    log.rollback()
+    ghost = letter(2, "ghost")
+    log.register(ghost)
+    entry = log.get(ghost.contact_id)
+    log.withdraw(ghost.contact_id)
+    with pytest.raises(KeyError, match="'spring/ghost@example.org is not in the delivery log'"):
+        log.enqueue(ghost, entry)
+    log.rollback()
+    assert log.history("nobody@example.org") == []
+    assert not log.has_message("nobody@example.org")
+
+
+def test_a_letter_whose_text_expired_cannot_be_claimed(log: DeliveryLog, path: Path) -> None:
+    log.register(letter(2))
+    assert log.has_message("person2@example.org")
+    log.mark_sending("person2@example.org")
+    log.mark_outcome("person2@example.org", SENT)
+    log.flush()
+    log.expire_messages(time.time() + 1)
+    assert not log.has_message("person2@example.org")
+    log.requeue("person2@example.org", 5)
+    log.join("here")
+    with pytest.raises(DeliveryLogError) as gone:
+        log.claim(1, lease=30)
+    assert str(gone.value) == (
+        f"{path}: the message of row 5 (person2@example.org) is no longer stored; run `mailaction"
+        " send` again to queue it anew"
+    )
+    log.rollback()
+
+
+def test_a_damaged_log_says_so(log: DeliveryLog, path: Path) -> None:
+    log.register(with_parts(2, attachment("a.pdf", 3000)))
+    log.flush()
+    with sqlite3.connect(path) as db:
+        digest = db.execute("SELECT digest FROM blobs").fetchone()[0]
+        db.execute("DELETE FROM blobs")
+        db.execute("UPDATE letters SET state = 'lost' WHERE row = 2")
+    with DeliveryLog(path, "spring") as reopened:
+        with pytest.raises(DeliveryLogError) as damaged:
+            reopened.message("person2@example.org")
+        assert str(damaged.value) == f"{path}: the delivery log is damaged: no part {digest}"
+        with pytest.raises(DeliveryLogError) as damaged:
+            list(reopened.entries())
+        assert str(damaged.value) == (
+            f"{path}: the delivery log is damaged: 'lost' is not a valid State"
+        )
+
+
+def test_a_log_without_its_version_or_at_a_folder_is_refused(path: Path, tmp_path: Path) -> None:
+    with pytest.raises(DeliveryLogError) as folder:
+        DeliveryLog(tmp_path, "spring")
+    assert str(folder.value) == f"{tmp_path}: cannot open the delivery log: unable to open database file"
+    DeliveryLog(path, "spring").close()
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM meta")
+    with pytest.raises(DeliveryLogError, match="not a delivery log this version of mailaction"):
+        DeliveryLog(path, "spring")
+
+
+# --- the lock file ---------------------------------------------------------------------------
+
+
+def test_the_lock_file_is_readable_by_all_and_names_its_holder(path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with DeliveryLog(path, "spring", lock=True):
+            lock = Path(f"{path}.lock")
+            assert lock.read_text() == f"{os.getpid()}\n"
+            assert lock.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_a_lock_held_without_a_pid_is_refused_without_one(path: Path) -> None:
+    lock = Path(f"{path}.lock")
+    lock.write_bytes(b"\xff\xfe not a pid")
+    holder = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another open file: the same process is refused too
+        with pytest.raises(DeliveryLogLocked) as refused:
+            DeliveryLog(path, "spring", lock=True)
+        assert str(refused.value) == (
+            f"{path}: another `mailaction send` is using this delivery log"
+        )
+        lock.write_bytes(b"")
+        with pytest.raises(DeliveryLogLocked) as refused:
+            DeliveryLog(path, "spring", lock=True)
+        assert str(refused.value).endswith("is using this delivery log")
+    finally:
+        os.close(holder)
+
+
+def test_open_log_locks_and_creates_only_when_asked(path: Path) -> None:
+    with pytest.raises(DeliveryLogError, match="no delivery log yet"):
+        open_log(path, "spring", create=False)
+    with open_log(path, "spring", lock=True) as log:
+        with pytest.raises(DeliveryLogLocked):
+            DeliveryLog(path, "spring", lock=True)
+        with open_log(path, "spring") as reader, open_log(path, "spring", create=False) as other:
+            assert reader.counts() == other.counts() == log.counts()
+    with open_log(path, "spring", lock=True):
+        pass
+
+
+# --- a log of the first release --------------------------------------------------------------
+
+
+def test_an_upgraded_log_finds_its_letters_under_another_name(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+    with DeliveryLog(path, "Test action") as log:
+        assert [entry.contact_id for entry in log.entries()] == ["ana@example.org", "bo@example.com"]
+    with DeliveryLog(path, "Renamed") as renamed:
+        again = Letter(2, "ana@example.org", "c@example.org", ("Ana@Example.org",), "Hello Ana",
+                       "<new@example.org>", "old", b"data")  # fmt: skip
+        twin = renamed.twin(again)
+        assert twin is not None and (twin.campaign, twin.row) == ("Test action", 2)
