@@ -591,3 +591,18 @@ def test_an_upgraded_log_finds_its_letters_under_another_name(path: Path) -> Non
                        "<new@example.org>", "old", b"data")  # fmt: skip
         twin = renamed.twin(again)
         assert twin is not None and (twin.campaign, twin.row) == ("Test action", 2)
+
+
+def test_a_full_disk_while_writing_outcomes_is_a_clear_error(log: DeliveryLog) -> None:
+    for row in (2, 3, 4):
+        log.register(letter(row))
+    log.flush()
+    pages = log._db.execute("PRAGMA page_count").fetchone()[0]
+    log._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL, as a full disk gives
+    for row in (2, 3, 4):
+        log.mark_sending(f"person{row}@example.org", commit=False)
+        log.mark_outcome(f"person{row}@example.org", Outcome(State.DEFERRED, 451, "x" * 3000))
+    with pytest.raises(DeliveryLogError) as full:
+        log.flush()
+    assert str(full.value) == f"{log.path}: cannot write the delivery log: database or disk is full"
+    log.rollback()
