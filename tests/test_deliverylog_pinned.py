@@ -8,8 +8,10 @@ import fcntl
 import hashlib
 import os
 import re
+import shutil
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -295,15 +297,18 @@ def test_a_worker_leaving_gives_back_what_it_has_not_settled(path: Path) -> None
 
 def test_a_dead_workers_letters_go_back_to_the_queue(path: Path) -> None:
     with DeliveryLog(path, "spring") as dead, DeliveryLog(path, "spring") as alive:
-        for row in (2, 3, 4):
+        for row in (2, 3, 4, 5):
             dead.register(letter(row))
         dead.join("dead")
-        assert [claimed.row for claimed in dead.claim(2, lease=30)] == [2, 3]
+        assert [claimed.row for claimed in dead.claim(3, lease=30)] == [2, 3, 4]
         dead.mark_sending("person2@example.org")
+        dead.mark_sending("person3@example.org")
+        dead.mark_outcome("person3@example.org", Outcome(State.DEFERRED, 451, "later"))
+        dead.flush()
         alive.join("alive")
-        alive.heartbeat()
-        assert [claimed.row for claimed in alive.claim(10, lease=30)] == [4]
+        assert [claimed.row for claimed in alive.claim(10, lease=30)] == [5]
         alive.recover_worker("dead")
+        alive.heartbeat()  # only the dead worker was unregistered
         entries = {entry.row: entry for entry in alive.entries()}
         assert (entries[2].state, entries[2].last_reply) == (
             State.UNCERTAIN, "interrupted while sending; it may have been delivered",
@@ -311,8 +316,8 @@ def test_a_dead_workers_letters_go_back_to_the_queue(path: Path) -> None:
         assert stamped(alive.history("person2@example.org"))[-1] == (
             "T uncertain interrupted while sending; it may have been delivered"
         )
-        assert entries[3].state is State.PENDING
-        assert [claimed.row for claimed in alive.claim(10, lease=30)] == [3, 4]  # 4 still its own
+        assert (entries[3].state, entries[4].state) == (State.PENDING, State.PENDING)
+        assert [claimed.row for claimed in alive.claim(10, lease=30)] == [3, 4, 5]  # 5: its own
         with pytest.raises(DeliveryLogError, match="given to others"):
             dead.heartbeat()
         dead.rollback()  # it stops, holding nothing of its own
@@ -368,6 +373,9 @@ def test_a_postgres_url_opens_that_database_for_the_campaign(pg_url: str) -> Non
         log.flush()
     with open_log(pg_url, "spring", create=False) as log:
         assert [entry.row for entry in log.entries()] == [2]
+    fresh = pg_url.rsplit("/", 1)[0] + "/postgres"  # a database without a delivery log
+    with pytest.raises(DeliveryLogError, match="no delivery log yet"):
+        open_log(fresh, "spring", create=False)
 
 
 # --- queue and report figures ----------------------------------------------------------------
@@ -606,3 +614,37 @@ def test_a_full_disk_while_writing_outcomes_is_a_clear_error(log: DeliveryLog) -
         log.flush()
     assert str(full.value) == f"{log.path}: cannot write the delivery log: database or disk is full"
     log.rollback()
+
+
+def test_a_checkpoint_copies_what_was_committed_into_the_database_file(
+    log: DeliveryLog, path: Path, tmp_path: Path
+) -> None:
+    main_file_only = tmp_path / "copy.sqlite"
+
+    def letters_in_the_file() -> int:
+        shutil.copyfile(path, main_file_only)  # without its WAL
+        with closing(sqlite3.connect(main_file_only)) as db:
+            return int(db.execute("SELECT count(*) FROM letters").fetchone()[0])
+
+    log.register(letter(2))
+    log.flush()
+    log.checkpoint()
+    assert letters_in_the_file() == 1
+    log.register(letter(3))
+    log.flush()
+    assert letters_in_the_file() == 1  # committed, but still in the WAL only
+    log.checkpoint()
+    assert letters_in_the_file() == 2
+
+
+def test_claiming_before_joining_is_a_programming_error(log: DeliveryLog) -> None:
+    with pytest.raises(AssertionError, match=r"join\(\) first"):
+        log.claim(1, lease=30)
+
+
+def test_a_lock_file_that_cannot_be_created_is_refused_with_its_path(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "log.sqlite"  # under a file: not even root can create it
+    with pytest.raises(DeliveryLogError) as refused:
+        DeliveryLog(path, "spring", lock=True)
+    assert str(refused.value) == f"{path}.lock: cannot create the lock file: Not a directory"
