@@ -34,7 +34,10 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/test_keys.py", "tests/test_contacts.py", "tests/test_queue.py",
         "tests/test_deliverylog.py",
     ),
-    "deliverylog": ("tests/test_deliverylog.py", "tests/test_queue.py", "tests/test_delivery.py"),
+    "deliverylog": (
+        "tests/test_deliverylog.py", "tests/test_deliverylog_pinned.py", "tests/test_queue.py",
+        "tests/test_delivery.py",
+    ),
     "validate": ("tests/test_validate.py", "tests/test_validate_pinned.py"),
     "contacts": (
         "tests/test_contacts.py", "tests/test_sheets.py", "tests/test_contacts_pinned.py",
