@@ -351,7 +351,7 @@ class DeliveryLog:
             self.flush()
         finally:
             self._execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}", ())
-        threading.Thread(target=self.checkpoint, name="checkpoint", daemon=True).start()
+        threading.Thread(target=self.checkpoint, daemon=True).start()
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file from another connection (PASSIVE: never blocks);
