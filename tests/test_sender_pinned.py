@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,24 @@ from mailaction.transport import Unavailable, open_connection
 from tests.letters import letter, letters
 from tests.smtpserver import FaultServer, FaultSession, deliver_then_drop, drop, reply
 from tests.test_sender import entry, send, sending_config, smtp_config, states
+
+
+class CommitAfterLog(DeliveryLog):
+    """A delivery log whose first commit waits until ``ready`` is set (at most 5 s).
+
+    The sender commits a letter's ``sending`` mark just before it writes the data, so a test
+    can let the server act first at that very moment.
+    """
+
+    def __init__(self, path: Path, ready: threading.Event) -> None:
+        super().__init__(path, "test")
+        self.ready = ready
+
+    def flush(self) -> None:
+        if not self.ready.is_set():
+            self.ready.wait(5)
+            time.sleep(0.05)  # the close reaches this side of the connection
+        super().flush()
 
 
 @pytest.fixture
@@ -179,6 +199,65 @@ async def test_the_transport_writes_nothing_to_a_connection_lost_after_the_354()
             await connection.data(b"Subject: hi\r\n\r\nhello\r\n", until_closed)
         assert lost.value.code is None and lost.value.step == "DATA"
     assert server.messages == []
+
+
+async def test_a_connection_lost_after_the_354_before_the_data_ends_deferred_and_is_retried(
+    tmp_path: Path,
+) -> None:
+    # The server invites the data and closes; the sender commits the letter's mark only after
+    # the close came. Nothing was written: deferred (not uncertain), and sent on a new connection.
+    closed = threading.Event()
+
+    async def invite_then_close(session: FaultSession, arg: str | None) -> str | None:
+        await session.push("354 End data with <CR><LF>.<CR><LF>")
+        assert session.transport is not None
+        session.transport.write_eof()
+        closed.set()
+        return await drop(session, arg)
+
+    item = letter(0)
+    told: list[Outcome] = []
+    with CommitAfterLog(tmp_path / "log.sqlite", closed) as log, FaultServer() as server:
+        server.on("DATA", invite_then_close, times=1)
+        log.register(item)
+        sender = Sender(smtp_config(server), sending_config(), log)
+        summary = await sender.send([item], on_outcome=lambda _, outcome: told.append(outcome))
+        found = entry(log, item)
+    assert [outcome.state for outcome in told] == [State.DEFERRED, State.SENT]
+    assert (told[0].code, told[0].reply) == (None, "the server closed the connection at DATA")
+    assert (summary.sent, summary.deferred, summary.uncertain) == (1, 0, 0)
+    assert (found.state, found.attempts) == (State.SENT, 2)
+    assert server.connections == 2
+    assert [message.connection for message in server.messages] == [2]
+
+
+# --- stopping ---
+
+
+async def test_a_stop_while_a_retry_waits_ends_the_run_at_once(log: DeliveryLog) -> None:
+    # The letter is refused for now and its retry falls due about a minute on; the stop comes
+    # while the worker waits for it. The run ends at once (the bound is for a busy machine),
+    # the letter left deferred for the next run, the connection closed politely.
+    stop = asyncio.Event()
+    item = letter(0)
+    loop = asyncio.get_running_loop()
+
+    def stop_soon(_: object, outcome: Outcome) -> None:
+        if outcome.state is State.DEFERRED:
+            loop.call_later(0.2, stop.set)  # the worker is waiting for the retry by then
+
+    with FaultServer() as server:
+        server.on("RCPT", reply("451 4.3.0 try later"))
+        log.register(item)
+        sender = Sender(smtp_config(server), sending_config(retry_delay=60.0), log)
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            summary = await sender.send([item], on_outcome=stop_soon, stop=stop)
+        elapsed = time.monotonic() - started
+    assert elapsed < 10
+    assert (summary.deferred, summary.sent, summary.failed) == (1, 0, 0)
+    assert (entry(log, item).state, entry(log, item).attempts) == (State.DEFERRED, 1)
+    assert server.commands["RCPT"] == 1 and server.commands["QUIT"] == 1
 
 
 # --- replies after the data, and what MAIL FROM declares ---
