@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from mailaction import ratelimit
 from mailaction.config import SMTPConfig, parse_rate
 from mailaction.deliverylog import DeliveryLog, Outcome, State
-from mailaction.sender import Sender
+from mailaction.errors import SMTPSetupError
+from mailaction.sender import MAX_PUT_BACK, Sender, check_server
 from mailaction.transport import Unavailable, open_connection
 from tests.letters import letter, letters
-from tests.smtpserver import FaultServer, FaultSession, deliver_then_drop, drop, reply
+from tests.smtpserver import FaultServer, FaultSession, deliver_then_drop, drop, reply, slow
 from tests.test_sender import entry, send, sending_config, smtp_config, states
 
 
@@ -52,6 +54,16 @@ async def reply_354_then_close(session: FaultSession, arg: str | None) -> str | 
     return await drop(session, arg)
 
 
+class CountingLog(DeliveryLog):
+    """A delivery log that counts its commits (the sender commits before every wait)."""
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
 # --- the wiring of the limits ---
 
 
@@ -65,7 +77,77 @@ async def test_the_per_domain_rate_spaces_the_letters_to_one_domain(log: Deliver
     assert arrivals[-1] - arrivals[0] >= 1.9
 
 
+async def test_waiting_for_a_domain_slot_sleeps_until_it_is_due(tmp_path: Path) -> None:
+    # 3 letters to one domain at 2 a second: the worker waits twice, half a second each time,
+    # committing the log once before each wait; it does not wake and look again meanwhile.
+    batch = letters(3)
+    with CountingLog(tmp_path / "log.sqlite", "test") as log, FaultServer() as server:
+        summary = await send(server, log, batch, per_domain_rate=parse_rate("2/s"))
+        flushes = log.flushes
+    assert summary.sent == 3
+    assert flushes < 20
+
+
+async def test_a_letter_the_server_slows_down_goes_first_when_it_allows(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two connections, letters 0..4 to one domain (its limit keeps the rest queued while one
+    # is being taken). Letter 0's MAIL FROM is refused for the server's rate: it goes back to
+    # the front of the queue, before letters 2, 3 and 4, not behind them.
+    monkeypatch.setattr(ratelimit, "SLOW_DOWN_WINDOW", 0.05)
+    batch = letters(5)
+    with FaultServer() as server:
+        server.on("MAIL", reply("450 4.7.1 Error: too much mail from 127.0.0.1"), times=1)
+        summary = await send(
+            server, log, batch, concurrency=2, per_domain_rate=parse_rate("1000/s")
+        )
+    assert (summary.sent, summary.slow_downs) == (5, 1)
+    assert entry(log, batch[0]).attempts == 1
+    arrived = [message.message_id for message in server.messages]
+    assert [m for m in arrived if m != batch[1].message_id] == [
+        batch[n].message_id for n in (0, 2, 3, 4)
+    ]
+
+
+async def test_a_letter_slowed_down_again_and_again_is_charged_an_attempt_at_last(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server refuses every MAIL FROM for its rate: the letter is sent back untried
+    # MAX_PUT_BACK times, then the next refusal counts as its attempt (here its only one).
+    monkeypatch.setattr(ratelimit, "SLOW_DOWN_WINDOW", 0.02)
+    item = letter(0)
+    with FaultServer() as server:
+        server.on("MAIL", reply("450 4.7.1 Error: too much mail from 127.0.0.1"))
+        async with asyncio.timeout(10):
+            summary = await send(server, log, [item], max_retries=0)
+    assert server.commands["MAIL"] == MAX_PUT_BACK + 1
+    assert (summary.failed, summary.slow_downs) == (1, MAX_PUT_BACK)
+    found = entry(log, item)
+    assert (found.state, found.attempts, found.last_code) == (State.FAILED, 1, 450)
+
+
 # --- replies before the data ---
+
+
+async def test_check_server_gives_up_on_a_silent_server_after_the_timeout() -> None:
+    with FaultServer() as server:
+        server.on("GREETING", slow(3))
+        with pytest.raises(SMTPSetupError, match="no reply to connect within 0.3 s"):
+            await check_server(smtp_config(server), sending_config(timeout=0.3), None)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "state", "attempts"),
+    [("400 4.0.0 try again later", State.SENT, 2), ("500 5.5.2 syntax error", State.FAILED, 1)],
+)
+async def test_the_bounds_of_a_temporary_refusal(
+    log: DeliveryLog, refusal: str, state: State, attempts: int
+) -> None:
+    item = letter(0)
+    with FaultServer() as server:
+        server.on("RCPT", reply(refusal), times=1)
+        await send(server, log, [item])
+    assert (entry(log, item).state, entry(log, item).attempts) == (state, attempts)
 
 
 @pytest.mark.parametrize(
@@ -321,3 +403,30 @@ async def test_a_retry_ending_uncertain_keeps_the_refusals_of_the_first_attempt(
     # What the progress callback heard: the retry scheduled, with both refusals, then the end.
     assert [outcome.state for outcome in told] == [State.DEFERRED, State.UNCERTAIN]
     assert set(told[0].refused) == {"full@example.org", "gone@example.org"}
+
+
+async def test_a_retry_refused_for_good_keeps_the_letter_sent_with_the_reply_code(
+    log: DeliveryLog,
+) -> None:
+    # ok@ gets the letter; a@ and b@ are refused for now (452), then for good (550) on the retry.
+    async def for_now_then_for_good(session: FaultSession, arg: str | None) -> str | None:
+        if arg is None or "<ok@" in arg:
+            return None
+        return "550 5.1.1 no such user" if session.server.messages else "452 4.2.2 mailbox full"
+
+    item = letter(1, recipients=("ok@example.org", "a@example.org", "b@example.org"))
+    with FaultServer() as server:
+        server.on("RCPT", for_now_then_for_good)
+        log.register(item)
+        told: list[Outcome] = []
+        sender = Sender(smtp_config(server), sending_config(), log)
+        await sender.send([item], on_outcome=lambda _, outcome: told.append(outcome))
+    assert [outcome.state for outcome in told] == [State.DEFERRED, State.SENT]
+    assert told[0].reply == (
+        "sent to the other recipients; a@example.org, b@example.org refused for now, tried again"
+    )
+    found = entry(log, item)
+    assert (found.state, found.attempts, found.last_code) == (State.SENT, 2, 550)
+    assert found.last_reply.startswith("sent to the other recipients; every recipient refused")
+    assert set(found.refused) == {"a@example.org", "b@example.org"}
+    assert server.received_ids() == Counter({item.message_id: 1})
