@@ -15,10 +15,18 @@ from mailaction import ratelimit
 from mailaction.config import SMTPConfig, parse_rate
 from mailaction.deliverylog import DeliveryLog, Outcome, State
 from mailaction.errors import SMTPSetupError
-from mailaction.sender import MAX_PUT_BACK, Sender, check_server
+from mailaction.sender import MAX_PUT_BACK, Sender, _Signal, check_server
 from mailaction.transport import Unavailable, open_connection
 from tests.letters import letter, letters
-from tests.smtpserver import FaultServer, FaultSession, deliver_then_drop, drop, reply, slow
+from tests.smtpserver import (
+    FaultServer,
+    FaultSession,
+    deliver_then_drop,
+    drop,
+    reply,
+    reply_421_staying_open,
+    slow,
+)
 from tests.test_sender import entry, send, sending_config, smtp_config, states
 
 
@@ -316,6 +324,16 @@ async def test_a_connection_lost_after_the_354_before_the_data_ends_deferred_and
 # --- stopping ---
 
 
+async def test_a_signal_wakes_a_task_still_waiting_after_another_stopped_waiting() -> None:
+    signal = _Signal()
+    impatient = asyncio.create_task(signal.wait(0.01))
+    patient = asyncio.create_task(signal.wait(None))
+    await impatient
+    signal.notify()
+    async with asyncio.timeout(5):
+        await patient
+
+
 async def test_a_stop_while_a_retry_waits_ends_the_run_at_once(log: DeliveryLog) -> None:
     # The letter is refused for now and its retry falls due about a minute on; the stop comes
     # while the worker waits for it. The run ends at once (the bound is for a busy machine),
@@ -343,6 +361,22 @@ async def test_a_stop_while_a_retry_waits_ends_the_run_at_once(log: DeliveryLog)
 
 
 # --- replies after the data, and what MAIL FROM declares ---
+
+
+async def test_a_421_after_the_data_closes_the_connection_even_if_the_server_does_not(
+    log: DeliveryLog,
+) -> None:
+    # 421 means the server is closing the session: the letter is retried on a new connection,
+    # never on this one after an RSET.
+    first, second = letter(0), letter(1)
+    with FaultServer() as server:
+        server.on("DATA_END", reply_421_staying_open("421 4.3.2 shutting down"), times=1)
+        summary = await send(server, log, [first, second])
+    assert (summary.sent, summary.failed) == (2, 0)
+    assert (entry(log, first).state, entry(log, first).attempts) == (State.SENT, 2)
+    assert server.commands["RSET"] == 0
+    assert {message.connection for message in server.messages} == {2}
+
 
 
 async def test_any_2xx_after_the_data_is_sent(log: DeliveryLog) -> None:
