@@ -9,7 +9,7 @@ import math
 import selectors
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import pytest
 from hypothesis import given, settings
@@ -388,3 +388,15 @@ async def test_the_campaign_limiter_follows_the_servers_pace() -> None:
     for _ in range(3):
         await limiter.acquire(["example.org"])
     assert slept == pytest.approx([1.0, 0.25, 0.25])
+
+
+async def test_the_shared_rates_are_asked_for_the_letters_domains() -> None:
+    asked: list[list[str]] = []
+
+    class Shared:
+        async def acquire(self, domains: Iterable[str]) -> None:
+            asked.append(list(domains))
+
+    limiter = CampaignLimiter(None, None, shared=Shared())
+    await limiter.acquire(("example.org", "Example.net"))
+    assert asked == [["example.org", "Example.net"]]
