@@ -134,6 +134,32 @@ async def test_a_letter_slowed_down_again_and_again_is_charged_an_attempt_at_las
     assert (found.state, found.attempts, found.last_code) == (State.FAILED, 1, 450)
 
 
+@pytest.mark.parametrize(
+    ("refusal", "slowed_down"),
+    [
+        ("450 4.7.1 too much mail", True),
+        ("451 4.7.1 too much mail", True),
+        ("452 4.7.1 too much mail", True),
+        ("452 4.3.1 insufficient system storage", False),
+        ("550 4.7.1 a permanent code, whatever the text says", False),
+    ],
+)
+async def test_only_a_4xx_4_7_x_to_mail_from_is_a_slow_down(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch, refusal: str, slowed_down: bool
+) -> None:
+    # A slow-down costs the letter no attempt; any other refusal is an attempt (retried or not).
+    monkeypatch.setattr(ratelimit, "SLOW_DOWN_WINDOW", 0.02)
+    item = letter(0)
+    with FaultServer() as server:
+        server.on("MAIL", reply(refusal), times=1)
+        summary = await send(server, log, [item])
+    assert summary.slow_downs == (1 if slowed_down else 0)
+    expected = (State.SENT, 1) if slowed_down else (State.SENT, 2)
+    if refusal.startswith("5"):
+        expected = (State.FAILED, 1)
+    assert (entry(log, item).state, entry(log, item).attempts) == expected
+
+
 # --- replies before the data ---
 
 
