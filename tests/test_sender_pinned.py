@@ -23,6 +23,7 @@ from tests.smtpserver import (
     FaultSession,
     deliver_then_drop,
     drop,
+    reject_recipient,
     reply,
     reply_421_staying_open,
     slow,
@@ -490,3 +491,16 @@ async def test_a_retry_refused_for_good_keeps_the_letter_sent_with_the_reply_cod
     assert found.last_reply.startswith("sent to the other recipients; every recipient refused")
     assert set(found.refused) == {"a@example.org", "b@example.org"}
     assert server.received_ids() == Counter({item.message_id: 1})
+
+
+async def test_a_letter_ending_uncertain_keeps_the_refusals_of_its_envelope(
+    log: DeliveryLog,
+) -> None:
+    item = letter(1, recipients=("ok@example.org", "gone@example.org"))
+    with FaultServer() as server:
+        server.on("RCPT", reject_recipient("gone@example.org", "550 5.1.1 no such user"))
+        server.on("DATA_END", deliver_then_drop)
+        await send(server, log, [item])
+    found = entry(log, item)
+    assert (found.state, found.attempts) == (State.UNCERTAIN, 1)
+    assert found.refused == {"gone@example.org": "550 5.1.1 no such user"}
