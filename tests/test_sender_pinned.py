@@ -488,7 +488,10 @@ async def test_a_retry_refused_for_good_keeps_the_letter_sent_with_the_reply_cod
     )
     found = entry(log, item)
     assert (found.state, found.attempts, found.last_code) == (State.SENT, 2, 550)
-    assert found.last_reply.startswith("sent to the other recipients; every recipient refused")
+    assert found.last_reply == (
+        "sent to the other recipients; every recipient refused:"
+        " a@example.org: 550 5.1.1 no such user; b@example.org: 550 5.1.1 no such user"
+    )
     assert set(found.refused) == {"a@example.org", "b@example.org"}
     assert server.received_ids() == Counter({item.message_id: 1})
 
