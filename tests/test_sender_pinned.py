@@ -507,3 +507,70 @@ async def test_a_letter_ending_uncertain_keeps_the_refusals_of_its_envelope(
     found = entry(log, item)
     assert (found.state, found.attempts) == (State.UNCERTAIN, 1)
     assert found.refused == {"gone@example.org": "550 5.1.1 no such user"}
+
+
+async def test_a_letter_of_exactly_the_size_a_server_accepts_goes(log: DeliveryLog) -> None:
+    # aiosmtpd counts the data as it arrives, dot-stuffed: this server only announces its SIZE.
+    item = letter(0)
+
+    async def announce_size(session: FaultSession, arg: str | None) -> str | None:
+        assert session.session is not None
+        session.session.host_name = arg
+        session.session.extended_smtp = True
+        return f"250-faults.test\r\n250-SIZE {len(item.data)}\r\n250 HELP"
+
+    with FaultServer(size_limit=None) as server:
+        server.on("EHLO", announce_size)
+        summary = await send(server, log, [item])
+    assert summary.sent == 1 and server.received_ids() == Counter({item.message_id: 1})
+
+
+async def test_a_stop_while_a_letter_waits_for_its_slot_keeps_it_from_going(
+    log: DeliveryLog,
+) -> None:
+    # One letter a second: the second waits for its slot when the stop comes; it stays pending.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stop_soon(_: object, outcome: Outcome) -> None:
+        loop.call_later(0.3, stop.set)
+
+    batch = letters(3)
+    with FaultServer() as server:
+        for item in batch:
+            log.register(item)
+        settings = sending_config(rate=parse_rate("1/s"))
+        summary = await Sender(smtp_config(server), settings, log).send(
+            batch, on_outcome=stop_soon, stop=stop
+        )
+    assert summary.sent == 1 and len(server.messages) == 1
+    assert states(log) == Counter({State.SENT: 1, State.PENDING: 2})
+
+
+async def test_the_outcomes_so_far_are_committed_before_waiting_for_a_slot(
+    tmp_path: Path,
+) -> None:
+    # Two letters a second: while the second waits for its slot, another connection to the
+    # log already sees the first as sent.
+    seen: list[State] = []
+    path = tmp_path / "log.sqlite"
+    loop = asyncio.get_running_loop()
+
+    def look(item: object, outcome: Outcome) -> None:
+        def read() -> None:
+            with DeliveryLog(path, "test") as other:
+                found = other.get(batch[0].contact_id)
+                assert found is not None
+                seen.append(found.state)
+
+        if not seen and outcome.state is State.SENT:
+            loop.call_later(0.15, read)
+
+    batch = letters(2)
+    with DeliveryLog(path, "test") as log, FaultServer() as server:
+        for item in batch:
+            log.register(item)
+        log.flush()
+        settings = sending_config(rate=parse_rate("2/s"))
+        await Sender(smtp_config(server), settings, log).send(batch, on_outcome=look)
+    assert seen == [State.SENT]
