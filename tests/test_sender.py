@@ -460,7 +460,9 @@ async def test_a_non_ascii_address_without_smtputf8_fails_that_letter_only(
 ) -> None:
     await send(server, log, [letter(1, recipients=("jos\u00e9@example.org",)), letter(2)])
     assert (entry(log, letter(1)).state, entry(log, letter(1)).attempts) == (State.FAILED, 1)
-    assert "non-ASCII address" in entry(log, letter(1)).last_reply
+    assert entry(log, letter(1)).last_reply == (
+        "non-ASCII address in a letter not marked as needing SMTPUTF8"
+    )
     assert entry(log, letter(2)).state is State.SENT
 
 
