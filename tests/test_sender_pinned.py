@@ -12,10 +12,18 @@ from pathlib import Path
 import pytest
 
 from mailaction import ratelimit
-from mailaction.config import SMTPConfig, parse_rate
+from mailaction.config import Rate, SMTPConfig, parse_rate
 from mailaction.deliverylog import DeliveryLog, Outcome, State
 from mailaction.errors import SMTPSetupError
-from mailaction.sender import MAX_PUT_BACK, Sender, _Signal, check_server
+from mailaction.sender import (
+    MAX_PUT_BACK,
+    RATE_MARGIN,
+    Sender,
+    _domains,
+    _Signal,
+    _with_margin,
+    check_server,
+)
 from mailaction.transport import Unavailable, open_connection
 from tests.letters import letter, letters
 from tests.smtpserver import (
@@ -362,29 +370,33 @@ async def test_a_signal_wakes_a_task_still_waiting_after_another_stopped_waiting
 
 
 async def test_a_stop_while_a_retry_waits_ends_the_run_at_once(log: DeliveryLog) -> None:
-    # The letter is refused for now and its retry falls due about a minute on; the stop comes
-    # while the worker waits for it. The run ends at once (the bound is for a busy machine),
-    # the letter left deferred for the next run, the connection closed politely.
+    # Both letters are refused for now and their retries fall due about a minute on; the stop
+    # comes while the worker waits for them. The run ends at once (the bound is for a busy
+    # machine), the letters left deferred for the next run, the connection closed politely.
     stop = asyncio.Event()
-    item = letter(0)
+    batch = letters(2)
     loop = asyncio.get_running_loop()
+    deferred: list[Outcome] = []
 
     def stop_soon(_: object, outcome: Outcome) -> None:
-        if outcome.state is State.DEFERRED:
-            loop.call_later(0.2, stop.set)  # the worker is waiting for the retry by then
+        deferred.append(outcome)
+        if len(deferred) == 2:
+            loop.call_later(0.2, stop.set)  # the worker is waiting for the retries by then
 
     with FaultServer() as server:
         server.on("RCPT", reply("451 4.3.0 try later"))
-        log.register(item)
+        for item in batch:
+            log.register(item)
         sender = Sender(smtp_config(server), sending_config(retry_delay=60.0), log)
         started = time.monotonic()
         async with asyncio.timeout(10):
-            summary = await sender.send([item], on_outcome=stop_soon, stop=stop)
+            summary = await sender.send(batch, on_outcome=stop_soon, stop=stop)
         elapsed = time.monotonic() - started
     assert elapsed < 10
-    assert (summary.deferred, summary.sent, summary.failed) == (1, 0, 0)
-    assert (entry(log, item).state, entry(log, item).attempts) == (State.DEFERRED, 1)
-    assert server.commands["RCPT"] == 1 and server.commands["QUIT"] == 1
+    assert (summary.deferred, summary.sent, summary.failed) == (2, 0, 0)
+    assert states(log) == Counter({State.DEFERRED: 2})
+    assert {entry(log, item).attempts for item in batch} == {1}
+    assert server.commands["RCPT"] == 2 and server.commands["QUIT"] == 1
 
 
 # --- replies after the data, and what MAIL FROM declares ---
@@ -574,3 +586,39 @@ async def test_the_outcomes_so_far_are_committed_before_waiting_for_a_slot(
         settings = sending_config(rate=parse_rate("2/s"))
         await Sender(smtp_config(server), settings, log).send(batch, on_outcome=look)
     assert seen == [State.SENT]
+
+
+async def test_a_retry_for_the_recipients_left_that_meets_a_lost_connection_is_tried_again(
+    log: DeliveryLog,
+) -> None:
+    # ok@ gets the letter, full@ is refused for now; the retry for full@ loses the connection
+    # at RCPT, before the data, so full@ is tried once more, and gets it.
+    item = letter(1, recipients=("ok@example.org", "full@example.org"))
+    with FaultServer() as server:
+        full: list[str | None] = []
+
+        async def full_then_lost(session: FaultSession, arg: str | None) -> str | None:
+            if "<full@" not in (arg or ""):
+                return None
+            full.append(arg)
+            if len(full) == 1:
+                return "452 4.2.2 mailbox full"
+            return await drop(session, arg) if len(full) == 2 else None
+
+        server.on("RCPT", full_then_lost)
+        await send(server, log, [item])
+    found = entry(log, item)
+    assert (found.state, found.attempts, found.refused) == (State.SENT, 3, {})
+    assert [message.recipients for message in server.messages] == [
+        ("ok@example.org",), ("full@example.org",)
+    ]
+
+
+def test_the_rate_margin_slows_the_configured_rate_never_speeds_it() -> None:
+    assert _with_margin(parse_rate("200/s")) == Rate(200, RATE_MARGIN)
+    assert _with_margin(None) is None
+
+
+def test_the_domain_of_an_address_is_after_its_last_at() -> None:
+    item = letter(0, recipients=('"a@b"@Example.org', "c@example.net"))
+    assert list(_domains(item)) == ["Example.org", "example.net"]
