@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from mailaction import ratelimit
+from mailaction import sender as sender_module
 from mailaction.config import Rate, SMTPConfig, parse_rate
 from mailaction.deliverylog import DeliveryLog, Outcome, State
 from mailaction.errors import SMTPSetupError
+from mailaction.message import Letter
 from mailaction.sender import (
     MAX_PUT_BACK,
     RATE_MARGIN,
@@ -622,3 +624,29 @@ def test_the_rate_margin_slows_the_configured_rate_never_speeds_it() -> None:
 def test_the_domain_of_an_address_is_after_its_last_at() -> None:
     item = letter(0, recipients=('"a@b"@Example.org', "c@example.net"))
     assert list(_domains(item)) == ["Example.org", "example.net"]
+
+
+async def test_the_letters_read_ahead_stop_at_the_bytes_bound(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With room for three letters' data, waiting for the domain's next slot reads at most three
+    # letters ahead, not every letter there is.
+    batch = letters(10)
+    monkeypatch.setattr(sender_module, "LOOKAHEAD_BYTES", 3 * len(batch[0].data))
+    pulled: list[int] = []
+    read_when_told: list[int] = []
+
+    def reading() -> Iterator[Letter]:
+        for item in batch:
+            pulled.append(item.row)
+            yield item
+
+    with FaultServer() as server:
+        for item in batch:
+            log.register(item)
+        settings = sending_config(per_domain_rate=parse_rate("10/s"))
+        summary = await Sender(smtp_config(server), settings, log).send(
+            reading(), on_outcome=lambda *_: read_when_told.append(len(pulled))
+        )
+    assert summary.sent == 10
+    assert max(read_when_told[:3]) <= 5
