@@ -650,3 +650,19 @@ async def test_the_letters_read_ahead_stop_at_the_bytes_bound(
         )
     assert summary.sent == 10
     assert max(read_when_told[:3]) <= 5
+
+
+@pytest.mark.parametrize("cut", ["\r\n", "\n", "\0"], ids=["CRLF", "LF", "NUL"])
+async def test_an_address_with_a_control_character_fails_that_letter_before_any_command(
+    log: DeliveryLog, cut: str
+) -> None:
+    # A line break in an address would let it add commands of its own (SMTP injection).
+    bad = letter(0, recipients=(f"a@example.org>{cut}RCPT TO:<b@example.org",))
+    good = letter(1)
+    with FaultServer() as server:
+        await send(server, log, [bad, good])
+    found = entry(log, bad)
+    assert (found.state, found.attempts) == (State.FAILED, 1)
+    assert found.last_reply == "control character in an address"
+    assert server.commands["MAIL"] == server.commands["RCPT"] == 1
+    assert server.received_ids() == Counter({good.message_id: 1})
