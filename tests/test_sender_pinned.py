@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -645,9 +645,10 @@ async def test_the_letters_read_ahead_stop_at_the_bytes_bound(
         for item in batch:
             log.register(item)
         settings = sending_config(per_domain_rate=parse_rate("10/s"))
-        summary = await Sender(smtp_config(server), settings, log).send(
-            reading(), on_outcome=lambda *_: read_when_told.append(len(pulled))
-        )
+        async with asyncio.timeout(10):
+            summary = await Sender(smtp_config(server), settings, log).send(
+                reading(), on_outcome=lambda *_: read_when_told.append(len(pulled))
+            )
     assert summary.sent == 10
     assert max(read_when_told[:3]) <= 5
 
@@ -666,3 +667,22 @@ async def test_an_address_with_a_control_character_fails_that_letter_before_any_
     assert found.last_reply == "control character in an address"
     assert server.commands["MAIL"] == server.commands["RCPT"] == 1
     assert server.received_ids() == Counter({good.message_id: 1})
+
+
+async def test_a_limiter_given_to_the_sender_is_asked_for_every_letter(log: DeliveryLog) -> None:
+    # The rates shared by several processes (`sharedlimit`) take the place of the local ones.
+    asked: list[list[str]] = []
+
+    class Shared:
+        async def acquire(self, domains: Iterable[str]) -> None:
+            asked.append(list(domains))
+
+    batch = [letter(0), letter(1, recipients=("x@example.net",))]
+    with FaultServer() as server:
+        for item in batch:
+            log.register(item)
+        settings = sending_config(rate=parse_rate("1/h"))  # kept by the shared limiter instead
+        async with asyncio.timeout(10):
+            summary = await Sender(smtp_config(server), settings, log, limiter=Shared()).send(batch)
+    assert summary.sent == 2
+    assert asked == [["example.org"], ["example.net"]]
