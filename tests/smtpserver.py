@@ -12,7 +12,8 @@ the story it checks:
 Commands: GREETING (the banner), EHLO, MAIL, RCPT, DATA (the command, before 354), DATA_END
 (after the final "."), RSET, QUIT, AUTH. An action is ``async (session, arg) -> str | None``:
 the reply to send instead of the normal one, or None to carry on normally. A 421 reply closes
-the connection, as RFC 5321 says it must; so does any refused greeting.
+the connection, as RFC 5321 says it must (``reply_421_staying_open`` does not); so does any
+refused greeting.
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ async def deliver_then_drop(session: FaultSession, arg: str | None) -> str | Non
     """At DATA_END: keep the message, then close without replying (the reply is lost)."""
     session.deliver()
     return await drop(session, arg)
+
+
+def reply_421_staying_open(text: str) -> Action:
+    """Answer ``text``, a 421, but keep the connection open (a server against RFC 5321 3.8)."""
+
+    async def replace(session: FaultSession, arg: str | None) -> str | None:
+        session.close_after_421 = False
+        return text
+
+    return replace
 
 
 def slow(seconds: float) -> Action:
@@ -128,6 +139,7 @@ class FaultSession(SMTP):
         self.delivered = 0
         self.counted = False  # among the server's open connections
         self.mail_at = 0.0  # when the current transaction's MAIL FROM came
+        self.close_after_421 = True
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.counted:
@@ -164,7 +176,7 @@ class FaultSession(SMTP):
 
     async def _reply(self, status: str) -> None:
         await self.push(status)
-        if status.startswith("421"):
+        if status.startswith("421") and self.close_after_421:
             assert self.transport is not None
             self.transport.close()
 
@@ -212,7 +224,7 @@ class FaultSession(SMTP):
         if status is None:
             self.deliver()
             return "250 2.0.0 OK queued"
-        if status.startswith("421"):
+        if status.startswith("421") and self.close_after_421:
             assert self.transport is not None
             self.loop.call_soon(self.transport.close)  # after aiosmtpd has written the reply
         return status

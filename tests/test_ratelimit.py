@@ -9,7 +9,7 @@ import math
 import selectors
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import pytest
 from hypothesis import given, settings
@@ -388,3 +388,29 @@ async def test_the_campaign_limiter_follows_the_servers_pace() -> None:
     for _ in range(3):
         await limiter.acquire(["example.org"])
     assert slept == pytest.approx([1.0, 0.25, 0.25])
+
+
+async def test_the_shared_rates_are_asked_for_the_letters_domains() -> None:
+    asked: list[list[str]] = []
+
+    class Shared:
+        async def acquire(self, domains: Iterable[str]) -> None:
+            asked.append(list(domains))
+
+    limiter = CampaignLimiter(None, None, shared=Shared())
+    await limiter.acquire(("example.org", "Example.net"))
+    assert asked == [["example.org", "Example.net"]]
+
+
+async def test_a_domains_delay_is_that_of_the_limiter_its_letters_wait_for() -> None:
+    # The sender's queues ask `domain_delay` of a letter's key before taking it: the answer must
+    # come from the limiter `acquire` waits on, whatever the case of the addresses.
+    clock = FakeClock()
+
+    async def sleep(delay: float) -> None:
+        clock.now += delay
+
+    limiter = CampaignLimiter(None, Rate(1, 1.0), clock=clock, sleep=sleep)
+    await limiter.acquire(["Example.org"])
+    assert limiter.domain_delay(limiter.domain_key(["EXAMPLE.org"])) == pytest.approx(1.0)
+    assert limiter.domain_delay(limiter.domain_key(["example.net"])) == 0

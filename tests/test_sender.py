@@ -444,7 +444,7 @@ async def test_smtputf8_missing_fails_without_sending(log: DeliveryLog) -> None:
     with FaultServer(smtputf8=False) as server:
         await send(server, log, [letter(1, sender="jos\u00e9@example.org", smtputf8=True)])
     found = entry(log, letter(1))
-    assert found.state is State.FAILED
+    assert (found.state, found.attempts) == (State.FAILED, 1)  # no retry: it cannot go there
     assert found.last_reply == "server does not support SMTPUTF8 (non-ASCII address)"
     assert server.commands["MAIL"] == 0
 
@@ -459,8 +459,10 @@ async def test_a_non_ascii_address_without_smtputf8_fails_that_letter_only(
     server: FaultServer, log: DeliveryLog
 ) -> None:
     await send(server, log, [letter(1, recipients=("jos\u00e9@example.org",)), letter(2)])
-    assert entry(log, letter(1)).state is State.FAILED
-    assert "non-ASCII address" in entry(log, letter(1)).last_reply
+    assert (entry(log, letter(1)).state, entry(log, letter(1)).attempts) == (State.FAILED, 1)
+    assert entry(log, letter(1)).last_reply == (
+        "non-ASCII address in a letter not marked as needing SMTPUTF8"
+    )
     assert entry(log, letter(2)).state is State.SENT
 
 
@@ -468,7 +470,8 @@ async def test_a_letter_over_the_size_limit_fails_without_sending(log: DeliveryL
     with FaultServer(size_limit=1000) as server:
         await send(server, log, [letter(1, body="x" * 900 + "\r\n"), letter(2)])
     found = entry(log, letter(1))
-    assert found.state is State.FAILED and "SIZE" in found.last_reply
+    assert (found.state, found.attempts) == (State.FAILED, 1)  # no retry: it cannot go there
+    assert "SIZE" in found.last_reply
     assert entry(log, letter(2)).state is State.SENT
     assert server.commands["MAIL"] == 1
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from mailaction.ratelimit import CONNECT_BACKOFF, PROBE_AFTER, SLOW_DOWN_WINDOW, ServerLimits
+from mailaction.ratelimit import (
+    CONNECT_BACKOFF,
+    PROBE_AFTER,
+    SLOW_DOWN_WINDOW,
+    CampaignLimiter,
+    ServerLimits,
+)
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now
@@ -96,3 +104,63 @@ def test_letters_accepted_a_whole_window_ago_are_forgotten() -> None:
     clock.now = start + 15
     limits.accepted()
     assert limits.connections == 3  # probed after 5 s, as configured
+
+
+def test_a_refused_connection_keeps_one_when_none_is_working() -> None:
+    limits = ServerLimits(1, clock=Clock())
+    limits.connection_refused(working=0)
+    assert limits.connections == 1
+
+
+def test_a_slow_down_with_no_letter_accepted_pauses_one_window_from_now() -> None:
+    clock = Clock()
+    limits = ServerLimits(4, clock=clock)
+    limits.slow_down()
+    assert limits.limiter is not None
+    assert limits.limiter.interval == pytest.approx(SLOW_DOWN_WINDOW)  # one letter a window
+    assert limits.limiter.next_slot == clock.now + SLOW_DOWN_WINDOW
+    assert limits.connections == 2
+
+
+def test_a_slow_down_never_keeps_more_connections_than_half() -> None:
+    limits = ServerLimits(2, clock=Clock())
+    limits.slow_down()
+    assert limits.connections == 1
+
+
+async def test_a_slow_down_right_after_the_pause_slows_down_again() -> None:
+    # 10 letters in 10 s, then a refusal: 6 s apart, paused one window from the first letter.
+    # The pause over, a letter takes its slot and is refused too: 9 letters are still within
+    # the window, so 60/9 s apart; the connections halve again; the pause runs from that slot.
+    clock = Clock()
+    limits = ServerLimits(4, clock=clock)
+    start = clock.now
+    for second in range(10):
+        clock.now = start + second
+        limits.accepted()
+    clock.now = start + 10
+    limits.slow_down()
+    assert limits.limiter is not None and limits.connections == 2
+    assert limits.limiter.interval == pytest.approx(SLOW_DOWN_WINDOW / 10)
+
+    async def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"a slot free now made the letter wait {seconds} s")
+
+    clock.now = start + SLOW_DOWN_WINDOW  # the pause ends exactly now
+    await CampaignLimiter(None, None, clock=clock, sleep=no_sleep, server=limits).acquire([])
+    limits.slow_down()
+    assert limits.slow_downs == 2 and limits.connections == 1
+    assert limits.limiter.interval == pytest.approx(SLOW_DOWN_WINDOW / 9)
+    assert limits.limiter.next_slot == pytest.approx(clock.now + SLOW_DOWN_WINDOW / 10)
+
+
+async def test_the_learnt_rate_runs_on_the_clock_of_the_limits() -> None:
+    clock = Clock(1e9)  # far from time.monotonic()
+    limits = ServerLimits(4, clock=clock)
+    limits.accepted()
+    limits.slow_down()
+    assert limits.limiter is not None
+    clock.now = limits.limiter.next_slot
+    async with asyncio.timeout(5):
+        await limits.limiter.acquire()  # its slot is now, on this clock: no wait
+    assert limits.limiter.next_slot == clock.now + limits.limiter.interval

@@ -52,6 +52,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     "transport": ("tests/test_transport.py", "tests/test_sender.py", "tests/test_sender_pinned.py"),
 }
 KILLED = {"killed", "timeout"}
+# mutmut stops a mutant after (the tests' recorded time + 1 s) x this in wall time, twice that in
+# CPU time. Its default, 15, let a mutant that waits forever hold one of the two workers of a
+# 2-core machine for many minutes; the recorded time was measured on the same busy machine.
+TIMEOUT_MULTIPLIER = 6
 # Speed and real-clock tests measure the machine, and mutmut's trampolines slow every call; a
 # test that swaps email-validator for a recorder does not reach mutmut's copy of the module.
 DESELECT = "not is_fast and not real_clock and not deliverability_checking_goes_to_email"
@@ -82,6 +86,7 @@ def mutmut_settings(module: str, tests: tuple[str, ...]) -> str:
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "tools.mutation_caches", "-q",'
         f' "-k", "{DESELECT}"]\n'
         'also_copy = ["tests", "tools", "templates", "contacts", "config.example.toml"]\n'
+        f"timeout_multiplier = {TIMEOUT_MULTIPLIER}\n"
     )
 
 
