@@ -87,7 +87,7 @@ _Identified = tuple[Contact, str, list[Problem]]  # a contact, its id, problems 
 # more than they save. The size is known before the first row is read, so the workers start at
 # once, while rows are read.
 PARALLEL_FROM = 1 << 20  # bytes
-CHUNK_ROWS = 2_000  # contacts sent to a worker at a time
+CHUNK_ROWS = 500  # contacts sent to a worker at a time
 
 
 class LetterChecks:

@@ -252,7 +252,6 @@ class DeliveryLog:
         # together, a batch at a time, with the next statement.
         self._queued: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
         self.worker: str | None = None  # set by `join`: the worker this log claims letters for
-        self._swept = False
         self._db = self._open()
 
     def close(self) -> None:

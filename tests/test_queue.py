@@ -274,3 +274,17 @@ def test_suppressed_addresses_are_never_queued_and_proofs_ignore_the_list(
     proof = run_cli("send", "--yes", *args, "--test-to", "me@example.org", "--limit", "5")
     assert proof.exit_code == 0, proof.output
     assert sink.count == 8 and "on the suppression list" not in proof.output
+
+
+def test_a_queued_letter_whose_text_is_gone_is_built_again(tmp_path: Path, sink: RecordingSink) -> None:
+    config = numbered_campaign(tmp_path, sink.port, 3, "rebuilt", "concurrency = 1")
+    runner = CliRunner()
+    first = runner.invoke(main, ["send", "--yes", "--limit", "1", "--config", str(config)])
+    assert first.exit_code == 0, first.output
+    with sqlite3.connect(tmp_path / "rebuilt.sqlite") as db:  # as an older log holds them
+        db.execute("DELETE FROM messages WHERE letter IN (SELECT rowid FROM letters WHERE state = 'pending')")
+    second = runner.invoke(main, ["send", "--yes", "--config", str(config)])
+    assert second.exit_code == 0, second.output
+    assert sorted(sink.received.values()) == [1, 1, 1]
+    with DeliveryLog(tmp_path / "rebuilt.sqlite", "rebuilt") as log:
+        assert all(log.message(entry.contact_id) for entry in log.entries())
