@@ -165,6 +165,9 @@ def _figures(section: str, run: Callable[[], KillRun], wanted_kills: int) -> lis
 
 
 def _sqlite_run(bench: Bench, letters: int, wanted: int) -> KillRun:
+    sys.path.insert(0, str(ROOT))
+    from tests.processes import started_another, worker_pids
+
     result = KillRun(letters, SQLITE_RATE)
     with SlowSink(0, ids=True) as sink:
         config, log = bench.mailaction_config(sink.port, letters, 3, rate=f"{SQLITE_RATE}/s")
@@ -179,14 +182,14 @@ def _sqlite_run(bench: Bench, letters: int, wanted: int) -> KillRun:
             while process.poll() is None and len(result.kills) < wanted:
                 _within(started)
                 time.sleep(randomness.uniform(*SQLITE_EVERY))
-                pids = _worker_pids(process.pid)
+                pids = worker_pids(process.pid)
                 seen.update(pids)
                 sent = _sent_in_sqlite(log)
                 if pids and sent:
                     _kill(randomness.choice(pids))
                     result.kills.append(Kill(time.monotonic() - started, sent))
                     _say_kill(bench, result)
-            if not _replaced(process.pid, seen):
+            if not started_another(process.pid, seen):
                 result.problems.append("no worker was started after the last kill")
             _wait(process, started)
         finally:
@@ -377,29 +380,3 @@ def _sent_in_sqlite(log: Path) -> int:
             return int(db.execute("SELECT count(*) FROM letters WHERE state = 'sent'").fetchone()[0])
     except sqlite3.Error:
         return 0  # not created yet, or busy: try again at the next kill
-
-
-def _worker_pids(parent: int) -> list[int]:
-    """The worker processes a `send --workers` started (spawned Python processes)."""
-    try:
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    except OSError:
-        return []
-    pids = []
-    for pid in map(int, children):
-        try:
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                pids.append(pid)
-        except OSError:
-            continue
-    return pids
-
-
-def _replaced(parent: int, seen: set[int], seconds: float = 10) -> bool:
-    """Whether the parent starts a worker not in ``seen`` (a replacement) within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if set(_worker_pids(parent)) - seen:
-            return True
-        time.sleep(0.05)
-    return False

@@ -16,6 +16,7 @@ import pytest
 
 from mailaction.deliverylog import DeliveryLog, State
 from tests.campaigns import RecordingSink, numbered_campaign
+from tests.processes import started_another, worker_pids
 
 LETTERS = 300
 RATE = 100
@@ -32,22 +33,6 @@ def start_send(config: Path, *extra: str) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "mailaction", "send", "--yes", "--config", str(config), *extra],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-
-
-def worker_pids(parent: int) -> list[int]:
-    """The worker processes a `send --workers` started (spawned Python processes)."""
-    try:
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    except OSError:
-        return []
-    pids = []
-    for pid in map(int, children):
-        try:
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                pids.append(pid)
-        except OSError:
-            continue
-    return pids
 
 
 def busiest_second(arrivals: list[float]) -> int:
@@ -119,16 +104,6 @@ def test_killed_workers_are_restarted_and_nothing_arrives_twice(
     assert arrived_at_kills[-1] <= KILL_LETTERS - 500, f"late kills: {arrived_at_kills}"
     check_delivery(log_states(config.parent / "workers.sqlite", "workers"), sink, KILL_LETTERS)
     assert busiest_second([at for at, _ in sink.arrivals]) <= KILL_RATE
-
-
-def started_another(parent: int, seen: set[int], seconds: float = 10) -> bool:
-    """Whether the parent starts a worker not in ``seen`` (a replacement) within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if set(worker_pids(parent)) - seen:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_workers_share_the_rate_and_all_letters_arrive_once(

@@ -1,0 +1,32 @@
+"""The worker processes of a running `send --workers`, as tests and the kill benchmark see them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The worker processes a `send --workers` started (spawned Python processes)."""
+    try:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        return []
+    pids = []
+    for pid in map(int, children):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def started_another(parent: int, seen: set[int], seconds: float = 10) -> bool:
+    """Whether the parent starts a worker not in ``seen`` (a replacement) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if set(worker_pids(parent)) - seen:
+            return True
+        time.sleep(0.05)
+    return False
