@@ -686,3 +686,35 @@ async def test_a_limiter_given_to_the_sender_is_asked_for_every_letter(log: Deli
             summary = await Sender(smtp_config(server), settings, log, limiter=Shared()).send(batch)
     assert summary.sent == 2
     assert asked == [["example.org"], ["example.net"]]
+
+
+class CheckpointCountingLog(DeliveryLog):
+    """A delivery log counting its commits and the checkpoints asked of it."""
+
+    commits = 0
+    checkpoints = 0
+
+    def _commit(self) -> None:
+        self.commits += 1
+        super()._commit()
+
+    def checkpoint(self) -> None:
+        self.checkpoints += 1
+        super().checkpoint()
+
+
+async def test_sending_marks_of_letters_going_out_together_share_a_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender_module, "CHECKPOINT_EVERY", 20)
+    batch = letters(120)
+    with CheckpointCountingLog(tmp_path / "log.sqlite", "test") as counted, FaultServer(pipelining=True) as server:
+        for item in batch:
+            counted.register(item)
+        counted.flush()
+        before = counted.commits
+        summary = await send(server, counted, batch, concurrency=8)
+        commits = counted.commits - before
+        assert summary.sent == 120
+        assert commits < 100  # one per letter (and its outcome) would be 120 or more
+        assert counted.checkpoints >= 1  # the WAL copied out from a thread, every 20 marks
