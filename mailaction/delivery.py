@@ -46,6 +46,7 @@ EXAMPLES = 10  # rows named in a plan's notes ("rows 4, 9, ...")
 SAMPLE = 5  # letters a plan keeps to show before sending
 LOOKUP_BATCH = 500  # rows whose log entries the plan looks up in one statement
 
+
 class Decision(Enum):
     """What a run does with one valid letter."""
 

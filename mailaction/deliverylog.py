@@ -298,8 +298,8 @@ class DeliveryLog:
         return self._execute(sql, params)
 
     def _write_pending(self) -> None:
-        """Write the letters queued, then the marks and outcomes noted so far, in order, in the open transaction (begun
-        if need be).
+        """Write the letters queued, then the marks and outcomes noted so far, in order, in the
+        open transaction (begun if need be).
 
         They wait in memory rather than in an open transaction, so that workers sharing the log
         never hold its write lock while they wait for a server, nor across a loop turn.

@@ -80,22 +80,28 @@ def test_workers_find_the_same_problems_in_the_same_order(
     assert {"email", "To", "Subject"} <= fields
 
 
+@pytest.fixture
+def pools(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each pool of workers the campaign starts, in order."""
+    started: list[int] = []
+
+    def counted_ordered_map(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        started.append(kwargs["workers"])
+        return ordered_map(*args, **kwargs)
+
+    monkeypatch.setattr(campaign_module, "ordered_map", counted_ordered_map)
+    return started
+
+
 @pytest.mark.parametrize("large", [False, True])
 def test_only_contact_files_past_the_threshold_start_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pools: list[int], large: bool
 ) -> None:
     config = load_config(write_campaign(tmp_path, 1_500))
     size = (tmp_path / "contacts.csv").stat().st_size
     monkeypatch.setattr(campaign_module, "PARALLEL_FROM", size if large else size + 1)
     monkeypatch.setattr(campaign_module, "CHUNK_ROWS", 100)
     monkeypatch.setattr(campaign_module, "pool_size", lambda: 2)
-    pools: list[int] = []
-
-    def counted_ordered_map(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        pools.append(kwargs["workers"])
-        return ordered_map(*args, **kwargs)
-
-    monkeypatch.setattr(campaign_module, "ordered_map", counted_ordered_map)
 
     shared = Campaign(config).validate(keep=1_000)
 
@@ -244,19 +250,12 @@ def test_letters_with_attachments_are_built_in_this_process(
 
 
 def test_a_large_campaign_is_built_by_workers_and_sent_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sink: RecordingSink
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pools: list[int], sink: RecordingSink
 ) -> None:
     config_path = numbered_campaign(tmp_path, sink.port, 400, "built", "concurrency = 4")
     monkeypatch.setattr(campaign_module, "PARALLEL_FROM", 0)
     monkeypatch.setattr(campaign_module, "CHUNK_ROWS", 64)
     monkeypatch.setattr(campaign_module, "pool_size", lambda: 2)
-    pools: list[int] = []
-
-    def counted_ordered_map(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        pools.append(kwargs["workers"])
-        return ordered_map(*args, **kwargs)
-
-    monkeypatch.setattr(campaign_module, "ordered_map", counted_ordered_map)
 
     result = send_campaign(load_config(config_path))
 
