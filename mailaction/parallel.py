@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -26,6 +27,7 @@ MAX_WORKERS = 4
 # and leave through os._exit. macOS forbids fork once some system libraries have started; there
 # the workers are spawned.
 START_METHOD = "spawn" if sys.platform == "darwin" else "fork"
+ORPHAN_POLL = 0.2  # seconds between a worker's looks at its parent
 AHEAD = 2  # chunks in flight per worker: enough to keep each busy, few enough to keep memory flat
 
 
@@ -62,8 +64,9 @@ def ordered_map(
         return
     context = multiprocessing.get_context(START_METHOD)
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(initializer, initargs)
-    )
+        workers, mp_context=context, initializer=_start_worker,
+        initargs=(initializer, initargs, os.getpid()),
+    )  # fmt: skip
     pending: deque[tuple[Kept, Future[Result]]] = deque()
     try:
         for kept, sent in chain([first], chunks):
@@ -104,10 +107,24 @@ def _interrupts_held() -> Iterator[None]:
             signal.raise_signal(signal.SIGINT)
 
 
-def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...], parent: int) -> None:
     """Set up one worker; Ctrl-C is left to the main process, which stops the pool."""
     # Ignoring SIGINT while it is still blocked also drops a Ctrl-C that came during start-up.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker may inherit a handler
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    threading.Thread(target=exit_when_orphaned, args=(parent,), daemon=True).start()
     initializer(*initargs)
+
+
+def exit_when_orphaned(parent: int) -> None:
+    """Leave at once (os._exit) when ``parent`` is no longer this process's parent.
+
+    A forked process holds copies of its parent's descriptors, the delivery log's lock among
+    them, and of the pipes the pool hands work through: killed with SIGKILL, the main process
+    would leave its workers waiting for work forever, and the log locked.
+    """
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL)
+    os._exit(1)
+

@@ -287,3 +287,26 @@ def test_ctrl_c_while_workers_build_the_plan_queues_and_sends_nothing(
     assert sink.count == 0
     with DeliveryLog(tmp_path / "stopped.sqlite", "stopped") as log:
         assert sum(log.counts().values()) == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_workers_of_a_killed_send_leave_and_free_the_log(tmp_path: Path, sink: RecordingSink) -> None:
+    config = numbered_campaign(tmp_path, sink.port, 150_000, "killed", "concurrency = 2")
+    process = subprocess.Popen(
+        [str(MAILACTION), "send", "--yes", "--config", str(config)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while _session_size(process.pid) < 1 + parallel.pool_size() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the main process and its workers, building the plan
+    assert _session_size(process.pid) == 1 + parallel.pool_size()
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 5  # the workers find their parent gone within ORPHAN_POLL
+    while _session_size(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert _session_size(process.pid) == 0
+    assert sink.count == 0
+    with DeliveryLog(tmp_path / "killed.sqlite", "killed", lock=True) as log:  # free again
+        assert sum(log.counts().values()) == 0
