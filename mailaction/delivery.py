@@ -32,6 +32,7 @@ from .workers import (
     LEASE,
     Progress,
     RunResult,
+    Standby,
     WorkerJob,
     claimed,
     deliver_in_process,
@@ -320,6 +321,13 @@ def send_campaign(
     """
     options = options or SendOptions()
     hooks = hooks or Hooks()
+    workers = options.workers or cores()
+    early = workers if workers > 1 and not config.accounts and not options.dry_run else 0
+    with Standby(early) as standby:  # before the contacts are read and the log is opened
+        return _send(config, options, hooks, standby)
+
+
+def _send(config: Config, options: SendOptions, hooks: Hooks, standby: Standby) -> CampaignResult:
     campaign = Campaign(config, key=campaign_key(config.campaign.name, options.test_to))
     with _open_log(config, campaign.key, options.dry_run) as log:
         result = CampaignResult(SendPlan(), log.location, log.campaign)
@@ -344,7 +352,7 @@ def send_campaign(
             log.rollback()
             raise
         log.commit_queue()  # the run is confirmed: the queue is committed as a whole
-        _send_queued(config, run, hooks, result)
+        _send_queued(config, run, hooks, result, standby)
         result.counts = log.counts()
     return result
 
@@ -363,7 +371,9 @@ def _silent_for(log: DeliveryLog, options: SendOptions) -> float | None:
     return options.lease if is_database_url(log.location) else None
 
 
-def _send_queued(config: Config, run: Run, hooks: Hooks, result: CampaignResult) -> None:
+def _send_queued(
+    config: Config, run: Run, hooks: Hooks, result: CampaignResult, standby: Standby
+) -> None:
     options = run.options
     workers = options.workers or cores()
     pool = None
@@ -393,7 +403,7 @@ def _send_queued(config: Config, run: Run, hooks: Hooks, result: CampaignResult)
             )
         else:
             outcome = deliver_in_workers(
-                job, run.log, workers, hooks.progress, total, hooks.interrupt
+                job, run.log, workers, hooks.progress, total, hooks.interrupt, standby
             )
     except DeliveryLogError as exc:
         raise SendingStopped(

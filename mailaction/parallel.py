@@ -26,7 +26,11 @@ MAX_WORKERS = 4
 # process (BLAS, the log's checkpoint) may hold at the fork, never touch its open delivery log,
 # and leave through os._exit. macOS forbids fork once some system libraries have started; there
 # the workers are spawned.
-START_METHOD = "spawn" if sys.platform == "darwin" else "fork"
+CONTEXT = (
+    multiprocessing.get_context("spawn")
+    if sys.platform == "darwin"
+    else multiprocessing.get_context("fork")
+)
 ORPHAN_POLL = 0.2  # seconds between a worker's looks at its parent
 AHEAD = 2  # chunks in flight per worker: enough to keep each busy, few enough to keep memory flat
 
@@ -62,15 +66,14 @@ def ordered_map(
     first = next(chunks, None)
     if first is None:
         return
-    context = multiprocessing.get_context(START_METHOD)
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker,
+        workers, mp_context=CONTEXT, initializer=_start_worker,
         initargs=(initializer, initargs, os.getpid()),
     )  # fmt: skip
     pending: deque[tuple[Kept, Future[Result]]] = deque()
     try:
         for kept, sent in chain([first], chunks):
-            with _interrupts_held():
+            with interrupts_held():
                 pending.append((kept, pool.submit(function, sent)))
             if len(pending) >= workers * AHEAD:
                 kept, future = pending.popleft()
@@ -83,7 +86,7 @@ def ordered_map(
 
 
 @contextmanager
-def _interrupts_held() -> Iterator[None]:
+def interrupts_held() -> Iterator[None]:
     """Hold a Ctrl-C back meanwhile and deliver it after; a worker started now begins with SIGINT
     blocked, see `_start_worker`.
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 
 def worker_pids(parent: int) -> list[int]:
-    """The worker processes a `send --workers` started (spawned Python processes)."""
+    """The worker processes a sending `send --workers` runs: every child but multiprocessing's
+    resource tracker (the first workers are forked, replacements spawned; while the letters are
+    sent, no other child is left)."""
     try:
         children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     except OSError:
@@ -15,7 +17,7 @@ def worker_pids(parent: int) -> list[int]:
     pids = []
     for pid in map(int, children):
         try:
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 pids.append(pid)
         except OSError:
             continue

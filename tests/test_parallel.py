@@ -146,7 +146,7 @@ def test_an_interrupt_in_the_main_process_stops_the_workers() -> None:
 
 def test_a_ctrl_c_while_a_worker_starts_is_raised_once_it_has_started() -> None:
     finished = False
-    with pytest.raises(KeyboardInterrupt), parallel._interrupts_held():
+    with pytest.raises(KeyboardInterrupt), parallel.interrupts_held():
         signal.raise_signal(signal.SIGINT)
         finished = True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import multiprocessing
 import os
 import random
 import signal
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from mailaction.config import load_config
+from mailaction.delivery import Hooks, SendOptions, SendPlan, send_campaign
 from mailaction.deliverylog import DeliveryLog, State
+from mailaction.errors import InvalidCampaign
 from tests.campaigns import RecordingSink, numbered_campaign
 from tests.processes import started_another, worker_pids
 
@@ -147,3 +151,50 @@ def test_workers_must_be_a_number_or_auto(campaign: Path) -> None:
         _, stderr = result.communicate(timeout=60)
         assert result.returncode == 2
         assert f"{bad!r} is not a number of workers" in stderr.decode()
+
+
+@pytest.mark.parametrize("ending", ["invalid row", "declined", "sent"])
+def test_standby_workers_leave_with_the_run_however_it_ends(
+    tmp_path: Path, sink: RecordingSink, ending: str
+) -> None:
+    config_path = numbered_campaign(tmp_path, sink.port, 40, "standby", "concurrency = 2")
+    if ending == "invalid row":
+        with (tmp_path / "contacts.csv").open("a", encoding="utf-8") as contacts:
+            contacts.write("not-an-address,99\n")
+    started: list[int] = []
+
+    def plan(_: SendPlan) -> None:  # the standby workers wait while the plan is shown
+        started.extend(child.pid or 0 for child in multiprocessing.active_children())
+
+    hooks = Hooks(plan=plan, confirm=lambda _: ending == "sent")
+    try:
+        result = send_campaign(load_config(config_path), SendOptions(workers=2), hooks)
+    except InvalidCampaign:
+        assert ending == "invalid row"
+    else:
+        assert result.declined == (ending == "declined")
+
+    assert multiprocessing.active_children() == []
+    assert len(started) == (0 if ending == "invalid row" else 2)
+    assert sink.count == (40 if ending == "sent" else 0)
+
+
+def test_a_killed_send_leaves_no_standby_worker(tmp_path: Path, sink: RecordingSink) -> None:
+    config = numbered_campaign(tmp_path, sink.port, 60_000, "orphans", "concurrency = 2")
+    process = start_send(config, "--workers", "2")
+    deadline = time.monotonic() + 20
+    while len(worker_pids(process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # two standby workers, forked before the plan
+    children = worker_pids(process.pid)
+    assert len(children) >= 2
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 5
+
+    def alive() -> list[int]:
+        return [pid for pid in children if Path(f"/proc/{pid}").exists()]
+
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive() == []
+    assert sink.count == 0
