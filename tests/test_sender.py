@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -351,6 +352,12 @@ def test_retry_delay_doubles_with_jitter_and_a_ceiling() -> None:
     assert retry_delay(2.0, 40) <= 300.0
 
 
+def test_retry_delay_jitter_spans_a_quarter_either_way() -> None:
+    random.seed(20261201)
+    delays = [retry_delay(4.0, 1) for _ in range(400)]
+    assert 3.0 <= min(delays) < 3.1 and 4.9 < max(delays) <= 5.0
+
+
 # --- stopping ---
 
 
@@ -385,6 +392,7 @@ async def test_an_unreachable_server_pauses_the_run(free_port: int, log: Deliver
     summary = await Sender(smtp, settings, log).send(letters(5))
     assert summary.stopped_reason is not None
     assert summary.stopped_reason.startswith("paused after 2 failures in a row")
+    assert "server may be refusing us: None" not in summary.stopped_reason  # no reply code
     assert states(log) == Counter({State.DEFERRED: 2, State.PENDING: 3})
 
 

@@ -510,6 +510,23 @@ async def test_a_retry_refused_for_good_keeps_the_letter_sent_with_the_reply_cod
     assert server.received_ids() == Counter({item.message_id: 1})
 
 
+async def test_a_retry_accepted_keeps_the_letter_sent_with_the_servers_code(
+    log: DeliveryLog,
+) -> None:
+    # ok@ gets the letter; full@ is refused for now (452), then accepted on the retry.
+    async def full_once(session: FaultSession, arg: str | None) -> str | None:
+        return "452 4.2.2 mailbox full" if "<full@" in (arg or "") and not session.server.messages else None
+
+    item = letter(1, recipients=("ok@example.org", "full@example.org"))
+    with FaultServer() as server:
+        server.on("RCPT", full_once)
+        await send(server, log, [item])
+    found = entry(log, item)
+    assert (found.state, found.attempts, found.last_code) == (State.SENT, 2, 250)
+    assert found.refused == {}
+    assert server.received_ids() == Counter({item.message_id: 2})  # ok@'s copy, then full@'s
+
+
 async def test_a_letter_ending_uncertain_keeps_the_refusals_of_its_envelope(
     log: DeliveryLog,
 ) -> None:
