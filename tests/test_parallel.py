@@ -267,18 +267,25 @@ def test_a_large_campaign_is_built_by_workers_and_sent_once(
         assert all(f"p{entry.row - 2}@example.org" == entry.contact_id for entry in log.entries())
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_ctrl_c_while_workers_build_the_plan_queues_and_sends_nothing(
-    tmp_path: Path, sink: RecordingSink
-) -> None:
-    config = numbered_campaign(tmp_path, sink.port, 150_000, "stopped", "concurrency = 2")
+def planning_send(folder: Path, sink: RecordingSink, name: str) -> subprocess.Popen[bytes]:
+    """`send` of 150,000 letters in a session of its own, once its workers build the plan."""
+    config = numbered_campaign(folder, sink.port, 150_000, name, "concurrency = 2")
     process = subprocess.Popen(
         [str(MAILACTION), "send", "--yes", "--config", str(config)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 20
     while _session_size(process.pid) < 1 + parallel.pool_size() and time.monotonic() < deadline:
         time.sleep(0.05)  # the main process and its workers
+    assert _session_size(process.pid) == 1 + parallel.pool_size()
+    return process
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_ctrl_c_while_workers_build_the_plan_queues_and_sends_nothing(
+    tmp_path: Path, sink: RecordingSink
+) -> None:
+    process = planning_send(tmp_path, sink, "stopped")
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
 
@@ -291,17 +298,9 @@ def test_ctrl_c_while_workers_build_the_plan_queues_and_sends_nothing(
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_workers_of_a_killed_send_leave_and_free_the_log(tmp_path: Path, sink: RecordingSink) -> None:
-    config = numbered_campaign(tmp_path, sink.port, 150_000, "killed", "concurrency = 2")
-    process = subprocess.Popen(
-        [str(MAILACTION), "send", "--yes", "--config", str(config)],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while _session_size(process.pid) < 1 + parallel.pool_size() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the main process and its workers, building the plan
-    assert _session_size(process.pid) == 1 + parallel.pool_size()
+    process = planning_send(tmp_path, sink, "killed")
     process.kill()
-    process.wait()
+    process.communicate(timeout=30)  # the workers hold the output pipes too, until they leave
     deadline = time.monotonic() + 5  # the workers find their parent gone within ORPHAN_POLL
     while _session_size(process.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
