@@ -42,6 +42,19 @@ async def test_a_refused_connection_waits_before_the_next_try(log: DeliveryLog) 
     assert elapsed < 5
 
 
+async def test_after_a_refusal_the_run_keeps_to_the_connections_that_worked(
+    log: DeliveryLog,
+) -> None:
+    # One connection allowed, two tried: the refused one is not tried again while the run
+    # lasts (3 s, three times the wait after a refusal), since one connection is working.
+    with FaultServer(max_connections=1) as server:
+        server.on("DATA_END", slow(0.1))
+        summary = await send(server, log, letters(30), concurrency=2)
+    assert summary.sent == 30
+    assert server.refused_connections == 1
+    assert server.most_open_connections == 1
+
+
 @pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
 async def test_a_message_rate_limit_slows_the_run_instead_of_failing_letters(
     log: DeliveryLog, monkeypatch: pytest.MonkeyPatch, pipelining: bool
