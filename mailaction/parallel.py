@@ -130,4 +130,3 @@ def exit_when_orphaned(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(ORPHAN_POLL)
     os._exit(1)
-

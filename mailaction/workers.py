@@ -433,12 +433,11 @@ class Standby:
     """
 
     def __init__(self, count: int) -> None:
-        context = CONTEXT
         self.waiting: list[tuple[BaseProcess, Connection, Connection]] = []
         for _ in range(count):
-            jobs, job_sender = context.Pipe(duplex=False)
-            receiver, reporter = context.Pipe(duplex=False)
-            process = context.Process(
+            jobs, job_sender = CONTEXT.Pipe(duplex=False)
+            receiver, reporter = CONTEXT.Pipe(duplex=False)
+            process = CONTEXT.Process(
                 target=_stand_by, args=(jobs, reporter, os.getpid()), name="mailaction worker"
             )
             with interrupts_held():  # it starts with Ctrl-C blocked, then ignores it
