@@ -145,7 +145,11 @@ def retry_delay(base: float, attempt: int) -> float:
 
 
 class _Failed(Exception):
-    """An attempt that ended before any message data was sent, at ``step``."""
+    """An attempt that ended before any message data was sent.
+
+    ``step`` is read for two cases only: "connect" (no connection could be made) and
+    "MAIL FROM" (the server's rate policy, or a kept connection found closed).
+    """
 
     def __init__(
         self,
@@ -807,12 +811,12 @@ class _Worker:
         count = len(letter.recipients)
         mail, rcpts, data = replies[0], replies[1 : count + 1], replies[count + 1 :]
         if mail.code != 250:
-            raise self._refused(mail, "MAIL FROM")
+            raise self._refused(mail, step="MAIL FROM")
         refused: dict[str, str] = {}
         codes: list[int] = []
         for recipient, response in zip(letter.recipients, rcpts):
             if response.code == 421:
-                raise self._refused(response, "RCPT TO")
+                raise self._refused(response)
             if response.code not in (250, 251):
                 refused[recipient] = str(response)
                 codes.append(response.code)
@@ -823,10 +827,10 @@ class _Worker:
             reply = f"every recipient refused: {details}"
             raise _Failed((temporary or codes)[-1], reply, retry=bool(temporary), refused=refused)
         if data[0].code != 354:
-            raise self._refused(data[0], "DATA")
+            raise self._refused(data[0])
         return refused
 
-    def _refused(self, response: Reply, step: str) -> _Failed:
+    def _refused(self, response: Reply, *, step: str = "") -> _Failed:
         """The transaction failed on a reply; the session is reset, or dropped after a 421."""
         if response.code == 421:
             self.close()
@@ -846,7 +850,7 @@ class _Worker:
             )
         except Unavailable as unavailable:
             self.close()
-            return _Failed(None, unavailable.reply, step="DATA").outcome
+            return _Failed(None, unavailable.reply).outcome
         except Uncertain as uncertain:
             self.close()
             return Outcome(State.UNCERTAIN, None, uncertain.reply, refused)
@@ -856,4 +860,4 @@ class _Worker:
             raise
         if 200 <= response.code < 300:
             return Outcome(State.SENT, response.code, response.text, refused)
-        return self._refused(response, "the end of data").outcome
+        return self._refused(response).outcome

@@ -302,6 +302,29 @@ async def test_failures_one_short_of_the_limit_never_pause(log: DeliveryLog) -> 
     assert states(log) == Counter({State.FAILED: 4, State.SENT: 2})
 
 
+async def test_connections_lost_before_the_data_pause_the_run(log: DeliveryLog) -> None:
+    # The server hangs up at every MAIL FROM: nothing was sent, the letters are deferred
+    # without a reply code, and that is a vanishing server, which counts toward the pause.
+    with FaultServer() as server:
+        server.on("MAIL", drop)
+        summary = await send(server, log, letters(6), pause_after_failures=3)
+    assert summary.stopped_reason is not None
+    assert summary.stopped_reason.startswith("paused after 3 failures in a row")
+    assert summary.deferred == 3 and server.messages == []
+
+
+async def test_letters_ending_uncertain_do_not_pause_the_run(log: DeliveryLog) -> None:
+    # Each letter's data is taken, then the connection drops before the reply: uncertain, not
+    # a failure; the run goes on to the end.
+    batch = letters(4)
+    with FaultServer() as server:
+        server.on("DATA_END", deliver_then_drop)
+        summary = await send(server, log, batch, pause_after_failures=2)
+    assert summary.stopped_reason is None
+    assert summary.uncertain == 4
+    assert states(log) == Counter({State.UNCERTAIN: 4})
+
+
 # --- a connection lost between the 354 and the data ---
 # Through the sender the close races the data (the client may write before it sees the close);
 # the transport is given the moment it writes by its ``before_write``, which waits for it here.
