@@ -91,22 +91,6 @@ async def test_the_per_domain_limit_is_wired_from_the_settings(log: DeliveryLog)
     assert busiest_second(arrivals(server.messages)["example.org"]) == 4
 
 
-async def test_a_domain_waiting_for_its_slot_lets_a_free_domain_go_first(
-    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Read two letters ahead: example.org's second letter is first in line when example.net's
-    # is read, and its slot is half a second away; the one connection takes example.net's.
-    monkeypatch.setattr(sender, "LOOKAHEAD", 2)
-    batch = to_domains({"example.org": 2, "example.net": 1})
-    with FaultServer() as server:
-        started = time.monotonic()
-        await send(server, log, batch, concurrency=1, per_domain_rate=parse_rate("2/s"))
-    order = [message.recipients[0] for message in server.messages]
-    assert order == ["p0@example.org", "p2@example.net", "p1@example.org"]
-    assert server.messages[1].at - started < 0.3  # not after example.org's slot
-    assert server.messages[2].at - server.messages[0].at >= 0.45
-
-
 @pytest.mark.parametrize("bound", ["letters", "bytes"])
 async def test_letters_are_read_ahead_only_up_to_the_lookahead(
     log: DeliveryLog, monkeypatch: pytest.MonkeyPatch, bound: str

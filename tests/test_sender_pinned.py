@@ -538,7 +538,8 @@ async def test_a_retry_accepted_keeps_the_letter_sent_with_the_servers_code(
 ) -> None:
     # ok@ gets the letter; full@ is refused for now (452), then accepted on the retry.
     async def full_once(session: FaultSession, arg: str | None) -> str | None:
-        return "452 4.2.2 mailbox full" if "<full@" in (arg or "") and not session.server.messages else None
+        refuse = "<full@" in (arg or "") and not session.server.messages
+        return "452 4.2.2 mailbox full" if refuse else None
 
     item = letter(1, recipients=("ok@example.org", "full@example.org"))
     with FaultServer() as server:
@@ -758,3 +759,25 @@ async def test_sending_marks_of_letters_going_out_together_share_a_commit(
         assert summary.sent == 120
         assert commits < 100  # one per letter (and its outcome) would be 120 or more
         assert counted.checkpoints >= 1  # the WAL copied out from a thread, every 20 marks
+
+
+# --- queues per domain ---
+
+
+async def test_a_domain_waiting_for_its_slot_lets_a_free_domain_go_first(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read two letters ahead: example.org's second letter is first in line when example.net's
+    # is read, and its slot is half a second away; the one connection takes example.net's.
+    monkeypatch.setattr(sender_module, "LOOKAHEAD", 2)
+    batch = [
+        letter(n, recipients=(f"p{n}@{domain}",))
+        for n, domain in enumerate(["example.org", "example.org", "example.net"])
+    ]
+    with FaultServer() as server:
+        started = time.monotonic()
+        await send(server, log, batch, concurrency=1, per_domain_rate=parse_rate("2/s"))
+    order = [message.recipients[0] for message in server.messages]
+    assert order == ["p0@example.org", "p2@example.net", "p1@example.org"]
+    assert server.messages[1].at - started < 0.3  # not after example.org's slot
+    assert server.messages[2].at - server.messages[0].at >= 0.45
