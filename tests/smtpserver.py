@@ -151,6 +151,7 @@ class FaultSession(SMTP):
         if not self.probe:
             self.number = self.server._connected()
             if not self.server._open_connection():
+                await asyncio.sleep(self.server.refusal_delay)
                 await self._reply("421 4.7.0 too many connections from your address")
                 return
             self.counted = True
@@ -255,7 +256,7 @@ class FaultServer:
     ``max_messages_per_connection`` (421 once a connection has delivered that many),
     ``pipelining`` (advertise PIPELINING; aiosmtpd answers commands sent together in order), and
     limits per client as Postfix's anvil keeps them: ``max_connections`` at a time (more are
-    refused with 421 at greeting) and ``message_rate`` = (count, seconds) MAIL FROM requests per
+    refused with 421 at greeting, ``refusal_delay`` seconds after they connect) and ``message_rate`` = (count, seconds) MAIL FROM requests per
     window (one more gets 450 4.7.1; a window starts at the first request after the last ended).
     """
 
@@ -272,10 +273,12 @@ class FaultServer:
         max_messages_per_connection: int = 0,
         pipelining: bool = False,
         max_connections: int = 0,
+        refusal_delay: float = 0.0,
         message_rate: tuple[int, float] | None = None,
     ) -> None:
         self.max_messages_per_connection = max_messages_per_connection
         self.max_connections = max_connections
+        self.refusal_delay = refusal_delay
         self.message_rate = message_rate
         self.open_connections = 0
         self.most_open_connections = 0

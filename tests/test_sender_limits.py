@@ -46,8 +46,9 @@ async def test_after_a_refusal_the_run_keeps_to_the_connections_that_worked(
     log: DeliveryLog,
 ) -> None:
     # One connection allowed, two tried: the refused one is not tried again while the run
-    # lasts (3 s, three times the wait after a refusal), since one connection is working.
-    with FaultServer(max_connections=1) as server:
+    # lasts (3 s, three times the wait after a refusal), since one connection is working. The
+    # refusal comes once that connection is open, so that it counts as working.
+    with FaultServer(max_connections=1, refusal_delay=0.3) as server:
         server.on("DATA_END", slow(0.1))
         summary = await send(server, log, letters(30), concurrency=2)
     assert summary.sent == 30
