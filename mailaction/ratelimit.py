@@ -213,9 +213,12 @@ class ServerLimits:
         """A connection was refused at connect or greeting while ``working`` others are open."""
         now = self._clock()
         self.refused_connections += 1
-        if now >= self.connect_after:  # one decrease per wave of refusals
-            self.connections = max(1, working, int(self.connections * DECREASE))
-            self._last_change = now
+        if now < self.connect_after:
+            return  # the rest of a wave of refusals: connections tried before the first came back
+        # One decrease, and one doubling of the wait, per wave: eight connections tried at once
+        # against a server that takes two are one refusal of the run, not six.
+        self.connections = max(1, working, int(self.connections * DECREASE))
+        self._last_change = now
         self.connect_after = now + self._connect_backoff
         self._connect_backoff = min(self._connect_backoff * 2, CONNECT_BACKOFF[1])
 

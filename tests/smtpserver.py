@@ -151,7 +151,8 @@ class FaultSession(SMTP):
         if not self.probe:
             self.number = self.server._connected()
             if not self.server._open_connection():
-                await asyncio.sleep(self.server.refusal_delay)
+                if self.server.refusal_delay:
+                    await asyncio.sleep(self.server.refusal_delay)
                 await self._reply("421 4.7.0 too many connections from your address")
                 return
             self.counted = True

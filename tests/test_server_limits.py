@@ -29,9 +29,9 @@ def test_a_refused_connection_halves_the_connections_but_keeps_those_working() -
     limits.connection_refused(working=3)
     assert limits.connections == 4 and limits.refused_connections == 1
     assert limits.connect_after == clock.now + CONNECT_BACKOFF[0]
-    limits.connection_refused(working=0)  # the same wave: no second decrease, a longer wait
+    limits.connection_refused(working=0)  # the same wave: no second decrease, the same wait
     assert limits.connections == 4
-    assert limits.connect_after == clock.now + 2 * CONNECT_BACKOFF[0]
+    assert limits.connect_after == clock.now + CONNECT_BACKOFF[0]
     clock.now = limits.connect_after
     limits.connection_refused(working=3)
     assert limits.connections == 3  # halving would leave 2, but 3 are working
@@ -41,14 +41,17 @@ def test_a_refused_connection_halves_the_connections_but_keeps_those_working() -
     assert limits.connections == 1  # never below one
 
 
-def test_the_wait_after_refused_connections_doubles_to_a_ceiling_and_a_connection_resets_it() -> None:
+def test_the_wait_doubles_once_per_wave_of_refusals_to_a_ceiling_and_a_connection_resets_it() -> None:
     clock = Clock()
-    limits = ServerLimits(4, clock=clock)
+    limits = ServerLimits(8, clock=clock)
     waits = []
-    for _ in range(9):
-        limits.connection_refused(working=0)
+    for _ in range(9):  # each wave: the seven connections beyond the first refused at once
+        for _ in range(7):
+            limits.connection_refused(working=0)
         waits.append(limits.connect_after - clock.now)
+        clock.now = limits.connect_after
     assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    assert limits.refused_connections == 63
     limits.connected()
     limits.connection_refused(working=0)
     assert limits.connect_after - clock.now == CONNECT_BACKOFF[0]
