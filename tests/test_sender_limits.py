@@ -32,6 +32,18 @@ async def test_a_server_allowing_2_connections_gets_every_letter_and_charges_non
     assert summary.refused_connections == server.refused_connections
 
 
+async def test_refusals_answered_late_bring_no_reconnection_storm(log: DeliveryLog) -> None:
+    # Eight connections, two taken; the six refused answer 0.3 s later, as one wave. The next
+    # try waits a second from then, so in the 1.5 s the letters take there are two waves at most.
+    batch = letters(60)
+    with FaultServer(max_connections=2, refusal_delay=0.3) as server:
+        server.on("DATA_END", slow(0.05))
+        summary = await send(server, log, batch, concurrency=8)
+    assert summary.sent == 60
+    assert server.received_ids() == Counter({item.message_id: 1 for item in batch})
+    assert 6 <= server.refused_connections <= 8
+
+
 async def test_a_refused_connection_waits_before_the_next_try(log: DeliveryLog) -> None:
     with FaultServer(max_connections=1) as server:
         started = time.monotonic()
