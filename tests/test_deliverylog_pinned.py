@@ -530,6 +530,22 @@ def test_a_damaged_log_says_so(log: DeliveryLog, path: Path) -> None:
         )
 
 
+def test_a_log_damaged_while_it_is_open_says_so(path: Path) -> None:
+    with DeliveryLog(path, "spring") as log:
+        for n in range(400):
+            log.register(letter(n))
+    size = path.stat().st_size
+    with DeliveryLog(path, "spring") as reopened:  # its letters not read yet
+        with path.open("r+b") as file:  # the second half of the file overwritten meanwhile
+            file.seek(size // 2)
+            file.write(b"\xff" * (size - size // 2))
+        with pytest.raises(DeliveryLogError) as damaged:
+            reopened.counts()
+    assert str(damaged.value) == (
+        f"{path}: the delivery log is damaged: database disk image is malformed"
+    )
+
+
 def test_a_log_without_its_version_or_at_a_folder_is_refused(path: Path, tmp_path: Path) -> None:
     with pytest.raises(DeliveryLogError) as folder:
         DeliveryLog(tmp_path, "spring")
