@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailaction import validate
 from mailaction.validate import (
     LetterRules,
     _address_problem,
@@ -115,6 +117,17 @@ def test_a_literal_attachment_is_never_blamed_on_a_column() -> None:
     found = problems(headers=HEADERS + "Attachment: brochure.pdf\n", town="brochure.pdf")
     assert found == [
         "contacts.csv:12 (Attachment): attachment 'brochure.pdf' not found (looked for brochure.pdf)"
+    ]
+
+
+def test_an_attachment_gone_between_being_found_and_measured_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race, made certain: the file found is gone by the time its size is read.
+    monkeypatch.setattr(validate, "find_attachment", lambda *found: tmp_path / "gone.pdf")
+    assert problems(headers=HEADERS + "Attachment: gone.pdf\n", base_dir=tmp_path) == [
+        ("contacts.csv:12 (Attachment): attachment 'gone.pdf' cannot be read: No such file or"
+        " directory")
     ]
 
 
