@@ -665,3 +665,20 @@ def test_a_lock_file_that_cannot_be_created_is_refused_with_its_path(tmp_path: P
     with pytest.raises(DeliveryLogError) as refused:
         DeliveryLog(path, "spring", lock=True)
     assert str(refused.value) == f"{path}.lock: cannot create the lock file: Not a directory"
+
+
+def test_noting_the_list_holds_no_transaction_open_against_other_writers(path: Path) -> None:
+    # Between noting the list and queueing, another process commits a letter: the plan's first
+    # write must start from what is on disk then (a transaction SQLite would have opened on its
+    # own at the note would hold an older snapshot, and the write would fail for good).
+    with DeliveryLog(path, "spring") as log:
+        log.register(letter(2))
+    with DeliveryLog(path, "spring") as planning, DeliveryLog(path, "spring") as other:
+        planning.start_tally()
+        planning.note(["person2@example.org"])
+        planning.look_up(["person2@example.org"])
+        other.register(letter(3))
+        other.flush()
+        planning.enqueue(letter(4), None)
+        planning.flush()
+        assert sum(planning.counts().values()) == 3
