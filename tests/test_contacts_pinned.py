@@ -485,3 +485,13 @@ def test_formula_without_a_value_in_the_first_column_of_a_table_in_column_b(
     assert error(tmp_path / "list.xlsx").startswith(
         "list.xlsx:2: B2 (email): a formula without a saved value"
     )
+
+
+def test_the_delimiter_is_guessed_from_the_first_50_lines_only(tmp_path: Path) -> None:
+    # Line 51 holds a quoted value between commas, which csv.Sniffer would take for the
+    # delimiter; the 50 lines above it use ";" (the header holds both).
+    lines = ["email;name, title", *(f"p{n}@example.org;Name {n}" for n in range(49))]
+    path = write(tmp_path, "\n".join([*lines, 'q@example.org,"Quinn",', ""]).encode())
+    contacts = ContactList(path)
+    assert contacts.columns == ["email", "name, title"]
+    assert rows(path)[0] == (2, {"email": "p0@example.org", "name, title": "Name 0"})
