@@ -781,3 +781,36 @@ async def test_a_domain_waiting_for_its_slot_lets_a_free_domain_go_first(
     assert order == ["p0@example.org", "p2@example.net", "p1@example.org"]
     assert server.messages[1].at - started < 0.3  # not after example.org's slot
     assert server.messages[2].at - server.messages[0].at >= 0.45
+
+
+# --- what a retry leaves in the log ---
+
+
+async def test_a_letter_refused_for_now_to_the_end_keeps_its_refusals(log: DeliveryLog) -> None:
+    item = letter(1, recipients=("a@example.org", "b@example.org"))
+    with FaultServer() as server:
+        server.on("RCPT", reply("452 4.2.2 mailbox full"))
+        await send(server, log, [item], max_retries=1)
+    found = entry(log, item)
+    assert (found.state, found.attempts, found.last_code) == (State.FAILED, 2, 452)
+    assert found.refused == {
+        "a@example.org": "452 4.2.2 mailbox full",
+        "b@example.org": "452 4.2.2 mailbox full",
+    }
+
+
+async def test_a_letter_sent_to_some_and_retried_for_the_others_is_no_failure(
+    log: DeliveryLog,
+) -> None:
+    # full@ is refused for now once: the letter is sent to ok@ and retried for full@. That is
+    # not a failure of the run, even with pause_after_failures = 1.
+    async def full_once(session: FaultSession, arg: str | None) -> str | None:
+        refuse = "<full@" in (arg or "") and not session.server.messages
+        return "452 4.2.2 mailbox full" if refuse else None
+
+    batch = [letter(0, recipients=("ok@example.org", "full@example.org")), *letters(3)[1:]]
+    with FaultServer() as server:
+        server.on("RCPT", full_once)
+        summary = await send(server, log, batch, pause_after_failures=1)
+    assert summary.stopped_reason is None
+    assert states(log) == Counter({State.SENT: 3})

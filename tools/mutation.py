@@ -48,6 +48,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/test_sender_marks.py",
         "tests/test_sender_replies.py",
         "tests/test_sender_pinned.py",
+        "tests/test_sender_domains.py",
     ),
     "transport": ("tests/test_transport.py", "tests/test_sender.py", "tests/test_sender_pinned.py"),
 }
