@@ -814,3 +814,25 @@ async def test_a_letter_sent_to_some_and_retried_for_the_others_is_no_failure(
         summary = await send(server, log, batch, pause_after_failures=1)
     assert summary.stopped_reason is None
     assert states(log) == Counter({State.SENT: 3})
+
+
+async def test_a_letter_due_for_its_retry_goes_before_the_letters_read_ahead(
+    log: DeliveryLog,
+) -> None:
+    # p0 is refused for now once; its retry falls due while p1..p9 wait in their domain's
+    # queue for the per-domain rate, and goes before them, not after the last.
+    refused: list[str] = []
+
+    async def p0_once(session: FaultSession, arg: str | None) -> str | None:
+        if "<p0@" in (arg or "") and not refused:
+            refused.append("p0")
+            return "451 4.3.0 try later"
+        return None
+
+    batch = letters(10)
+    with FaultServer() as server:
+        server.on("RCPT", p0_once)
+        await send(server, log, batch, retry_delay=0.01, per_domain_rate=parse_rate("20/s"))
+    order = [message.recipients[0] for message in server.messages]
+    assert len(order) == 10
+    assert order.index("p0@example.org") <= 2
