@@ -836,3 +836,19 @@ async def test_a_letter_due_for_its_retry_goes_before_the_letters_read_ahead(
     order = [message.recipients[0] for message in server.messages]
     assert len(order) == 10
     assert order.index("p0@example.org") <= 2
+
+
+async def test_the_global_rate_holds_beside_a_per_domain_rate(log: DeliveryLog) -> None:
+    # The per-domain rate would allow them all at once; the global one spaces them: the letter
+    # waiting for a global slot waits with its domains.
+    batch = letters(12)
+    with FaultServer() as server:
+        started = time.monotonic()
+        await send(
+            server, log, batch, concurrency=4, rate=parse_rate("10/s"),
+            per_domain_rate=parse_rate("100/s"),
+        )  # fmt: skip
+    times = sorted(message.at - started for message in server.messages)
+    assert len(times) == 12
+    assert max(sum(1 for t in times if start <= t < start + 1.0) for start in times) <= 10
+    assert times[-1] >= 1.0  # twelve letters at 10/s take over a second
