@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
@@ -139,3 +140,28 @@ async def test_both_limits_at_once_as_postfix_anvil_keeps_them(
         assert set(attempts) == {1}
     assert server.refused_connections <= 8 and server.refused_messages <= 12
     assert elapsed < 10
+
+
+async def test_a_slow_down_closes_the_connections_beyond_those_it_allows(
+    log: DeliveryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 8 letters per 2 s: the first refusal halves the 4 connections to 2, and the two beyond
+    # them close after their next letter instead of staying open for the rest of the run.
+    monkeypatch.setattr(ratelimit, "SLOW_DOWN_WINDOW", 2.0)
+    samples: list[tuple[float, int]] = []  # (seconds since the first refusal, open connections)
+    with FaultServer(message_rate=(8, 2.0), pipelining=True) as server:
+
+        async def watch() -> None:
+            first = 0.0
+            while True:
+                if server.refused_messages:
+                    first = first or time.monotonic()
+                    samples.append((time.monotonic() - first, server.open_connections))
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch())
+        summary = await send(server, log, letters(24), concurrency=4)
+        watcher.cancel()
+    assert summary.sent == 24
+    later = [count for since, count in samples if since >= 2.5]
+    assert later and max(later) <= 2
