@@ -537,13 +537,10 @@ async def test_a_retry_accepted_keeps_the_letter_sent_with_the_servers_code(
     log: DeliveryLog,
 ) -> None:
     # ok@ gets the letter; full@ is refused for now (452), then accepted on the retry.
-    async def full_once(session: FaultSession, arg: str | None) -> str | None:
-        refuse = "<full@" in (arg or "") and not session.server.messages
-        return "452 4.2.2 mailbox full" if refuse else None
-
     item = letter(1, recipients=("ok@example.org", "full@example.org"))
     with FaultServer() as server:
-        server.on("RCPT", full_once)
+        # The first two RCPTs, ok@'s and full@'s: full@ is refused, once.
+        server.on("RCPT", reject_recipient("full@example.org", "452 4.2.2 mailbox full"), times=2)
         await send(server, log, [item])
     found = entry(log, item)
     assert (found.state, found.attempts, found.last_code) == (State.SENT, 2, 250)
@@ -804,13 +801,10 @@ async def test_a_letter_sent_to_some_and_retried_for_the_others_is_no_failure(
 ) -> None:
     # full@ is refused for now once: the letter is sent to ok@ and retried for full@. That is
     # not a failure of the run, even with pause_after_failures = 1.
-    async def full_once(session: FaultSession, arg: str | None) -> str | None:
-        refuse = "<full@" in (arg or "") and not session.server.messages
-        return "452 4.2.2 mailbox full" if refuse else None
-
     batch = [letter(0, recipients=("ok@example.org", "full@example.org")), *letters(3)[1:]]
     with FaultServer() as server:
-        server.on("RCPT", full_once)
+        # The first two RCPTs, ok@'s and full@'s: full@ is refused, once.
+        server.on("RCPT", reject_recipient("full@example.org", "452 4.2.2 mailbox full"), times=2)
         summary = await send(server, log, batch, pause_after_failures=1)
     assert summary.stopped_reason is None
     assert states(log) == Counter({State.SENT: 3})
@@ -821,17 +815,9 @@ async def test_a_letter_due_for_its_retry_goes_before_the_letters_read_ahead(
 ) -> None:
     # p0 is refused for now once; its retry falls due while p1..p9 wait in their domain's
     # queue for the per-domain rate, and goes before them, not after the last.
-    refused: list[str] = []
-
-    async def p0_once(session: FaultSession, arg: str | None) -> str | None:
-        if "<p0@" in (arg or "") and not refused:
-            refused.append("p0")
-            return "451 4.3.0 try later"
-        return None
-
     batch = letters(10)
     with FaultServer() as server:
-        server.on("RCPT", p0_once)
+        server.on("RCPT", reply("451 4.3.0 try later"), times=1)  # the first RCPT: p0's
         await send(server, log, batch, retry_delay=0.01, per_domain_rate=parse_rate("20/s"))
     order = [message.recipients[0] for message in server.messages]
     assert len(order) == 10
