@@ -112,12 +112,18 @@ def interrupts_held() -> Iterator[None]:
 
 def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...], parent: int) -> None:
     """Set up one worker; Ctrl-C is left to the main process, which stops the pool."""
-    # Ignoring SIGINT while it is still blocked also drops a Ctrl-C that came during start-up.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_ctrl_c_to_parent()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker may inherit a handler
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=exit_when_orphaned, args=(parent,), daemon=True).start()
     initializer(*initargs)
+
+
+def leave_ctrl_c_to_parent() -> None:
+    """In a worker process: ignore Ctrl-C, which reaches every process of the terminal and which
+    the main process acts on for all. Ignored while still blocked (a worker started inside
+    `interrupts_held`), one that came during start-up is dropped too."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def exit_when_orphaned(parent: int) -> None:

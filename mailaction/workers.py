@@ -30,7 +30,7 @@ from .deliverylog import DeliveryLog, Outcome, State, open_log
 from .dkim import letter_signer
 from .errors import DeliveryLogError, MailactionError, SendingStopped
 from .message import Letter, restamped
-from .parallel import CONTEXT, ORPHAN_POLL, interrupts_held
+from .parallel import CONTEXT, ORPHAN_POLL, interrupts_held, leave_ctrl_c_to_parent
 from .sender import Sender, SendSummary
 from .sharedlimit import SharedLimiter
 from .smtpauth import Secret
@@ -482,8 +482,7 @@ class Standby:
 
 def _stand_by(jobs: Connection, reporter: Connection, parent: int) -> None:
     """A standby worker: wait for a job, then deliver it; leave on None or when orphaned."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the parent's to act on
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    leave_ctrl_c_to_parent()
     while not jobs.poll(ORPHAN_POLL):
         if os.getppid() != parent:
             return
@@ -499,7 +498,7 @@ def _stand_by(jobs: Connection, reporter: Connection, parent: int) -> None:
 
 def _work(job: WorkerJob, reporter: Connection, parent: int) -> None:
     """A worker process: deliver, then report the summary or the error that stopped it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the parent's to act on
+    leave_ctrl_c_to_parent()
     reported: SendSummary | MailactionError
     try:
         with open_log(job.location, job.campaign, create=False) as log:
