@@ -70,6 +70,10 @@ class SendOptions:
     lease: float = LEASE  # seconds a silent worker keeps its letters before others take them
     now: Callable[[], float] = time.time  # the clock daily limits are counted by
 
+    def processes(self) -> int:
+        """How many processes send from the queue: ``workers``, or one per core for 0."""
+        return self.workers or cores()
+
 
 @dataclass
 class Rows:
@@ -321,7 +325,7 @@ def send_campaign(
     """
     options = options or SendOptions()
     hooks = hooks or Hooks()
-    workers = options.workers or cores()
+    workers = options.processes()
     early = workers if workers > 1 and not config.accounts and not options.dry_run else 0
     with Standby(early) as standby:  # before the contacts are read and the log is opened
         return _send(config, options, hooks, standby)
@@ -375,7 +379,7 @@ def _send_queued(
     config: Config, run: Run, hooks: Hooks, result: CampaignResult, standby: Standby
 ) -> None:
     options = run.options
-    workers = options.workers or cores()
+    workers = options.processes()
     pool = None
     if config.accounts:
         if workers != 1:
