@@ -22,6 +22,7 @@ from mailaction.contacts import (
     column_alias,
 )
 from mailaction.errors import ContactsError, Problem
+from tests.test_sheets import two_lists
 
 LINE = b"p00000@example.org,Ana Lima\n"
 HEADER = b"email,name\n"
@@ -436,26 +437,13 @@ def test_column_alias_is_snake_case() -> None:
 # --- workbooks: the sheet, the table's edges ---
 
 
-def two_sheets(path: Path) -> Path:
-    book = openpyxl.Workbook()
-    book.active.title = "Members"
-    book.active.append(["email", "name"])
-    book.active.append(["ana@example.org", "Ana"])
-    donors = book.create_sheet("Donors")
-    donors.append(["Donors 2024"])
-    donors.append(["email", "name"])
-    donors.append(["bo@example.org", "Bo"])
-    book.save(path)
-    return path
-
-
 def test_sheet_number_one_is_the_first_sheet(tmp_path: Path) -> None:
-    contacts = ContactList(two_sheets(tmp_path / "lists.xlsx"), sheet=1)
+    contacts = ContactList(two_lists(tmp_path / "lists.xlsx"), sheet=1)
     assert contacts.description == "lists.xlsx, sheet 'Members', header on row 1"
 
 
 def test_a_chosen_header_row_is_looked_for_on_the_first_sheet_only(tmp_path: Path) -> None:
-    path = two_sheets(tmp_path / "lists.xlsx")
+    path = two_lists(tmp_path / "lists.xlsx")
     assert error(path, header_row=3, id_column="email") == (
         "lists.xlsx: row 3 of sheet 'Members' is empty; campaign.contacts_header_row must name "
         "the row that holds the column names (sheets: 'Members', 'Donors')"
