@@ -295,16 +295,22 @@ def test_a_worker_leaving_gives_back_what_it_has_not_settled(path: Path) -> None
         assert [claimed.row for claimed in log.claim(10, lease=30)] == [4, 5]
 
 
+def leave_unsettled(log: DeliveryLog, worker: str, rows: tuple[int, ...]) -> None:
+    """Queue ``rows``; as ``worker``, claim the first three, then leave row 2 `sending`, row 3
+    `deferred` and row 4 untried."""
+    for row in rows:
+        log.register(letter(row))
+    log.join(worker)
+    assert [claimed.row for claimed in log.claim(3, lease=30)] == [2, 3, 4]
+    log.mark_sending("person2@example.org")
+    log.mark_sending("person3@example.org")
+    log.mark_outcome("person3@example.org", Outcome(State.DEFERRED, 451, "later"))
+    log.flush()
+
+
 def test_a_dead_workers_letters_go_back_to_the_queue(path: Path) -> None:
     with DeliveryLog(path, "spring") as dead, DeliveryLog(path, "spring") as alive:
-        for row in (2, 3, 4, 5):
-            dead.register(letter(row))
-        dead.join("dead")
-        assert [claimed.row for claimed in dead.claim(3, lease=30)] == [2, 3, 4]
-        dead.mark_sending("person2@example.org")
-        dead.mark_sending("person3@example.org")
-        dead.mark_outcome("person3@example.org", Outcome(State.DEFERRED, 451, "later"))
-        dead.flush()
+        leave_unsettled(dead, "dead", rows=(2, 3, 4, 5))
         alive.join("alive")
         assert [claimed.row for claimed in alive.claim(10, lease=30)] == [5]
         alive.recover_worker("dead")
@@ -428,14 +434,7 @@ def test_leaving_or_burying_a_worker_leaves_the_others_registered(path: Path) ->
 
 def test_claims_of_a_silent_worker_come_back_deferred_ones_as_pending(path: Path) -> None:
     with DeliveryLog(path, "spring") as silent, DeliveryLog(path, "spring") as other:
-        for row in (2, 3, 4):
-            silent.register(letter(row))
-        silent.join("silent")
-        assert [claimed.row for claimed in silent.claim(3, lease=30)] == [2, 3, 4]
-        silent.mark_sending("person2@example.org")
-        silent.mark_sending("person3@example.org")
-        silent.mark_outcome("person3@example.org", Outcome(State.DEFERRED, 451, "later"))
-        silent.flush()
+        leave_unsettled(silent, "silent", rows=(2, 3, 4))
         assert other.work_left()  # a worker's unsettled letters may still come back
         time.sleep(0.05)
         recovered = other.recover_interrupted(silent_for=0.01)
