@@ -336,9 +336,13 @@ class _Run:
         self.error: Exception | None = None
         self.server = ServerLimits(sending.concurrency)
         shared = sender.limiter  # the rates are kept there, for every worker, not here
+        # The per-domain rate is kept here too, even when shared: it gives each domain its own
+        # queue, so a connection never waits for one domain's shared slot while letters to
+        # others are ready. Other processes sending to a domain only make its shared slots
+        # later, so this one never waits longer for it than the shared limit does.
         self._limiter = CampaignLimiter(
             None if shared else _with_margin(sending.rate),
-            None if shared else _with_margin(sending.per_domain_rate),
+            _with_margin(sending.per_domain_rate),
             server=self.server,
             shared=shared,
         )

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from mailaction.sink import Sink, StoredMessage
 
 
 class RecordingSink(Sink):
-    """A sink that records each message's Message-ID and arrival time."""
+    """A sink that records each message's Message-ID and arrival time, and the arrival times
+    by the domain of its first recipient."""
 
     def __init__(self, maildir: Path) -> None:
         self.arrivals: list[tuple[float, str]] = []
+        self.by_domain: dict[str, list[float]] = defaultdict(list)
         super().__init__(maildir, on_message=self._note)
 
     def _note(self, message: StoredMessage) -> None:
-        self.arrivals.append((time.monotonic(), message.message_id))
+        now = time.monotonic()
+        self.arrivals.append((now, message.message_id))
+        self.by_domain[message.recipients[0].rpartition("@")[2]].append(now)
 
     @property
     def received(self) -> Counter[str]:

@@ -124,6 +124,30 @@ def test_workers_share_the_rate_and_all_letters_arrive_once(
         assert {entry.state for entry in log.entries()} == {State.SENT}
 
 
+def test_workers_keep_a_queue_per_domain(tmp_path: Path, sink: RecordingSink) -> None:
+    """Issue 18's three domains, 20 letters each at 5/s a domain, with two workers: the domains
+    go side by side (the limits allow about 4 s), each at its own rate across both workers."""
+    config = numbered_campaign(
+        tmp_path, sink.port, 60, "domains", 'per_domain_rate = "5/s"\nconcurrency = 8'
+    )
+    domains = ("example.org", "example.net", "example.com")
+    rows = "".join(f"p{n}@{domains[n // 20]},{n}\n" for n in range(60))
+    (tmp_path / "contacts.csv").write_text("email,n\n" + rows, encoding="utf-8")
+    process = start_send(config, "--workers", "2")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    assert Counter(sink.received.values()) == Counter({1: 60})
+    times = {domain: sorted(found) for domain, found in sink.by_domain.items()}
+    assert {domain: len(found) for domain, found in times.items()} == dict.fromkeys(domains, 20)
+    assert {domain: busiest_second(found) for domain, found in times.items()} == dict.fromkeys(
+        domains, 5
+    )
+    first = min(found[0] for found in times.values())
+    # Each domain starts with the run and ends about 3.8 s on; one after another takes 12 s.
+    assert all(found[0] - first < 0.5 for found in times.values()), times
+    assert all(found[-1] - first < 1.3 * 4.0 for found in times.values()), times
+
+
 def test_ctrl_c_stops_every_worker_and_a_rerun_finishes(campaign: Path, sink: RecordingSink) -> None:
     process = start_send(campaign, "--workers", "2")
     deadline = time.monotonic() + 60
