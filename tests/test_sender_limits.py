@@ -11,7 +11,7 @@ import pytest
 from mailaction import ratelimit
 from mailaction.deliverylog import DeliveryLog, State
 from tests.letters import letters
-from tests.smtpserver import FaultServer, reply, slow
+from tests.smtpserver import FaultServer, FaultSession, reject_recipient, reply, slow
 from tests.test_sender import entry, fresh_log, send, states
 
 log = pytest.fixture(fresh_log)
@@ -165,3 +165,34 @@ async def test_a_slow_down_closes_the_connections_beyond_those_it_allows(
     assert summary.sent == 24
     later = [count for since, count in samples if since >= 2.5]
     assert later and max(later) <= 2
+
+
+
+async def test_a_connection_closed_along_the_way_is_not_counted_among_those_working(
+    log: DeliveryLog,
+) -> None:
+    # Four connections. A refused recipient makes one of them reset, the server closes it
+    # instead, and its next connection is refused: three were working then, so the run keeps
+    # three (half of four would be two), which it knows only by counting the one it closed.
+    batch = letters(40)
+    open_then: list[int] = []
+
+    async def refuse_the_fifth(session: FaultSession, arg: str | None) -> str | None:
+        return "421 4.7.0 too many connections" if session.number == 5 else None
+
+    async def count_open(session: FaultSession, arg: str | None) -> str | None:
+        await asyncio.sleep(0.05)
+        if session.server.connections >= 5:  # after the refusal
+            open_then.append(session.server.open_connections)
+        return None
+
+    with FaultServer() as server:
+        server.on("RCPT", reject_recipient(batch[4].recipients[0], "550 5.1.1 no such user"))
+        server.on("RSET", reply("421 4.3.2 closing"), times=1)
+        server.on("GREETING", refuse_the_fifth)
+        server.on("DATA_END", count_open)
+        summary = await send(server, log, batch, concurrency=4, max_retries=0)
+    assert summary.sent == 39 and summary.failed == 1
+    assert server.connections == 5
+    # (The refused connection is counted open for the moment it takes to refuse it.)
+    assert len(open_then) > 20 and set(open_then[-20:]) == {3}
