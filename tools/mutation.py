@@ -107,10 +107,13 @@ def mutate(module: str, every: int, show: bool) -> tuple[dict[str, str], dict[st
         repository_copy(work)
         with (work / "pyproject.toml").open("a") as pyproject:
             pyproject.write(mutmut_settings(module, MODULES[module]))
-        subprocess.run(
+        run = subprocess.run(
             [mutmut, "run", *sample_pattern(module, every)],
-            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+            cwd=work, capture_output=True, text=True, check=False,
         )  # fmt: skip
+        if run.returncode != 0:  # e.g. a test failed before any mutant: say why
+            print(f"{module}: mutmut stopped (exit {run.returncode}):", file=sys.stderr)
+            print(*(run.stdout + run.stderr).splitlines()[-15:], sep="\n", file=sys.stderr)
         listed = subprocess.run(
             [mutmut, "results", "--all", "true"],
             cwd=work, capture_output=True, text=True, check=False,
