@@ -10,28 +10,29 @@ from array import array
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
+from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TextIO
 
 from .errors import ContactsError, Problem
 from .keys import contact_key
 from .sheets import WORKBOOK_SUFFIXES, SheetRow, column_letter, open_error, open_workbook
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-# pandas (~0.2 s to import) is imported only where a text file is read: worker processes of a
-# parallel validate import this module for Contact and never read a file.
-
 _TEXT_SUFFIXES = {".csv": None, ".txt": None, ".tsv": "\t"}  # suffix -> fixed delimiter
 _DELIMITERS = ",;\t|"
 _BLANK = " \t" + _DELIMITERS  # what a line that holds nothing is made of
 _SAMPLE_BYTES = 64 * 1024
+# The csv module refuses values over 128 KiB by default, a process-wide setting; a cell of a
+# contact list may be longer (a pasted letter), as a spreadsheet program allows.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+# Read after a text file's last line by a lenient reader: a row that takes it in has a quote
+# that was never closed.
+_OPEN_AT_END = "\x00\uffff"
 _BLOCK_BYTES = 1024 * 1024
 # Bytes no sensible text file holds: C0 controls other than tab/LF/CR, and the five byte values
 # Windows-1252 leaves undefined.
 _NOT_CP1252_TEXT = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x81\x8d\x8f\x90\x9d]")
-_UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 HEADER_SEARCH_ROWS = 20  # rows of a sheet searched for the header holding the id column
 
 
@@ -49,7 +50,7 @@ class Contact:
 
 
 class ContactList:
-    """A contact list file: its column names, and its contacts streamed in chunks.
+    """A contact list file: its column names, and its contacts streamed row by row.
 
     In a workbook, ``sheet`` (a name, or a number from 1) and ``header_row`` choose the table;
     without them, the first sheet with a header row holding ``id_column`` in its first rows is
@@ -60,7 +61,6 @@ class ContactList:
     def __init__(
         self,
         path: Path,
-        chunk_size: int = 10_000,
         *,
         sheet: str | int | None = None,
         header_row: int | None = None,
@@ -79,9 +79,7 @@ class ContactList:
                     f"{self.source}: a text file has no sheets; campaign.contacts_sheet is for "
                     "workbooks (.xlsx, .ods, .xls)"
                 )
-            self._table = _TextTable(
-                self.path, _TEXT_SUFFIXES[suffix], chunk_size, header_row, id_column
-            )
+            self._table = _TextTable(self.path, _TEXT_SUFFIXES[suffix], header_row, id_column)
         else:
             raise ContactsError(
                 f"{self.source}: unknown kind of contact list {suffix or '(no extension)'!r}; "
@@ -196,17 +194,16 @@ def _column_names(table: _TextTable | _SheetTable, source: str) -> list[str]:
 
 
 class _TextTable:
-    """A delimited text file read with pandas' C parser, every value as text."""
+    """A delimited text file read with the standard library's csv reader, every value as text."""
 
     def __init__(
         self,
         path: Path,
         delimiter: str | None,
-        chunk_size: int,
         header_row: int | None = None,
         id_column: str | None = None,
     ) -> None:
-        self.path, self.source, self.chunk_size = path, path.name, chunk_size
+        self.path, self.source = path, path.name
         try:
             self.encoding = _detect_encoding(path)
             with path.open("rb") as file:
@@ -230,7 +227,6 @@ class _TextTable:
                 "must name the row that holds the column names"
             )
         self.delimiter = delimiter or _sniff_delimiter(content)
-        self.line_end = _line_end(raw, self.encoding)
         self.leading_blank = next(
             number
             for number, line in enumerate(lines)
@@ -243,63 +239,76 @@ class _TextTable:
             )
         self.header_row = self.leading_blank + 1
         self.description = f"{self.source}, header on row {self.header_row}"
-        with closing(self._chunks(1)) as chunks:
-            self.header: list[str] = next(chunks).iloc[0].tolist()
+        with closing(self._rows()) as rows:
+            self.header: list[str] = next(rows)[1]
 
     def column_label(self, index: int) -> str:
         """How to name the header's column ``index`` (from 0) in a message: "column 3"."""
         return f"column {index + 1}"
 
     def records(self) -> Iterator[tuple[int, Sequence[str]]]:
-        """(row number, cells) for every row after the header, blank ones included."""
-        for chunk in self._chunks(self.chunk_size):
-            first_row = self.header_row + int(chunk.index[0])
-            # Whole columns as lists: itertuples fetches pandas 3 strings one cell at a time.
-            rows = zip(*(column.tolist() for _, column in chunk.items()))
-            for row, cells in enumerate(rows, start=first_row):
-                if row != self.header_row:
-                    yield row, cells
+        """(row number, cells) for every row after the header, blank ones included, padded to
+        the header's width; ContactsError at a row with more fields than the header."""
+        rows = self._rows()
+        _, header = next(rows)
+        width = len(header)
+        for row, cells in rows:
+            if len(cells) > width:
+                fields = f"row has {len(cells)} fields, the header has {width}"
+                raise ContactsError(f"{self.source}:{row}: {fields}")
+            yield row, cells + [""] * (width - len(cells))
 
-    def _chunks(self, size: int) -> Generator[pd.DataFrame, None, None]:
-        """The file as data frames of text, the header row first; read errors as ContactsError."""
-        import pandas as pd
-
-        # The header is read as data, so the parser measures every row against its width.
+    def _rows(self) -> Generator[tuple[int, list[str]], None, None]:
+        """(row number, fields) from the header on; read errors as ContactsError."""
         try:
-            reader = pd.read_csv(
-                self.path, sep=self.delimiter, encoding=self.encoding, header=None, dtype=str,
-                na_filter=False, keep_default_na=False, skip_blank_lines=False, engine="c",
-                skiprows=self.leading_blank, quotechar='"', doublequote=True, skipinitialspace=True,
-                lineterminator=self.line_end, chunksize=size,
-            )  # fmt: skip
-            with reader:
-                yield from reader
-        except pd.errors.ParserError as exc:
-            raise self._parser_error(exc) from None
+            with self.path.open(encoding=self.encoding, newline="") as file:
+                yield from self._parsed(file)
         except UnicodeDecodeError as exc:
             raise ContactsError(f"{self.source}: not {self.encoding} text: {exc.reason}") from None
         except OSError as exc:
             raise open_error(self.path, exc) from None
 
-    def _parser_error(self, exc: pd.errors.ParserError) -> ContactsError:
-        """The parser's complaint, placed at the row the organiser sees."""
-        unclosed = _UNCLOSED_QUOTE.search(str(exc))
-        if unclosed:
-            row = int(unclosed.group(1)) + 1
-            return ContactsError(f'{self.source}:{row}: a quoted value is never closed (stray ")')
-        try:
-            with self.path.open(encoding=self.encoding, newline="") as file:
-                rows = enumerate(
-                    csv.reader(file, delimiter=self.delimiter, skipinitialspace=True), start=1
+    def _parsed(self, file: TextIO) -> Iterator[tuple[int, list[str]]]:
+        for _ in range(self.leading_blank):
+            file.readline()
+        lines = _Lines(file)
+        parse = partial(csv.reader, delimiter=self.delimiter, skipinitialspace=True)
+        # Strict, so that a quote never closed is an error rather than the rest of the file in
+        # one value; a row with text after a closing quote is read again leniently, as
+        # spreadsheets read it ("x" y is x y).
+        reader = parse(lines, strict=True)
+        row = self.header_row  # a quoted line break stays inside its row
+        while True:
+            lines.read.clear()
+            try:
+                cells = next(reader, None)
+            except csv.Error as exc:
+                cells = None if "unexpected end of data" in str(exc) else next(
+                    parse(chain(list(lines.read), lines, [_OPEN_AT_END]))
                 )
-                width = next(len(cells) for row, cells in rows if row == self.header_row)
-                for row, cells in rows:
-                    if len(cells) > width:
-                        fields = f"row has {len(cells)} fields, the header has {width}"
-                        return ContactsError(f"{self.source}:{row}: {fields}")
-        except (csv.Error, StopIteration):
-            pass
-        return ContactsError(f"{self.source}: cannot be read as a table: {exc}")
+                if cells is None or any(_OPEN_AT_END in cell for cell in cells):
+                    message = 'a quoted value is never closed (stray ")'
+                    raise ContactsError(f"{self.source}:{row}: {message}") from None
+            if cells is None:
+                return
+            yield row, cells
+            row += 1
+
+
+class _Lines:
+    """A text file's lines, keeping those read for the current row."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self.read: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._file)
+        self.read.append(line)
+        return line
 
 
 def _line_naming(lines: list[str], column: str, delimiter: str | None) -> int:
@@ -399,13 +408,6 @@ def _sample_lines(raw: bytes, encoding: str, complete: bool) -> list[str]:
     if complete or not any(line.strip(_BLANK) for line in lines[:-1]):
         return lines
     return lines[:-1]
-
-
-def _line_end(raw: bytes, encoding: str) -> str | None:
-    """A carriage return when the file's lines end with one alone (Excel's CSV for the old Mac),
-    whose blank lines pandas miscounts when it finds the line ends itself; else None."""
-    text = raw.decode(encoding, errors="replace")
-    return "\r" if "\r" in text and "\n" not in text else None
 
 
 def _sniff_delimiter(lines: list[str]) -> str:

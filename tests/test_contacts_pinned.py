@@ -203,8 +203,8 @@ def test_windows_line_ends_count_one_row_each_when_the_header_is_looked_for(
 
 
 def test_old_mac_line_ends_with_title_and_blank_lines_above_the_header(tmp_path: Path) -> None:
-    # Excel's "CSV (Macintosh)" ends lines with a carriage return alone; pandas, left to find the
-    # line ends itself, skipped one line too many and read the first contact as the header.
+    # Excel's "CSV (Macintosh)" ends lines with a carriage return alone; a reader that looks for
+    # line feeds skips one line too many and reads the first contact as the header.
     content = b'Supporters;;\r\r;;\remail;name\rana@example.org;"Ana\rLima"\r\rbo@example.org;Bo\r'
     path = write(tmp_path, content)
     expected = [(5, {"email": "ana@example.org", "name": "Ana\rLima"}),
@@ -362,14 +362,47 @@ def test_fields_are_counted_with_quotes_after_spaces(tmp_path: Path) -> None:
     assert error(write(tmp_path, content)) == "contacts.csv:3: row has 3 fields, the header has 2"
 
 
-def test_row_that_cannot_be_placed_is_refused_with_the_parsers_words(tmp_path: Path) -> None:
-    # Python's csv module stops at a field over 128 KiB, so the long row is not found again.
-    note = "x" * 200_000
-    path = write(tmp_path, f"email,note\nana@example.org,{note}\nbo@example.org,B,x\n".encode())
-    assert error(path) == (
-        "contacts.csv: cannot be read as a table: Error tokenizing data. C error: Expected 2 "
-        "fields in line 3, saw 3\n"
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('email,name\nana@example.org,"Ana" Lima\n', "Ana Lima"),
+        ('email,name\nana@example.org, "Ana"\t \n', "Ana"),
+        ('email,name\nana@example.org,"A ""B"" C"\n', 'A "B" C'),
+        ('email,name\nana@example.org,An"a\n', 'An"a'),
+    ],
+)  # fmt: skip
+def test_quotes_are_read_as_spreadsheets_read_them(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    path = write(tmp_path, content.encode())
+    assert [contact.values["name"] for contact in ContactList(path)] == [expected]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        'email,name\nana@example.org,"Ana" Lima,"x\nbo@example.org,Bo\n',
+        'email,name\nana@example.org,Ana\nbo@example.org,"Bo" x,"y\n',
+    ],
+)
+def test_a_quote_never_closed_after_text_past_a_closing_quote_is_refused(
+    tmp_path: Path, content: str
+) -> None:
+    row = 2 if "Lima" in content else 3
+    assert error(write(tmp_path, content.encode())) == (
+        f'contacts.csv:{row}: a quoted value is never closed (stray ")'
     )
+
+
+def test_a_value_over_128_kib_is_read_whole_and_a_long_row_after_it_placed(
+    tmp_path: Path,
+) -> None:
+    # The csv module's own limit on a value is 128 KiB.
+    note = "x" * 200_000
+    path = write(tmp_path, f"email,note\nana@example.org,{note}\n".encode())
+    assert [contact.values["note"] for contact in ContactList(path)] == [note]
+    path = write(tmp_path, f"email,note\nana@example.org,{note}\nbo@example.org,B,x\n".encode())
+    assert error(path) == "contacts.csv:3: row has 3 fields, the header has 2"
 
 
 def test_list_removed_after_it_was_opened_is_refused(tmp_path: Path) -> None:
