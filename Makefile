@@ -4,9 +4,13 @@ BIN = $(VENV)/bin
 
 .PHONY: demo test bench bench-quick lint mutation clean
 
+# The editable install leaves mailaction's own modules without bytecode; where
+# PYTHONDONTWRITEBYTECODE is set (containers often set it) every command would compile them
+# again, 80 ms. compileall writes it, as installing a wheel would.
 $(BIN)/mailaction: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
+	$(BIN)/python -m compileall -q mailaction
 	touch $@
 
 demo: $(BIN)/mailaction
@@ -17,10 +21,12 @@ test: $(BIN)/mailaction
 
 bench: $(BIN)/mailaction
 	bash benchmarks/setup.sh
+	$(BIN)/python -m compileall -q mailaction
 	$(BIN)/python benchmarks/run.py
 
 bench-quick: $(BIN)/mailaction
 	bash benchmarks/setup.sh
+	$(BIN)/python -m compileall -q mailaction
 	$(BIN)/python benchmarks/run.py --quick
 
 lint: $(BIN)/mailaction

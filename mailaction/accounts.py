@@ -11,9 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import keyring
-import keyring.errors
-
 from .config import Config, SMTPConfig
 from .errors import ConfigError
 from .oauth import TokenCommand
@@ -38,6 +35,8 @@ def _keyring_user(smtp: SMTPConfig) -> str:
 
 def keyring_password(smtp: SMTPConfig) -> str:
     """The account's password from the system keyring; ConfigError when it holds none."""
+    import keyring.errors  # imported here: 12 ms at the start of every command otherwise
+
     try:
         password = keyring.get_password(KEYRING_SERVICE, _keyring_user(smtp))
     except keyring.errors.KeyringError as exc:
@@ -76,6 +75,8 @@ def store_password(smtp: SMTPConfig, password: str) -> None:
     """Keep the account's password in the system keyring (replacing one stored before)."""
     if not smtp.username:
         raise ConfigError(f"{smtp.address}: smtp.username is not set; there is nobody to log in as")
+    import keyring.errors
+
     try:
         keyring.set_password(KEYRING_SERVICE, _keyring_user(smtp), password)
     except keyring.errors.KeyringError as exc:
