@@ -209,8 +209,8 @@ def test_quoted_line_breaks_and_blank_rows_keep_the_row_numbers(tmp_path: Path) 
                          (3, {"email": "p1@example.org", "name": "n1"})]  # fmt: skip
 
 
-def test_values_stay_text_in_the_chunks_after_the_first_ten_thousand_rows(tmp_path: Path) -> None:
-    # The second chunk holds only digits: read without dtype=str, 05678 would become 5678.
+def test_values_stay_text_past_the_first_ten_thousand_rows(tmp_path: Path) -> None:
+    # The last rows hold only digits: a reader that guessed types would make 05678 into 5678.
     lines = "".join(f"p{i}@example.org,0{i % 10_000:04d}\n" for i in range(10_003))
     path = write(tmp_path, "email,postcode\n" + lines.replace("p10002@example.org,00002", "p10002@example.org,05678"))
     contacts = list(ContactList(path))
