@@ -15,7 +15,7 @@ from mailaction.deliverylog import DeliveryLog
 from mailaction.message import Letter
 from mailaction.sender import Sender
 from tests.letters import letter
-from tests.smtpserver import FaultServer, ReceivedMessage
+from tests.smtpserver import FaultServer, ReceivedMessage, slow
 from tests.test_sender import fresh_log, send
 
 log = pytest.fixture(fresh_log)
@@ -121,3 +121,17 @@ async def test_letters_are_read_ahead_only_up_to_the_lookahead(
         stop.set()
         summary = await task
     assert summary.sent == len(server.messages) <= 7
+
+
+async def test_connections_opening_together_take_letters_of_different_domains(
+    log: DeliveryLog,
+) -> None:
+    # Both connections take a letter while they open: the second takes example.net, since
+    # example.org's letter is already taken and waits for nothing but its connection. Taking
+    # example.org again would keep that connection waiting for the domain's next slot.
+    batch = to_domains({"example.org": 3, "example.net": 3})
+    with FaultServer() as server:
+        server.on("DATA_END", slow(0.3))
+        await send(server, log, batch, concurrency=2, per_domain_rate=parse_rate("5/s"))
+    first_two = {message.recipients[0].rpartition("@")[2] for message in server.messages[:2]}
+    assert first_two == {"example.org", "example.net"}

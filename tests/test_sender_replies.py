@@ -114,3 +114,20 @@ async def test_a_run_stopped_before_the_452_retry_leaves_the_letter_sent(
     assert found.state is State.SENT
     assert found.refused == {"full@example.org": "452 4.2.2 mailbox full"}
     assert [m.recipients for m in server.messages] == [("ok@example.org",)]
+
+
+async def test_a_recipient_the_server_will_forward_is_accepted(
+    server: FaultServer, log: DeliveryLog
+) -> None:
+    # 251 (RFC 5321 3.4: user not local; will forward) accepts the recipient as 250 does.
+    async def will_forward(session: FaultSession, arg: str | None) -> str | None:
+        assert arg is not None and session.envelope is not None
+        session.envelope.rcpt_tos.append(arg.partition(":")[2].strip(" <>"))
+        return "251 2.1.5 user not local; will forward"
+
+    server.on("RCPT", will_forward)
+    item = letter(1)
+    summary = await send(server, log, [item])
+    assert summary.sent == 1 and summary.failed == 0
+    assert server.received_ids() == Counter({item.message_id: 1})
+    assert entry(log, item).refused == {}
