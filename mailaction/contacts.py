@@ -26,8 +26,7 @@ _SAMPLE_BYTES = 64 * 1024
 # The csv module refuses values over 128 KiB by default, a process-wide setting; a cell of a
 # contact list may be longer (a pasted letter), as a spreadsheet program allows.
 csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-# Read after a text file's last line by a lenient reader: a row that takes it in has a quote
-# that was never closed.
+# Read after a text file's last line by the lenient reader (`_TextTable._parsed`).
 _OPEN_AT_END = "\x00\uffff"
 _BLOCK_BYTES = 1024 * 1024
 # Bytes no sensible text file holds: C0 controls other than tab/LF/CR, and the five byte values
@@ -274,19 +273,18 @@ class _TextTable:
         lines = _Lines(file)
         parse = partial(csv.reader, delimiter=self.delimiter, skipinitialspace=True)
         # Strict, so that a quote never closed is an error rather than the rest of the file in
-        # one value; a row with text after a closing quote is read again leniently, as
-        # spreadsheets read it ("x" y is x y).
+        # one value. A row the strict reader refuses (text after a closing quote, or a quote
+        # still open at the end) is read again leniently, as spreadsheets read it ("x" y is
+        # x y), with a marker line after the file's last: a row that takes it in never closed.
         reader = parse(lines, strict=True)
         row = self.header_row  # a quoted line break stays inside its row
         while True:
             lines.read.clear()
             try:
                 cells = next(reader, None)
-            except csv.Error as exc:
-                cells = None if "unexpected end of data" in str(exc) else next(
-                    parse(chain(list(lines.read), lines, [_OPEN_AT_END]))
-                )
-                if cells is None or any(_OPEN_AT_END in cell for cell in cells):
+            except csv.Error:
+                cells = next(parse(chain(list(lines.read), lines, [_OPEN_AT_END])))
+                if any(_OPEN_AT_END in cell for cell in cells):
                     message = 'a quoted value is never closed (stray ")'
                     raise ContactsError(f"{self.source}:{row}: {message}") from None
             if cells is None:

@@ -394,6 +394,13 @@ def test_a_quote_never_closed_after_text_past_a_closing_quote_is_refused(
     )
 
 
+def test_the_first_problem_in_row_order_is_the_one_reported(tmp_path: Path) -> None:
+    content = b'email,name,\nana@example.org,Ana,x\nbo@example.org,"Bo\n'
+    assert error(write(tmp_path, content)) == (
+        "contacts.csv:2: column 3 has a value but no name in the header"
+    )
+
+
 def test_a_value_over_128_kib_is_read_whole_and_a_long_row_after_it_placed(
     tmp_path: Path,
 ) -> None:
