@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from email.parser import BytesParser
 from pathlib import Path
 
+import pytest
+
 from mailaction.deliverylog import DeliveryLog, State
+from mailaction.errors import DeliveryLogError
+from mailaction.sender import Sender
 from tests.letters import letters
 from tests.smtpserver import FaultServer, FaultSession
-from tests.test_sender import send
+from tests.test_sender import send, sending_config, smtp_config
 
 
 async def test_each_sending_mark_is_on_disk_before_its_data(tmp_path: Path) -> None:
@@ -50,3 +55,27 @@ async def test_letters_going_out_together_share_one_commit_of_their_marks(
     # One commit per letter before; eight connections' replies arrive together, their
     # letters' marks share commits (measured about one commit per three or four letters).
     assert Counting.commits < 0.75 * 400
+
+
+async def test_no_data_goes_out_when_its_mark_cannot_be_committed(tmp_path: Path) -> None:
+    # The disk fills as the first letters are about to go: their marks cannot be committed,
+    # so none of their data may be written, and the run stops with the log's error.
+    class FullDisk(DeliveryLog):
+        full = False
+
+        def flush(self) -> None:
+            if self.full and (self._pending or self._db.in_transaction):
+                raise DeliveryLogError("log.sqlite: cannot write the delivery log: disk full")
+            super().flush()
+
+    batch = letters(20)
+    with FaultServer(pipelining=True) as server, FullDisk(tmp_path / "log.sqlite", "test") as log:
+        for item in batch:
+            log.register(item)  # type: ignore[arg-type]
+        log.flush()
+        log.full = True
+        sender = Sender(smtp_config(server), sending_config(concurrency=4), log)
+        with pytest.raises(DeliveryLogError, match="disk full"):
+            await asyncio.wait_for(sender.send(batch), 10)  # type: ignore[arg-type]
+        log.full = False
+    assert server.messages == []
