@@ -7,6 +7,7 @@ guessed from a sample, duplicates in a table with collisions, a sheet's table ed
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import openpyxl
@@ -523,3 +524,20 @@ def test_the_delimiter_is_guessed_from_the_first_50_lines_only(tmp_path: Path) -
     contacts = ContactList(path)
     assert contacts.columns == ["email", "name, title"]
     assert rows(path)[0] == (2, {"email": "p0@example.org", "name, title": "Name 0"})
+
+
+def test_opening_a_list_holds_a_block_of_it_not_the_whole_file(tmp_path: Path) -> None:
+    # The encoding is checked block by block (1 MiB), the header read from the first 64 KiB:
+    # an 8 MiB list is opened in about 4 MiB. Reading the file whole, for the check or for
+    # any of its first bytes, takes twice that or more.
+    row = "p{n}@example.org,Zoë " + "x" * 10_000 + "\n"
+    path = tmp_path / "contacts.csv"
+    path.write_text("email,note\n" + "".join(row.format(n=n) for n in range(800)), "utf-8")
+    assert path.stat().st_size > 7 * 2**20
+    tracemalloc.start()
+    try:
+        ContactList(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * 2**20, f"{peak / 2**20:.1f} MiB"
