@@ -379,6 +379,14 @@ def test_quotes_are_read_as_spreadsheets_read_them(
     assert [contact.values["name"] for contact in ContactList(path)] == [expected]
 
 
+def test_a_row_read_again_leniently_goes_on_past_its_first_line(tmp_path: Path) -> None:
+    path = write(tmp_path, b'email,name,note\nana@example.org,"Ana" Lima,"two\nlines"\nbo@example.org,Bo,\n')
+    assert [(c.row, c.values) for c in ContactList(path)] == [
+        (2, {"email": "ana@example.org", "name": "Ana Lima", "note": "two\nlines"}),
+        (3, {"email": "bo@example.org", "name": "Bo", "note": ""}),
+    ]
+
+
 @pytest.mark.parametrize(
     "content",
     [
