@@ -399,14 +399,10 @@ def _bad_byte_message(path: Path, offset: int) -> str:
 
 
 def _sample_lines(raw: bytes, encoding: str, complete: bool) -> list[str]:
-    """The lines of the file's first bytes; a line cut off by the sample's end is dropped, unless
-    at most one line before it holds anything: it is the header, longer than the sample, or the
-    first row after the header, the only one there is to guess the delimiter from."""
+    """The lines of the file's first bytes. The last may be cut off by the sample's end; it is
+    kept, since it may be the header itself, or the only row to guess the delimiter from."""
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(raw, final=complete)
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    if complete or sum(1 for line in lines[:-1] if line.strip(_BLANK)) <= 1:
-        return lines
-    return lines[:-1]
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _sniff_delimiter(lines: list[str]) -> str:

@@ -559,3 +559,12 @@ def test_a_first_row_longer_than_the_sample_helps_guess_the_delimiter(tmp_path: 
     contacts = ContactList(path)
     assert contacts.columns == ["email", "name, title"]
     assert [c.values["email"] for c in contacts] == ["ana@example.org"]
+
+
+def test_title_lines_above_the_header_of_a_list_longer_than_the_sample(tmp_path: Path) -> None:
+    rows = "".join(f"p{n}@example.org;Supporter {n}\n" for n in range(5_000))
+    path = write(tmp_path, ("Campaign list;\n;\nemail;name\n" + rows).encode())
+    assert path.stat().st_size > 2 * 64 * 1024
+    contacts = ContactList(path, id_column="email")
+    assert contacts.description == "contacts.csv, header on row 3"
+    assert [(c.row, c.values["name"]) for c in contacts][-1] == (5_003, "Supporter 4999")
