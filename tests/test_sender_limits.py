@@ -210,3 +210,15 @@ async def test_workers_waiting_for_a_connection_do_not_spin(log: DeliveryLog) ->
         elapsed, used = time.monotonic() - started, time.process_time() - cpu
     assert summary.sent == 50 and elapsed > 4.5
     assert used < 1.0, f"{used:.2f} s of CPU in {elapsed:.2f} s"
+
+
+async def test_a_run_waiting_for_a_retry_does_not_spin(log: DeliveryLog) -> None:
+    # One letter deferred once (451), retried 1.5 s later (a retry waits 0.75-1.25 times the
+    # delay): the run has nothing to do meanwhile but wait.
+    with FaultServer() as server:
+        server.on("DATA_END", reply("451 4.3.0 try again later"), times=1)
+        started, cpu = time.monotonic(), time.process_time()
+        summary = await send(server, log, letters(1), retry_delay=1.5)
+        elapsed, used = time.monotonic() - started, time.process_time() - cpu
+    assert summary.sent == 1 and elapsed > 1.0
+    assert used < 0.5, f"{used:.2f} s of CPU in {elapsed:.2f} s"
