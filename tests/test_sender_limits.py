@@ -12,7 +12,7 @@ from mailaction import ratelimit
 from mailaction.deliverylog import DeliveryLog, State
 from tests.letters import letters
 from tests.smtpserver import FaultServer, FaultSession, reject_recipient, reply, slow
-from tests.test_sender import entry, fresh_log, send, states
+from tests.test_sender import entry, fresh_log, send, smtp_config, states
 
 log = pytest.fixture(fresh_log)
 
@@ -63,10 +63,13 @@ async def test_after_a_refusal_the_run_keeps_to_the_connections_that_worked(
     # refusal comes once that connection is open, so that it counts as working.
     with FaultServer(max_connections=1, refusal_delay=0.3) as server:
         server.on("DATA_END", slow(0.1))
-        summary = await send(server, log, letters(30), concurrency=2)
+        batch = letters(30)
+        summary = await send(server, log, batch, concurrency=2)
     assert summary.sent == 30
     assert server.refused_connections == 1
     assert server.most_open_connections == 1
+    # The refusal charged no letter: the one taken for the refused connection was put back.
+    assert {entry(log, item).attempts for item in batch} == {1}
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
@@ -173,8 +176,10 @@ async def test_a_connection_closed_along_the_way_is_not_counted_among_those_work
 ) -> None:
     # Four connections. A refused recipient makes one of them reset, the server closes it
     # instead, and its next connection is refused: three were working then, so the run keeps
-    # three (half of four would be two), which it knows only by counting the one it closed.
-    batch = letters(40)
+    # three (half of four would be two, and the one closed counted as open four), which it
+    # knows only by counting the one it closed. The run lasts past the 1 s wait after the
+    # refusal, when a fourth would be tried again.
+    batch = letters(100)
     open_then: list[int] = []
 
     async def refuse_the_fifth(session: FaultSession, arg: str | None) -> str | None:
@@ -192,7 +197,7 @@ async def test_a_connection_closed_along_the_way_is_not_counted_among_those_work
         server.on("GREETING", refuse_the_fifth)
         server.on("DATA_END", count_open)
         summary = await send(server, log, batch, concurrency=4, max_retries=0)
-    assert summary.sent == 39 and summary.failed == 1
+    assert summary.sent == 99 and summary.failed == 1
     assert server.connections == 5
     # (The refused connection is counted open for the moment it takes to refuse it.)
     assert len(open_then) > 20 and set(open_then[-20:]) == {3}
@@ -222,3 +227,18 @@ async def test_a_run_waiting_for_a_retry_does_not_spin(log: DeliveryLog) -> None
         elapsed, used = time.monotonic() - started, time.process_time() - cpu
     assert summary.sent == 1 and elapsed > 1.0
     assert used < 0.5, f"{used:.2f} s of CPU in {elapsed:.2f} s"
+
+
+async def test_a_login_refused_for_now_defers_its_letter_and_is_no_connection_limit(
+    log: DeliveryLog,
+) -> None:
+    # Only a refusal at connect or greeting is the server's limit on connections. A 454 at
+    # AUTH (a temporary failure of the server's authentication) defers the letter taken for
+    # that connection, which is tried again; the connections are not lowered for it.
+    batch = letters(10)
+    with FaultServer(auth={"ana": "pw"}) as server:
+        server.on("AUTH", reply("454 4.7.0 temporary authentication failure"), times=1)
+        smtp = smtp_config(server, username="ana")
+        summary = await send(server, log, batch, smtp=smtp, password="pw", concurrency=2)
+    assert summary.sent == 10 and summary.refused_connections == 0
+    assert sorted(entry(log, item).attempts for item in batch) == [1] * 9 + [2]
