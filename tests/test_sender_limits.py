@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from mailaction import ratelimit
+from mailaction.config import parse_rate
 from mailaction.deliverylog import DeliveryLog, State
 from tests.letters import letters
 from tests.smtpserver import FaultServer, FaultSession, reject_recipient, reply, slow
@@ -242,3 +243,17 @@ async def test_a_login_refused_for_now_defers_its_letter_and_is_no_connection_li
         summary = await send(server, log, batch, smtp=smtp, password="pw", concurrency=2)
     assert summary.sent == 10 and summary.refused_connections == 0
     assert sorted(entry(log, item).attempts for item in batch) == [1] * 9 + [2]
+
+
+async def test_a_refused_connection_frees_the_domain_of_the_letter_it_took(
+    log: DeliveryLog,
+) -> None:
+    # With a per-domain rate a letter taken marks its domain busy until it has its slot; the
+    # letter of the refused connection goes back, and its domain must be free for the next.
+    batch = letters(20)
+    with FaultServer(max_connections=1, refusal_delay=0.1) as server:
+        server.on("DATA_END", slow(0.05))
+        summary = await asyncio.wait_for(
+            send(server, log, batch, concurrency=2, per_domain_rate=parse_rate("50/s")), 20
+        )
+    assert summary.sent == 20 and server.refused_connections >= 1

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mailaction.deliverylog import DeliveryLog, State
+from mailaction.deliverylog import DeliveryLog, Outcome, State
 from mailaction.errors import DeliveryLogError
 from mailaction.sender import Sender
 from tests.letters import letters
-from tests.smtpserver import FaultServer, FaultSession
+from tests.smtpserver import FaultServer, FaultSession, reply
 from tests.test_sender import send, sending_config, smtp_config
 
 
@@ -79,3 +79,27 @@ async def test_no_data_goes_out_when_its_mark_cannot_be_committed(tmp_path: Path
             await asyncio.wait_for(sender.send(batch), 10)  # type: ignore[arg-type]
         log.full = False
     assert server.messages == []
+
+
+async def test_a_letter_refused_before_its_data_is_never_sending_on_disk(tmp_path: Path) -> None:
+    # Its attempt is counted with the mark, committed together with the outcome: a crash in
+    # between must not leave it `sending`, which a resumed run would take as maybe delivered.
+    path = tmp_path / "log.sqlite"
+    on_disk: list[State] = []
+
+    class Watched(DeliveryLog):
+        def mark_outcome(self, contact_id: str, outcome: Outcome) -> None:
+            with DeliveryLog(path, "test") as reader:
+                on_disk.extend(e.state for e in reader.entries() if e.contact_id == contact_id)
+            super().mark_outcome(contact_id, outcome)
+
+    batch = letters(3)
+    with FaultServer() as server, Watched(path, "test") as log:
+        for item in batch:
+            log.register(item)  # type: ignore[arg-type]
+        log.flush()
+        server.on("MAIL", reply("550 5.7.1 sender refused"), times=1)
+        summary = await Sender(smtp_config(server), sending_config(), log).send(batch)  # type: ignore[arg-type]
+    assert summary.failed == 1 and summary.sent == 2
+    # The refused letter (the first) is still queued on disk; the two sent ones are `sending`.
+    assert on_disk == [State.PENDING, State.SENDING, State.SENDING]
