@@ -541,6 +541,9 @@ class DeliveryLog:
                 count,
             ),
         ).fetchall()
+        # Committed before the letters are read: they are this worker's now, and the other
+        # workers need the write lock for every letter they send.
+        self.flush()
         letters = []
         if claimed:
             marks = ", ".join("?" * len(claimed))
@@ -550,7 +553,6 @@ class DeliveryLog:
                 [found[0] for found in claimed],
             ).fetchall()
             letters = [self._letter(values) for values in rows]
-        self.flush()
         return letters
 
     def work_left(self, upto: tuple[int, str] | None = None) -> bool:
