@@ -252,6 +252,8 @@ class DeliveryLog:
         # together, a batch at a time, with the next statement.
         self._queued: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
         self.worker: str | None = None  # set by `join`: the worker this log claims letters for
+        # The rowids of the letters this worker holds, by contact id, until they are settled.
+        self._claimed: dict[str, int] = {}
         self._db = self._open()
 
     def close(self) -> None:
@@ -502,6 +504,7 @@ class DeliveryLog:
         worker, self.worker = self.worker, None
         if worker is None:
             return
+        self._claimed.clear()
         self._release("claimed_by = ?", (worker,), State.DEFERRED)
         self._bury(None, worker)
         self.flush()
@@ -548,11 +551,14 @@ class DeliveryLog:
         if claimed:
             marks = ", ".join("?" * len(claimed))
             rows = self._run(
-                f"SELECT {_LETTER_COLUMNS} FROM letters LEFT JOIN messages ON letter = letters.rowid"
+                f"SELECT letters.rowid, {_LETTER_COLUMNS} FROM letters"
+                " LEFT JOIN messages ON letter = letters.rowid"
                 f" WHERE letters.rowid IN ({marks}) ORDER BY row, contact_id",
                 [found[0] for found in claimed],
             ).fetchall()
-            letters = [self._letter(values) for values in rows]
+            for rowid, *values in rows:
+                letters.append(self._letter(tuple(values)))
+                self._claimed[letters[-1].contact_id] = rowid
         return letters
 
     def work_left(self, upto: tuple[int, str] | None = None) -> bool:
@@ -786,14 +792,11 @@ class DeliveryLog:
         its letters given to others).
         """
         now = time.time()
-        mine, claim = self._mine()
+        where, key = self._found_by(contact_id)
         self._pending.append(
             (
-                _MARK_SENDING + mine,
-                (
-                    State.SENDING, now, now, _event(State.SENDING, None, "", now),
-                    self.campaign, contact_id, *claim,
-                ),
+                _MARK_SENDING + where,
+                (State.SENDING, now, now, _event(State.SENDING, None, "", now), *key),
             )
         )  # fmt: skip
         if commit:
@@ -803,17 +806,28 @@ class DeliveryLog:
         """Record how the last attempt ended (committed with the next `mark_sending` or `flush`)."""
         now = time.time()
         sent_at = now if outcome.state is State.SENT else None
-        mine, claim = self._mine()
+        where, key = self._found_by(contact_id)
+        if outcome.state is not State.DEFERRED:
+            self._claimed.pop(contact_id, None)  # settled: it will not be marked again
         self._pending.append(
             (
-                _MARK_OUTCOME + mine,
+                _MARK_OUTCOME + where,
                 (
                     outcome.state, outcome.code, outcome.reply, json.dumps(outcome.refused),
-                    sent_at, _event(outcome.state, outcome.code, outcome.reply, now),
-                    self.campaign, contact_id, *claim,
+                    sent_at, _event(outcome.state, outcome.code, outcome.reply, now), *key,
                 ),
             )
         )  # fmt: skip
+
+    def _found_by(self, contact_id: str) -> tuple[str, tuple[Any, ...]]:
+        """The condition a mark finds its letter by, and its parameters: the rowid of a letter
+        this worker claimed (one index walk less while the write lock is held), else the
+        campaign and contact id; and, for a worker, that it still holds the letter."""
+        mine, claim = self._mine()
+        rowid = self._claimed.get(contact_id)
+        if rowid is None:
+            return " WHERE campaign = ? AND contact_id = ?" + mine, (self.campaign, contact_id, *claim)
+        return " WHERE rowid = ?" + mine, (rowid, *claim)
 
     def entries(self, states: Iterable[State] | None = None) -> Iterator[Entry]:
         """The campaign's entries in spreadsheet order, optionally only those in ``states``."""
@@ -999,11 +1013,11 @@ _STORE_MESSAGE = (
 _MARK_SENDING = (
     "UPDATE letters SET state = ?, attempts = attempts + 1,"
     " first_attempt_at = coalesce(first_attempt_at, ?), last_attempt_at = ?,"
-    " history = history || ? WHERE campaign = ? AND contact_id = ?"
+    " history = history || ?"
 )
 _MARK_OUTCOME = (
     "UPDATE letters SET state = ?, last_code = ?, last_reply = ?, refused = ?,"
-    " sent_at = coalesce(?, sent_at), history = history || ? WHERE campaign = ? AND contact_id = ?"
+    " sent_at = coalesce(?, sent_at), history = history || ?"
 )
 # A letter claimed by a worker no longer registered (dead, or recovered by another).
 _ORPHANED = (

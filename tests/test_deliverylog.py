@@ -215,6 +215,42 @@ def test_two_campaigns_in_one_file_are_independent(path: Path) -> None:
         assert real.campaigns() == proof.campaigns() == ["spring", "spring [test]"]
 
 
+
+def test_a_workers_marks_reach_the_letter_it_claimed_and_no_other(path: Path) -> None:
+    """A worker marks the letters it claimed by their rowid: the same contact id in another
+    campaign of the file is left alone, a deferred letter is marked again at its retry, and a
+    settled one is still found by its contact id."""
+    with DeliveryLog(path, "spring") as other, DeliveryLog(path, "autumn") as log:
+        for row in (2, 3, 4):
+            other.register(letter(row))
+        other.flush()
+        for row in (2, 3, 4):
+            log.register(letter(row))
+        log.flush()
+        log.join("w1")
+        statements: list[str] = []
+        log._db.set_trace_callback(statements.append)
+        assert [item.row for item in log.claim(3, lease=30)] == [2, 3, 4]
+        log.mark_sending("person3@example.org")
+        log.mark_outcome("person3@example.org", Outcome(State.DEFERRED, 451, "4.3.0 later"))
+        log.mark_sending("person3@example.org")
+        log.mark_outcome("person3@example.org", SENT)
+        log.flush()
+        marks = [sql for sql in statements if sql.startswith("UPDATE letters SET state")]
+        assert len(marks) == 4 and all("WHERE rowid = " in sql for sql in marks)
+        log.mark_sending("person3@example.org")  # settled: found by campaign and contact id
+        log.mark_outcome("person3@example.org", SENT)
+        log.flush()
+        assert "WHERE campaign = " in statements[-2]
+        assert [log.get(f"person{row}@example.org").state for row in (2, 3, 4)] == [
+            State.PENDING, State.SENT, State.PENDING,
+        ]  # fmt: skip
+        assert log.get("person3@example.org").attempts == 3
+        assert [other.get(f"person{row}@example.org").state for row in (2, 3, 4)] == [
+            State.PENDING
+        ] * 3
+        assert other.get("person3@example.org").attempts == 0
+
 HOLD_LOCK = """
     import sys, time
     from pathlib import Path
