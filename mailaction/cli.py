@@ -473,12 +473,16 @@ class RateColumn(ProgressColumn):
 
 
 @contextmanager
-def _progress(total: int) -> Iterator[Callable[[State, int], None]]:
-    """A progress bar with rate and ETA while letters go out (quiet when not a terminal)."""
+def _progress(total: int) -> Iterator[Callable[[State, int], None] | None]:
+    """A progress bar with rate and ETA while letters go out; none when not a terminal (then
+    nothing is counted for it)."""
+    if not console.is_terminal:
+        yield None
+        return
     progress = Progress(
         TextColumn("[bold]Sending"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[failed]} failed"), RateColumn(),
-        TimeRemainingColumn(), console=console, disable=not console.is_terminal,
+        TimeRemainingColumn(), console=console,
     )  # fmt: skip
     task = progress.add_task("send", total=total, failed=0)
     failed = 0

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 Cursor = Any  # a DB-API cursor: sqlite3's, or psycopg's for a PostgreSQL log
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V2_COLUMN_LIST = (
     "sender TEXT NOT NULL DEFAULT ''",  # envelope MAIL FROM
@@ -59,8 +59,15 @@ _V2_COLUMNS = ",\n    ".join(_V2_COLUMN_LIST)
 # letter names its worker in `claimed_by`; a worker whose heartbeat is older than the lease is
 # dead, and its letters go back to the queue (`uncertain` when they were `sending`). `limits`
 # holds the next free slot of each rate shared by the workers ("" global, "@domain").
-_WORKER_TABLES = """
-CREATE INDEX IF NOT EXISTS letters_queue ON letters (campaign, state, row, contact_id);
+# The queue's index holds only the pending letters: a letter leaves it when it is first marked
+# `sending`, and its later state changes touch no index (version 2 indexed every state, which cost
+# two index updates per state change under the write lock that workers share).
+PENDING_INDEX = """
+DROP INDEX IF EXISTS letters_queue;
+CREATE INDEX IF NOT EXISTS letters_pending ON letters (campaign, row, contact_id)
+    WHERE state = 'pending';"""
+_QUEUED = "state = 'pending'"  # written out, not bound: PostgreSQL's generic plans can use the index
+_WORKER_TABLES = PENDING_INDEX + """
 DROP INDEX IF EXISTS letters_state;
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
@@ -536,13 +543,10 @@ class DeliveryLog:
         bound = " AND (row, contact_id) <= (?, ?)" if upto is not None else ""
         claimed = self._write(
             "UPDATE letters SET claimed_by = ? WHERE rowid IN (SELECT rowid FROM letters"  # pragma: no mutate
-            " WHERE campaign = ? AND state = ? AND (claimed_by IS NULL OR claimed_by = ?)"  # pragma: no mutate
+            f" WHERE campaign = ? AND {_QUEUED} AND (claimed_by IS NULL OR claimed_by = ?)"
             f" AND (row, contact_id) > (?, ?){bound}"
             f" ORDER BY row, contact_id LIMIT ?{self._SKIP_LOCKED}) RETURNING rowid",
-            (
-                self.worker, self.campaign, State.PENDING, self.worker, *after, *(upto or ()),
-                count,
-            ),
+            (self.worker, self.campaign, self.worker, *after, *(upto or ()), count),
         ).fetchall()
         # Committed before the letters are read: they are this worker's now, and the other
         # workers need the write lock for every letter they send.
@@ -565,22 +569,24 @@ class DeliveryLog:
         """Whether letters may still come this worker's way: queued and not claimed (none after
         ``upto``), or held unsettled by other workers (theirs come back if they die)."""
         bound = " AND (row, contact_id) <= (?, ?)" if upto is not None else ""
-        found = self._run(
-            f"SELECT 1 FROM letters WHERE campaign = ? AND ((state = ? AND claimed_by IS NULL{bound})"
-            " OR (state IN (?, ?, ?) AND claimed_by IS NOT NULL AND claimed_by != ?)) LIMIT 1",  # pragma: no mutate
-            (
-                self.campaign, State.PENDING, *(upto or ()),
-                State.PENDING, State.SENDING, State.DEFERRED, self.worker or "",
-            ),
-        )  # fmt: skip
-        return found.fetchone() is not None
+        queued = self._run(
+            f"SELECT 1 FROM letters WHERE campaign = ? AND {_QUEUED} AND claimed_by IS NULL{bound}"
+            " LIMIT 1",  # pragma: no mutate
+            (self.campaign, *(upto or ())),
+        ).fetchone()
+        held = queued or self._run(
+            "SELECT 1 FROM letters WHERE campaign = ? AND state IN (?, ?, ?)"  # pragma: no mutate
+            " AND claimed_by IS NOT NULL AND claimed_by != ? LIMIT 1",  # pragma: no mutate
+            (self.campaign, State.PENDING, State.SENDING, State.DEFERRED, self.worker or ""),
+        ).fetchone()
+        return held is not None
 
     def queue_end(self, count: int) -> tuple[int, str] | None:
         """The (row, contact id) of the ``count``-th pending letter; None when there are fewer."""
         found = self._run(
-            "SELECT row, contact_id FROM letters WHERE campaign = ? AND state = ?"  # pragma: no mutate
+            f"SELECT row, contact_id FROM letters WHERE campaign = ? AND {_QUEUED}"
             " ORDER BY row, contact_id LIMIT 1 OFFSET ?",  # pragma: no mutate
-            (self.campaign, State.PENDING, count - 1),
+            (self.campaign, count - 1),
         ).fetchone()
         return None if found is None else (found[0], found[1])
 
@@ -1066,8 +1072,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         if not _has_schema(db):
             db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if version is not None and version[0] == "1":
-            _upgrade_from_1(db)
+        if version is not None and version[0] in ("1", "2"):
+            _upgrade(db, from_version=version[0])
             version = (str(SCHEMA_VERSION),)
     except sqlite3.Error as exc:
         db.close()
@@ -1079,22 +1085,29 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _upgrade_from_1(db: sqlite3.Connection) -> None:
-    """Add the queue's columns to a log of the first release, with ids under today's key rule.
+def _upgrade(db: sqlite3.Connection, from_version: str) -> None:
+    """Bring a log of an earlier version to this one, in one transaction.
 
-    Letters logged before hold no message: the next `send` builds and stores the unsent ones.
+    From version 1: the queue's columns and tables, and ids under today's key rule (letters
+    logged before hold no message: the next `send` builds and stores the unsent ones). From
+    version 2: the queue's index of pending letters only.
     """
-    db.create_function("contact_key", 1, contact_key, deterministic=True)
-    db.create_function(
-        "identity", 2, lambda recipients, fingerprint: letter_identity(
-            json.loads(recipients), fingerprint
-        ),
-    )  # fmt: skip
-    columns = "".join(f"ALTER TABLE letters ADD COLUMN {column};\n" for column in _V2_COLUMN_LIST)
+    steps = PENDING_INDEX
+    if from_version == "1":
+        db.create_function("contact_key", 1, contact_key, deterministic=True)
+        db.create_function(
+            "identity", 2, lambda recipients, fingerprint: letter_identity(
+                json.loads(recipients), fingerprint
+            ),
+        )  # fmt: skip
+        columns = "".join(f"ALTER TABLE letters ADD COLUMN {column};\n" for column in _V2_COLUMN_LIST)
+        steps = (
+            f"{columns}{_V2_TABLES}\n"
+            "UPDATE OR IGNORE letters SET contact_id = contact_key(contact_id);\n"  # pragma: no mutate
+            "UPDATE letters SET identity = identity(recipients, fingerprint);"  # pragma: no mutate
+        )
     db.executescript(
-        f"BEGIN IMMEDIATE;\n{columns}{_V2_TABLES}\n"
-        "UPDATE OR IGNORE letters SET contact_id = contact_key(contact_id);\n"  # pragma: no mutate
-        "UPDATE letters SET identity = identity(recipients, fingerprint);\n"  # pragma: no mutate
+        f"BEGIN IMMEDIATE;\n{steps}\n"
         f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\n"
         "COMMIT;"  # pragma: no mutate
     )

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from .deliverylog import SCHEMA_VERSION, Cursor, DeliveryLog
+from .deliverylog import PENDING_INDEX, SCHEMA_VERSION, Cursor, DeliveryLog
 from .errors import DeliveryLogError
 
 _SCHEMA = f"""
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS letters (
     claimed_by TEXT,
     PRIMARY KEY (campaign, contact_id)
 );
-CREATE INDEX IF NOT EXISTS letters_queue ON letters (campaign, state, row, contact_id);
+{PENDING_INDEX}
 CREATE INDEX IF NOT EXISTS letters_row ON letters (campaign, row);
 CREATE INDEX IF NOT EXISTS letters_identity ON letters (identity);
 CREATE TABLE IF NOT EXISTS messages (
@@ -109,6 +109,13 @@ class PostgresLog(DeliveryLog):
                 db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 db.execute(_SCHEMA)
             version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if version is not None and version[0] == "2":  # the queue's index of pending letters
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                db.execute(PENDING_INDEX)
+                db.execute(
+                    "UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+                )
+                version = (str(SCHEMA_VERSION),)
             db.commit()
         except psycopg.Error as exc:
             db.close()

@@ -251,6 +251,37 @@ def test_a_workers_marks_reach_the_letter_it_claimed_and_no_other(path: Path) ->
         ] * 3
         assert other.get("person3@example.org").attempts == 0
 
+
+VERSION_2_INDEX = """
+DROP INDEX letters_pending;
+CREATE INDEX letters_queue ON letters (campaign, state, row, contact_id);
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+
+def test_a_log_of_version_2_gets_the_index_of_pending_letters_only(path: Path) -> None:
+    with DeliveryLog(path, "spring") as log:
+        for row in (2, 3, 4):
+            log.register(letter(row))
+        log.mark_sending("person2@example.org")
+        log.mark_outcome("person2@example.org", SENT)
+        log.flush()
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(VERSION_2_INDEX)
+    with DeliveryLog(path, "spring") as log:
+        indexes = {name for (name,) in log._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "letters_pending" in indexes and "letters_queue" not in indexes
+        assert log._db.execute("SELECT value FROM meta").fetchone() == ("3",)
+        log.join("w1")
+        statements: list[tuple[str, object]] = []  # as written, parameters apart
+        execute = log._execute
+        log._execute = lambda sql, params: statements.append((sql, params)) or execute(sql, params)
+        assert [item.row for item in log.claim(10, lease=30)] == [3, 4]
+        ((claim, params),) = [found for found in statements if "RETURNING rowid" in found[0]]
+        plan = " ".join(map(str, log._db.execute(f"EXPLAIN QUERY PLAN {claim}", params)))
+        assert "USING INDEX letters_pending" in plan, plan
+        assert log.queue_end(2) == (4, "person4@example.org")
+
 HOLD_LOCK = """
     import sys, time
     from pathlib import Path

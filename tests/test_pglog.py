@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -19,7 +20,7 @@ from mailaction.deliverylog import DeliveryLog, Outcome, State, open_log
 from mailaction.errors import DeliveryLogError
 from mailaction.pglog import PostgresLog, redacted
 from tests.campaigns import RecordingSink, numbered_campaign
-from tests.test_deliverylog import letter
+from tests.test_deliverylog import VERSION_2_INDEX, letter
 from tests.test_workers import busiest_second, check_delivery
 
 LETTERS = 300
@@ -66,6 +67,22 @@ def test_the_log_keeps_states_and_messages_as_sqlite_does(pg_url: str) -> None:
         assert log.history("person2@example.org")[-1].endswith("sent 250 2.0.0 Ok")
         assert log.message("person3@example.org") == letter(3).data
 
+
+
+def test_a_log_of_version_2_gets_the_index_of_pending_letters_only(pg_url: str) -> None:
+    with open_log(pg_url, "spring") as log:
+        for row in (2, 3):
+            log.register(letter(row))
+        log.flush()
+    with psycopg.connect(pg_url) as db:
+        db.execute(VERSION_2_INDEX)
+    with open_log(pg_url, "spring") as log:
+        log.join("here")
+        assert [item.row for item in log.claim(10, lease=30)] == [2, 3]
+    with psycopg.connect(pg_url) as db:
+        indexes = {name for (name,) in db.execute("SELECT indexname FROM pg_indexes")}
+        assert "letters_pending" in indexes and "letters_queue" not in indexes
+        assert db.execute("SELECT value FROM meta").fetchone() == ("3",)
 
 def test_two_workers_never_claim_the_same_letter(pg_url: str) -> None:
     with open_log(pg_url, "spring") as log:

@@ -18,6 +18,7 @@ import pytest
 from mailaction.config import load_config
 from mailaction.delivery import Hooks, SendOptions, SendPlan, send_campaign
 from mailaction.deliverylog import DeliveryLog, State
+from mailaction import workers
 from mailaction.errors import InvalidCampaign
 from tests.campaigns import RecordingSink, numbered_campaign
 from tests.processes import started_another, worker_pids
@@ -222,3 +223,28 @@ def test_a_killed_send_leaves_no_standby_worker(tmp_path: Path, sink: RecordingS
         time.sleep(0.05)
     assert alive() == []
     assert sink.count == 0
+
+
+def test_the_progress_counts_the_log_for_at_most_a_small_share_of_the_time(tmp_path: Path) -> None:
+    """Counting reads the whole campaign, so the parent of the workers counts a large log less
+    often than it looks at its workers; the last count, when the run ends, is never put off."""
+    counted: list[float] = []
+
+    class SlowToCount(DeliveryLog):
+        def counts(self) -> dict[State, int]:
+            counted.append(time.monotonic())
+            time.sleep(0.02)  # as a campaign of some 50,000 letters takes
+            return super().counts()
+
+    with SlowToCount(tmp_path / "log.sqlite", "spring") as log:
+        supervisor = workers._Supervisor(job=None, log=log, on_interrupt=None, standby=None)
+        advanced: list[tuple[State, int]] = []
+        seen = dict.fromkeys(State, 0)
+        for _ in range(10):
+            seen = supervisor._show(seen, lambda state, count: advanced.append((state, count)))
+        assert len(counted) == 1
+        time.sleep(0.02 / workers.COUNTING_SHARE)
+        supervisor._show(seen, lambda state, count: None)
+        assert len(counted) == 2
+        assert supervisor.run(0, lambda state, count: None).summary.sent == 0
+        assert len(counted) == 5  # before, the last progress, after: none put off
