@@ -354,12 +354,19 @@ class DeliveryLog:
         The commit would otherwise run SQLite's automatic checkpoint here: for a campaign of
         300,000 letters, seconds spent copying some 900 MB before the first letter goes out.
         """
-        self._execute("PRAGMA wal_autocheckpoint = 0", ())
+        self.automatic_checkpoints(False)
         try:
             self.flush()
         finally:
-            self._execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}", ())
+            self.automatic_checkpoints(True)
         threading.Thread(target=self.checkpoint, daemon=True).start()
+
+    def automatic_checkpoints(self, on: bool) -> None:
+        """Let a commit copy the WAL into the database file once the WAL has grown (SQLite's
+        default), or not: that automatic checkpoint runs inside the commit, on the caller's
+        thread, and holds it for tens of milliseconds (it copies the WAL, then syncs the file).
+        A caller that turns it off calls `checkpoint` itself, from another thread."""
+        self._execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT if on else 0}", ())
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file from another connection (PASSIVE: never blocks);

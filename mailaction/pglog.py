@@ -169,6 +169,9 @@ class PostgresLog(DeliveryLog):
     def checkpoint(self) -> None:
         """PostgreSQL checkpoints by itself."""
 
+    def automatic_checkpoints(self, on: bool) -> None:
+        """PostgreSQL checkpoints by itself."""
+
     def plan_lock(self) -> None:
         """Hold off other machines' plans of this campaign until this transaction ends."""
         self._write("SELECT pg_advisory_xact_lock(hashtext(?))", (self.campaign,))

@@ -207,11 +207,12 @@ class _SendingMarks:
     Each letter's mark is written at once and its data waits for the commit, which runs as the
     next callback of the loop: every letter that reached this point in the same turn shares it.
     The commit stays on the loop (SQLite's connection may not move to a thread): in WAL mode
-    with synchronous=NORMAL it appends to the WAL without fsync, about 0.1-0.2 ms. What can
+    with synchronous=NORMAL it appends to the WAL without fsync, about 0.1-0.2 ms. What could
     stall the loop is SQLite's automatic checkpoint, which a commit runs when the WAL has grown
-    past 1,000 pages and which fsyncs the database (measured 3-30 ms). So every
-    `CHECKPOINT_EVERY` letters a second connection, in a thread, checkpoints first: the WAL
-    then starts again from its beginning and the automatic checkpoint is never due.
+    past 1,000 pages and which fsyncs the database (measured 3-45 ms; the first commits after
+    the queue, whose WAL holds the whole campaign, ran it). It is off while the run sends:
+    every `CHECKPOINT_EVERY` letters a second connection, in a thread, checkpoints instead, and
+    the WAL then starts again from its beginning.
     """
 
     def __init__(self, log: DeliveryLog) -> None:
@@ -366,11 +367,13 @@ class _Run:
         workers = [_Worker(self, local_hostname) for _ in range(self.sending.concurrency)]
         watcher = asyncio.ensure_future(self._stop.wait())
         watcher.add_done_callback(lambda _: self.halt())
+        self.log.automatic_checkpoints(False)  # `_SendingMarks` checkpoints, from a thread
         try:
             await asyncio.gather(*(worker.work() for worker in workers))
             self.log.flush()
             await self.marks.close()
         finally:
+            self.log.automatic_checkpoints(True)
             watcher.cancel()
             for worker in workers:
                 worker.close()

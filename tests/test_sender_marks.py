@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from email.parser import BytesParser
 from pathlib import Path
 
@@ -56,6 +57,31 @@ async def test_letters_going_out_together_share_one_commit_of_their_marks(
     # letters' marks share commits (measured about one commit per three or four letters).
     assert Counting.commits < 0.75 * 400
 
+
+
+async def test_no_commit_of_a_run_checkpoints_the_log_on_its_loop(tmp_path: Path) -> None:
+    # SQLite's automatic checkpoint would copy the WAL (at first the whole queue) inside a
+    # commit, stalling every connection for tens of ms: it is off while the run sends, and a
+    # thread checkpoints every CHECKPOINT_EVERY letters instead.
+    automatic: set[int] = set()  # the setting whenever a letter was about to go
+    checkpoints: list[float] = []
+
+    class Watched(DeliveryLog):
+        def mark_sending(self, contact_id: str, *, commit: bool = True) -> None:
+            automatic.add(self._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            super().mark_sending(contact_id, commit=commit)
+
+        def checkpoint(self) -> None:
+            checkpoints.append(time.monotonic())
+            super().checkpoint()
+
+    batch = letters(400)
+    with FaultServer(pipelining=True) as server, Watched(tmp_path / "log.sqlite", "test") as log:
+        summary = await send(server, log, batch, concurrency=8)
+        assert log._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+    assert summary.sent == 400
+    assert automatic == {0}
+    assert len(checkpoints) >= 2
 
 async def test_no_data_goes_out_when_its_mark_cannot_be_committed(tmp_path: Path) -> None:
     # The disk fills as the first letters are about to go: their marks cannot be committed,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from mailaction import workers
 from mailaction.config import load_config
 from mailaction.delivery import Hooks, SendOptions, SendPlan, send_campaign
 from mailaction.deliverylog import DeliveryLog, State
-from mailaction import workers
 from mailaction.errors import InvalidCampaign
 from tests.campaigns import RecordingSink, numbered_campaign
 from tests.processes import started_another, worker_pids
