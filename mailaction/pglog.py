@@ -169,6 +169,9 @@ class PostgresLog(DeliveryLog):
     def checkpoint(self) -> None:
         """PostgreSQL checkpoints by itself."""
 
+    def _grow_cache(self) -> None:
+        """PostgreSQL's server keeps the cache."""
+
     def automatic_checkpoints(self, on: bool) -> None:
         """PostgreSQL checkpoints by itself."""
 

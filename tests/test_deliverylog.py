@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mailaction.deliverylog import DeliveryLog, Outcome, State
+from mailaction.deliverylog import CACHE_KIB, DeliveryLog, Outcome, State
 from mailaction.errors import DeliveryLogError, DeliveryLogLocked
 from mailaction.message import Letter
 
@@ -281,6 +281,21 @@ def test_a_log_of_version_2_gets_the_index_of_pending_letters_only(path: Path) -
         plan = " ".join(map(str, log._db.execute(f"EXPLAIN QUERY PLAN {claim}", params)))
         assert "USING INDEX letters_pending" in plan, plan
         assert log.queue_end(2) == (4, "person4@example.org")
+
+
+def test_only_a_log_that_plans_grows_its_page_cache(path: Path) -> None:
+    # A plan looks up and queues ids in no order in two indexes and needs the pages at hand; a report
+    # reads the whole campaign once and would only fill its cache.
+    cache = lambda log: log._db.execute("PRAGMA cache_size").fetchone()[0]
+    with DeliveryLog(path, "spring") as log:
+        assert cache(log) == -2000  # SQLite's own
+        log.register(letter(2))
+        assert cache(log) == -CACHE_KIB
+    with DeliveryLog(path, "spring") as reader:
+        reader.counts(), list(reader.entries())
+        assert cache(reader) == -2000
+        reader.look_up(["person2@example.org"])  # as a plan begins
+        assert cache(reader) == -CACHE_KIB
 
 HOLD_LOCK = """
     import sys, time
