@@ -22,6 +22,7 @@ from typing import Self
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 SMTP_SOURCE = Path("/usr/sbin/smtp-source")
 SLOW_SINK = Path(__file__).resolve().parent / "slow_sink.py"
+PEAK_RSS = Path(__file__).resolve().parent / "peak_rss.py"
 _SINK_COUNT = re.compile(rb"mesg=(\d+)")
 
 
@@ -83,27 +84,33 @@ def run_timed(
 ) -> Finished:
     """Run ``command`` to its end, killing it after ``timeout`` seconds.
 
-    Peak RSS comes from wait4() on this very process, so it is the command's own high-water mark.
+    It runs as the child of `peak_rss.py`, which times it and reads its peak RSS from wait4():
+    the command's own high-water mark, not this process's (see that script).
     """
-    with tempfile.TemporaryFile() as output:
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryDirectory() as scratch:
+        measured = Path(scratch) / "measured"
         started = time.perf_counter()
         process = subprocess.Popen(
-            command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            [sys.executable, str(PEAK_RSS), str(measured), *command], cwd=cwd,
+            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         timer = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
         timer.start()
         try:
-            _, status, usage = os.wait4(process.pid, 0)
+            returncode = process.wait()
         finally:
             timer.cancel()
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
         output.seek(max(output.seek(0, os.SEEK_END) - tail, 0))
         text = output.read().decode("utf-8", "replace")
-    if process.returncode == -signal.SIGKILL and seconds >= timeout:
+        seconds, peak_kib = (
+            map(float, measured.read_text(encoding="ascii").split())
+            if measured.exists()
+            else (time.perf_counter() - started, 0.0)
+        )
+    if returncode == -signal.SIGKILL and time.perf_counter() - started >= timeout:
         raise BenchmarkError(f"{command[0]} did not finish within {timeout:g} s:\n{text}")
-    return Finished(seconds, process.returncode, usage.ru_maxrss / 1024, text)
+    return Finished(seconds, returncode, peak_kib / 1024, text)
 
 
 class _ServerProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import signal
 import smtplib
 import socket
 import subprocess
@@ -150,6 +151,20 @@ def test_run_timed_reports_exit_status_and_peak_memory() -> None:
     assert failed.returncode == 1
     with pytest.raises(Exception, match="exited with 1: broken"):
         failed.check("the command")
+
+
+def test_the_peak_memory_is_the_commands_not_the_benchmarks() -> None:
+    # A child's ru_maxrss keeps the peak of the process it was forked from, up to its exec:
+    # a large benchmark process made every command it timed as large (a 40 MiB report was
+    # recorded as 68 and 91 MiB).
+    ballast = bytearray(256 * 1024 * 1024)
+    ballast[::4096] = b"1" * len(ballast[::4096])
+    finished = run_timed([sys.executable, "-c", "print('small')"], timeout=60)
+    assert finished.output.strip() == "small"
+    assert finished.max_rss_mib < 64
+    killed = run_timed([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    del ballast
 
 
 def test_slow_sink_answers_pipelined_commands_after_one_delay() -> None:
