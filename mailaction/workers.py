@@ -342,9 +342,9 @@ class _Supervisor:
                 signal.signal(sig, handler)
             for process, _ in self.running.values():
                 process.kill()
-        self.next_count = 0.0  # the last count is never put off
-        self._show(seen, advance)
         after = self.log.counts()
+        if advance is not None:
+            _advance(advance, seen, after)  # the last progress, never put off
         for state in (State.SENT, State.FAILED, State.UNCERTAIN):
             setattr(self.summary, state.value, after[state] - before[state])
         self.summary.finished = time.time()
@@ -398,9 +398,7 @@ class _Supervisor:
         began = time.monotonic()
         counts = self.log.counts()
         self.next_count = began + (time.monotonic() - began) / COUNTING_SHARE
-        for state in FINAL:
-            if counts[state] > seen[state]:
-                advance(state, counts[state] - seen[state])
+        _advance(advance, seen, counts)
         return counts
 
     def _interrupted(self, signum: int, frame: object) -> None:
@@ -417,6 +415,13 @@ class _Supervisor:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _advance(advance: Advance, seen: dict[State, int], counts: dict[State, int]) -> None:
+    """Advance the progress by the letters settled between ``seen`` and ``counts``."""
+    for state in FINAL:
+        if counts[state] > seen[state]:
+            advance(state, counts[state] - seen[state])
 
 
 def _report(receiver: Connection) -> SendSummary | MailactionError | None:
